@@ -1,0 +1,99 @@
+"""The Faust application: the ingest agent and the worker's HTTP endpoints, wired from Settings.
+
+Kept short on purpose: the logic lives in ``streams.ingest`` (pure) and
+``streams.sinks`` (I/O); this module only connects them to Faust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+from aiohttp.web import Response
+
+from streams.ingest.batch import BatchPipeline, RawRecord
+from streams.ingest.processor import EventProcessor
+from streams.ops.metrics import Metrics
+from streams.schema.registry import SchemaRegistry
+from streams.settings import Settings
+from streams.sinks.kafka_sink import KafkaSink
+from streams.sinks.store import StoreWriter
+
+log = logging.getLogger(__name__)
+
+
+def _raw_record(event: Any) -> RawRecord:
+    m = event.message
+    ts = int(m.timestamp * 1000) if m.timestamp else None
+    return RawRecord(m.key, m.value, m.topic, m.partition, m.offset, ts)
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the worker's Faust app. Schemas are loaded here, so a bad schema file fails at start."""
+    registry = SchemaRegistry.load_dir(settings.schemas_dir)
+    processor = EventProcessor(registry, settings.tenants, settings.max_event_bytes)
+    metrics = Metrics()
+
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
+        datadir=str(settings.data_dir),
+        store="memory://",
+        web_enabled=settings.web_enabled,
+        web_port=settings.web_port,
+        web_bind="0.0.0.0",
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication,
+        broker_commit_every=settings.batch_size,
+        stream_buffer_maxsize=max(4096, settings.batch_size * 4),
+        producer_max_request_size=max(1_048_576, settings.max_event_bytes * 2),
+        consumer_max_fetch_size=max(4 * 1_048_576, settings.max_event_bytes * 4),
+    )
+    raw_topic = app.topic(
+        settings.raw_topic, key_type=bytes, value_type=bytes,
+        key_serializer="raw", value_serializer="raw", partitions=settings.partitions,
+    )
+    state: dict[str, BatchPipeline] = {}
+
+    @app.task
+    async def _open_sinks() -> None:
+        state["pipeline"] = BatchPipeline(settings, processor, KafkaSink(settings.kafka_bootstrap),
+                                          StoreWriter(settings.redis_url), metrics)
+
+    async def pipeline() -> BatchPipeline:
+        while "pipeline" not in state:
+            await asyncio.sleep(0.01)
+        return state["pipeline"]
+
+    @app.agent(raw_topic, name="ingest")
+    async def ingest(stream: faust.StreamT) -> None:
+        p = await pipeline()
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+            task = asyncio.ensure_future(p.handle([_raw_record(e) for e in events]))
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                # Stopping: finish the batch first, because take_events acks it
+                # as soon as this loop body exits, finished or not.
+                await task
+                raise
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Response:
+        return web.json({"status": "ok"})
+
+    @app.page("/ready")
+    async def ready(web: Any, request: Any) -> Response:
+        p = state.get("pipeline")
+        ok = p is not None and await p.store.ping()
+        return web.json({"ready": ok}, status=200 if ok else 503)
+
+    @app.page("/metrics")
+    async def metrics_view(web: Any, request: Any) -> Response:
+        return web.text(metrics.render(), content_type="text/plain")
+
+    app.streams_metrics = metrics  # type: ignore[attr-defined]
+    return app

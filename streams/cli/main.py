@@ -1,0 +1,391 @@
+"""``streams``: the one command line of the project. ``streams <command> --help`` explains each command.
+
+Each command is a small function that parses nothing itself: argparse does,
+and the function calls into the package. Errors the user can fix exit with
+status 2 and one clear line; nothing prints event payloads except ``tail``
+and ``store``, whose job it is to show clean events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from streams.settings import Settings, SettingsError
+
+EPILOG = """configuration comes from STREAMS_* environment variables (see README.md,
+"Configuration"); defaults talk to the local stack that `streams stack up` runs."""
+
+
+class UsageError(Exception):
+    """A problem the user can fix; printed as one line, exit status 2."""
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise UsageError(str(exc)) from None
+
+
+# ---------------------------------------------------------------- stack / topics
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    from streams.ops.localstack import LocalStack
+    from streams.ops.topics import ensure_topics
+
+    s = _settings()
+    stack = LocalStack(s)
+    if args.action == "up":
+        print(f"starting Redis ({s.redis_url}) and Kafka {s.kafka_version} ({s.kafka_bootstrap}) in {s.stack_dir} ...",
+              flush=True)
+        stack.up()
+        for name, state in ensure_topics(s).items():
+            print(f"  topic {name}: {state}")
+        print("stack is up")
+    elif args.action == "down":
+        stack.down()
+        print("stack stopped")
+    elif args.action == "wipe":
+        stack.wipe()
+        print(f"stack stopped and its data under {s.stack_dir} deleted")
+    else:
+        for name, running in stack.status().items():
+            print(f"{name}: {'running' if running else 'stopped'}")
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from streams.ops.topics import all_topics, ensure_topics
+
+    s = _settings()
+    if args.action == "create":
+        for name, state in ensure_topics(s).items():
+            print(f"{name}: {state}")
+    else:
+        for spec in all_topics(s):
+            cfg = " ".join(f"{k}={v}" for k, v in spec.config.items())
+            print(f"{spec.name}  partitions={spec.partitions}  {cfg}\n    {spec.purpose}")
+    return 0
+
+
+# ---------------------------------------------------------------- worker
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import faust
+
+    from streams.app import create_app
+    from streams.ops.topics import ensure_topics
+
+    s = _settings()
+    if args.web_port is not None:
+        s = dataclasses.replace(s, web_port=args.web_port)
+    logging.basicConfig(level=s.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    if not args.no_create_topics:
+        ensure_topics(s)
+    app = create_app(s)
+    worker = faust.Worker(app, loglevel=s.log_level.lower(), quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0
+
+
+# ---------------------------------------------------------------- publish
+
+def _read_events(path: str) -> list[dict[str, Any]]:
+    """JSON Lines, a JSON array, or an Avro container file (.avro)."""
+    if path.endswith(".avro"):
+        import fastavro
+
+        with open(path, "rb") as f:
+            reader = fastavro.reader(f)
+            name = reader.writer_schema["name"]
+            return [{"schema": name, **rec} for rec in reader]
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        data = json.loads(text)
+        if not all(isinstance(e, dict) for e in data):
+            raise UsageError(f"{path}: the JSON array must hold objects")
+        return data
+    events = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{path}:{n}: not JSON ({exc.msg})") from None
+    return events
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from streams.ingest.producer import EventProducer
+    from streams.schema.exceptions import SchemaError
+    from streams.schema.registry import SchemaRegistry
+
+    s = _settings()
+    registry = SchemaRegistry.load_dir(s.schemas_dir)
+    try:
+        events = _read_events(args.file)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"cannot read {args.file}: {exc}") from None
+    producer = EventProducer(s.kafka_bootstrap, s.raw_topic, registry)
+    # Encode everything first: a bad event in the file publishes nothing (a bad request changes nothing).
+    encoded = []
+    from streams.ingest.producer import encode_event, event_key
+
+    for i, e in enumerate(events, 1):
+        try:
+            encoded.append((event_key(e), encode_event(registry, e, args.format)))
+        except SchemaError as exc:
+            raise UsageError(f"event {i}: {exc}; nothing was published") from None
+    for key, value in encoded:
+        producer.send_raw(key, value)
+    producer.flush()
+    print(f"published {producer.acked} events to {s.raw_topic} as {args.format}"
+          + (f", {producer.failed} failed" if producer.failed else ""))
+    return 1 if producer.failed else 0
+
+
+# ---------------------------------------------------------------- tail / dlq
+
+def _consume(s: Settings, topic: str, on_record: Callable[[Any], None], args: argparse.Namespace) -> int:
+    import uuid
+
+    from confluent_kafka import Consumer, KafkaError
+
+    consumer = Consumer({
+        "bootstrap.servers": s.kafka_bootstrap,
+        "group.id": f"streams-cli-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest" if args.from_beginning else "latest",
+    })
+    consumer.subscribe([topic])
+    seen = 0
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    try:
+        while args.max is None or seen < args.max:
+            if deadline and time.monotonic() > deadline:
+                break
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise UsageError(f"topic {topic} does not exist")
+                continue
+            on_record(msg)
+            seen += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from streams.consumer.clean_decoder import CleanDecoder
+    from streams.tenancy.names import validate_tenant_name
+
+    s = _settings()
+    tenant = validate_tenant_name(args.tenant)
+    decoder = CleanDecoder.from_dir(s.schemas_dir / "clean")
+
+    def show(msg: Any) -> None:
+        if msg.value() is None:
+            print(json.dumps({"key": (msg.key() or b"").decode(), "tombstone": True}))
+            return
+        name, event = decoder.decode(msg.value())
+        print(json.dumps({"key": (msg.key() or b"").decode(), "schema": name, "partition": msg.partition(),
+                          "offset": msg.offset(), "event": event}, default=str))
+
+    return _consume(s, s.tenant_topic(tenant), show, args)
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    s = _settings()
+
+    def show(msg: Any) -> None:
+        doc = json.loads(msg.value())
+        if args.reason and doc.get("reason") != args.reason:
+            return
+        if args.json:
+            print(json.dumps(doc))
+        else:
+            src = doc.get("source", {})
+            where = f"{src.get('topic')}[{src.get('partition')}]@{src.get('offset')}"
+            extra = f" field={doc['field']}" if doc.get("field") else ""
+            print(f"{doc['reason']:<17} {where:<22} tenant={doc.get('tenant') or '-'}{extra}  {doc.get('detail')}")
+
+    return _consume(s, s.dlq_topic, show, args)
+
+
+# ---------------------------------------------------------------- store
+
+def cmd_store(args: argparse.Namespace) -> int:
+    from streams.sinks.store import StoreReader
+    from streams.tenancy.names import validate_tenant_name
+
+    s = _settings()
+    tenant = validate_tenant_name(args.tenant)
+    reader = StoreReader.from_url(s.redis_url)
+    if args.event_id:
+        doc = reader.get(tenant, args.event_id)
+        if doc is None:
+            raise UsageError(f"no event {args.event_id} for tenant {tenant}")
+        print(json.dumps(doc, indent=2))
+        return 0
+    if args.count:
+        print(reader.count(tenant, args.type))
+        return 0
+    if args.subject:
+        docs = reader.by_subject(tenant, args.subject, limit=args.limit, offset=args.offset)
+    elif args.type:
+        docs = reader.by_type(tenant, args.type, args.since, args.until, limit=args.limit, offset=args.offset)
+    else:
+        docs = reader.by_time(tenant, args.since, args.until, limit=args.limit, offset=args.offset)
+    for d in docs:
+        print(json.dumps(d))
+    return 0
+
+
+# ---------------------------------------------------------------- schemas
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from streams.schema.clean import derive_clean_source, render, write_clean_dir
+    from streams.schema.registry import SchemaRegistry
+
+    s = _settings()
+    raw = SchemaRegistry.load_dir(s.schemas_dir)
+    clean_dir = s.schemas_dir / "clean"
+    if args.action == "derive":
+        for p in write_clean_dir(raw, clean_dir):
+            print(f"wrote {p}")
+        return 0
+    if args.action == "check":
+        stale = [e.event_type for e in raw
+                 if not (clean_dir / f"{e.event_type}.avsc").exists()
+                 or (clean_dir / f"{e.event_type}.avsc").read_text() != render(derive_clean_source(e))]
+        if stale:
+            print(f"clean schemas out of date: {', '.join(stale)}; run `streams schemas derive`", file=sys.stderr)
+            return 1
+        print("clean schemas are up to date")
+        return 0
+    for e in raw:
+        print(f"{e.event_type:<18} {e.fullname:<40} fingerprint={e.fingerprint_hex}")
+    return 0
+
+
+# ---------------------------------------------------------------- demo
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streams.cli.demo import run_demo
+
+    return run_demo(_settings(), keep_running=args.keep_running, events=args.events)
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="streams",
+        description="Privacy-first multi-tenant event pipeline on Kafka: run the stack and workers, "
+                    "publish events, read tenant streams, the DLQ and the store.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help: str, fn: Callable[[argparse.Namespace], int], desc: str | None = None):
+        sp = sub.add_parser(name, help=help, description=desc or help, epilog=EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    sp = add("stack", "run the local Kafka (KRaft) and Redis without Docker", cmd_stack,
+             "Start, stop or inspect the local stack: Apache Kafka from Maven jars on Java 17 and Debian's "
+             "redis-server with AOF on. `up` also creates the topics. Data lives under STREAMS_STACK_DIR.")
+    sp.add_argument("action", choices=["up", "down", "status", "wipe"],
+                    help="up: start (idempotent); down: stop; status: show; wipe: stop and delete data")
+
+    sp = add("topics", "create or list the project's topics", cmd_topics,
+             "Topics are declared by the project (the broker does not auto-create). `create` is idempotent.")
+    sp.add_argument("action", choices=["create", "list"])
+
+    sp = add("worker", "start a pipeline worker (Faust)", cmd_worker,
+             "Start one worker of the consumer group STREAMS_APP_ID. Run several to scale out: partitions of "
+             "events.raw are shared among them. Stops cleanly on Ctrl-C / SIGTERM.")
+    sp.add_argument("--web-port", type=int, help="HTTP port for /health, /ready, /metrics (default STREAMS_WEB_PORT)")
+    sp.add_argument("--no-create-topics", action="store_true", help="do not create missing topics at start")
+
+    sp = add("publish", "publish events from a file to events.raw", cmd_publish,
+             "Publish events from FILE: JSON Lines or a JSON array of objects, each naming its schema in a "
+             "'schema' member (e.g. \"customer_signup\"), or an Avro container file (.avro). Every event is "
+             "checked before anything is sent: one bad event publishes nothing.")
+    sp.add_argument("file", help="path, or - for standard input")
+    sp.add_argument("--format", choices=["avro", "json"], default="avro",
+                    help="wire format on events.raw (default avro: single-object encoding)")
+
+    for name, helptext, fn in [("tail", "show a tenant's clean stream, decoded", cmd_tail),
+                               ("dlq", "show DLQ entries with their reasons", cmd_dlq)]:
+        sp = add(name, helptext, fn)
+        if name == "tail":
+            sp.add_argument("tenant")
+        else:
+            sp.add_argument("--reason", help="only this reason code")
+            sp.add_argument("--json", action="store_true", help="print whole DLQ records as JSON")
+        sp.add_argument("--from-beginning", action="store_true", help="start at the oldest retained record")
+        sp.add_argument("--max", type=int, help="stop after this many records")
+        sp.add_argument("--timeout", type=float, help="stop after this many seconds")
+
+    sp = add("store", "query the Redis store of a tenant", cmd_store,
+             "Query a tenant's clean events in the store: by subject, by type and time range, or by id.")
+    sp.add_argument("tenant")
+    sp.add_argument("--subject", help="events of this subject, oldest first")
+    sp.add_argument("--type", help="events of this type (e.g. order_placed)")
+    sp.add_argument("--since", type=int, help="event time from, epoch ms")
+    sp.add_argument("--until", type=int, help="event time to, epoch ms")
+    sp.add_argument("--event-id", help="one event by id")
+    sp.add_argument("--count", action="store_true", help="print the number of events (of --type if given)")
+    sp.add_argument("--limit", type=int, default=20)
+    sp.add_argument("--offset", type=int, default=0)
+
+    sp = add("schemas", "list schemas, derive or check the published clean schemas", cmd_schemas)
+    sp.add_argument("action", choices=["list", "derive", "check"])
+
+    sp = add("demo", "run the whole pipeline on the local stack with sample events", cmd_demo,
+             "Start the local stack and a worker, publish sample events for two tenants (plus one bad event "
+             "of each kind), and show the tenant streams, the DLQ with reasons and the store's answers. "
+             "Ctrl-C stops everything.")
+    sp.add_argument("--events", type=int, default=20, help="valid events per tenant (default 20)")
+    sp.add_argument("--keep-running", action="store_true", help="keep the stack and worker up until Ctrl-C")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except UsageError as exc:
+        print(f"streams {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from streams.ops.exceptions import OpsError
+        from streams.schema.exceptions import SchemaError
+        from streams.tenancy.exceptions import TenancyError
+
+        if isinstance(exc, (OpsError, SchemaError, TenancyError)):
+            print(f"streams {args.command}: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""The closed set of reasons an event goes to the DLQ. Documented in README.md."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Reason(str, Enum):
+    #: The bytes are neither Avro single-object nor a JSON object, or the body is truncated/corrupt.
+    UNDECODABLE = "undecodable"
+    #: The writer schema's fingerprint (or a JSON event's ``schema`` name) is not in ``schemas/``.
+    UNKNOWN_SCHEMA = "unknown_schema"
+    #: The event does not satisfy its schema; ``field`` names where.
+    SCHEMA_VIOLATION = "schema_violation"
+    #: The event has an empty ``tenant_id``.
+    MISSING_TENANT = "missing_tenant"
+    #: ``tenant_id`` names a tenant that is not onboarded.
+    UNKNOWN_TENANT = "unknown_tenant"
+    #: The record is larger than ``STREAMS_MAX_EVENT_BYTES``; it is not decoded at all.
+    OVERSIZED = "oversized"
+    #: The record key is not ``<tenant_id>/<subject_id>`` of the event (co-partitioning needs it).
+    KEY_MISMATCH = "key_mismatch"
+    #: A transform raised on this event (a bug or a poison event); the stream goes on.
+    PROCESSING_ERROR = "processing_error"
+
+
+REASON_DOCS: dict[Reason, str] = {
+    Reason.UNDECODABLE: "neither Avro single-object nor a JSON object; or truncated/corrupt body",
+    Reason.UNKNOWN_SCHEMA: "writer schema fingerprint or JSON 'schema' name not in schemas/",
+    Reason.SCHEMA_VIOLATION: "event does not satisfy its schema; 'field' says where",
+    Reason.MISSING_TENANT: "empty tenant_id",
+    Reason.UNKNOWN_TENANT: "tenant_id is not an onboarded tenant",
+    Reason.OVERSIZED: "record larger than STREAMS_MAX_EVENT_BYTES; not decoded",
+    Reason.KEY_MISMATCH: "record key is not '<tenant_id>/<subject_id>' of the event",
+    Reason.PROCESSING_ERROR: "a transform raised on this event; the stream goes on",
+}

@@ -1,0 +1,200 @@
+"""One raw record in, one outcome out: Accepted (for the tenant topic and store) or Rejected (for the DLQ).
+
+Pure logic, no I/O: the worker, the benchmark and the tests all call
+``EventProcessor.process`` and get the same decision. It never raises; any
+unexpected error becomes a ``processing_error`` rejection so one poison event
+cannot stop the stream.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from streams.dlq.reasons import Reason
+from streams.schema import codec
+from streams.schema.clean import LINEAGE_FIELD, derive_clean
+from streams.schema.exceptions import DecodeError, SchemaViolation, UnknownSchemaError
+from streams.schema.json_datum import decode_json
+from streams.schema.registry import SchemaEntry, SchemaRegistry
+from streams.tenancy.names import is_valid_tenant_name
+
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}/[A-Za-z0-9._:@-]{1,128}$")
+_SUBJECT_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """Where a raw record was read: enough to find it again (lineage, DLQ triage)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    tenant: str
+    subject: str
+    event_id: str
+    event_type: str
+    event_time_ms: int
+    clean_entry: SchemaEntry
+    clean_datum: dict[str, Any]
+    value: bytes  # clean datum, Avro single-object encoded
+    source: SourceRef
+
+    @property
+    def key(self) -> bytes:
+        """Tenant topics are keyed by subject: a subject's events stay in order on one partition."""
+        return self.subject.encode()
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A DLQ outcome. Every text here is safe to log: no field values, no payload."""
+
+    reason: Reason
+    detail: str
+    source: SourceRef
+    payload_size: int
+    payload_sha256: str | None
+    key_hint: str | None = None
+    field: str | None = None
+    tenant: str | None = None
+    event_id: str | None = None
+    event_type: str | None = None
+    schema_fingerprint: str | None = None
+
+
+def key_hint(key: bytes | None) -> str | None:
+    """The record key if it has the expected tenant/subject shape, else a hash of it.
+
+    A malformed key could be anything a producer typed, personal data included.
+    """
+    if key is None:
+        return None
+    try:
+        text = key.decode()
+        if _SAFE_KEY.match(text):
+            return text
+    except UnicodeDecodeError:
+        pass
+    return "sha256:" + hashlib.sha256(key).hexdigest()[:16]
+
+
+def _millis(value: Any) -> int:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return int(value.timestamp() * 1000)
+    return int(value)
+
+
+def _safe_uuid(value: Any) -> str | None:
+    # fastavro decodes the uuid logical type to uuid.UUID; JSON gives a str.
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, str):
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            return None
+    return None
+
+
+class EventProcessor:
+    """Decides the fate of each raw record. Build once per worker; thread-safe (no state)."""
+
+    def __init__(self, registry: SchemaRegistry, tenants: Iterable[str], max_event_bytes: int) -> None:
+        self.registry = registry
+        self.tenants = frozenset(tenants)
+        self.max_event_bytes = max_event_bytes
+        # Clean schemas derived once; keyed by raw fingerprint.
+        self._clean: dict[bytes, SchemaEntry] = {e.fingerprint: derive_clean(e) for e in registry}
+
+    def clean_entry(self, raw: SchemaEntry) -> SchemaEntry:
+        return self._clean[raw.fingerprint]
+
+    def process(self, key: bytes | None, value: bytes | None, source: SourceRef,
+                now_ms: int | None = None) -> Accepted | Rejected:
+        try:
+            return self._process(key, value, source, now_ms)
+        except Exception as exc:  # never let one event stop the stream
+            return self._reject(Reason.PROCESSING_ERROR, f"{type(exc).__name__} in the transform",
+                                key, value, source)
+
+    def _reject(self, reason: Reason, detail: str, key: bytes | None, value: bytes | None,
+                source: SourceRef, **extra: Any) -> Rejected:
+        return Rejected(
+            reason=reason, detail=detail, source=source,
+            payload_size=len(value) if value is not None else 0,
+            payload_sha256=hashlib.sha256(value).hexdigest() if value is not None else None,
+            key_hint=key_hint(key), **extra,
+        )
+
+    def _process(self, key: bytes | None, value: bytes | None, source: SourceRef,
+                 now_ms: int | None) -> Accepted | Rejected:
+        if value is None or len(value) == 0:
+            return self._reject(Reason.UNDECODABLE, "empty value", key, value, source)
+        if len(value) > self.max_event_bytes:
+            return self._reject(Reason.OVERSIZED, f"{len(value)} bytes > limit {self.max_event_bytes}",
+                                key, value, source)
+        try:
+            if codec.is_single_object(value):
+                raw_entry, datum = codec.decode(self.registry, value)
+            elif value.lstrip()[:1] == b"{":
+                raw_entry, datum = decode_json(self.registry, value)
+            else:
+                return self._reject(Reason.UNDECODABLE, "neither Avro single-object nor a JSON object",
+                                    key, value, source)
+        except UnknownSchemaError as exc:
+            return self._reject(Reason.UNKNOWN_SCHEMA, str(exc), key, value, source)
+        except DecodeError as exc:
+            return self._reject(Reason.UNDECODABLE, str(exc), key, value, source)
+        except SchemaViolation as exc:
+            return self._reject(Reason.SCHEMA_VIOLATION, str(exc), key, value, source, field=exc.field)
+
+        ctx = {"event_type": raw_entry.event_type, "schema_fingerprint": raw_entry.fingerprint_hex,
+               "event_id": _safe_uuid(datum.get("event_id"))}
+        tenant = datum.get("tenant_id") or ""
+        subject = datum.get("subject_id") or ""
+        if not tenant.strip():
+            return self._reject(Reason.MISSING_TENANT, "tenant_id is empty", key, value, source, **ctx)
+        if not is_valid_tenant_name(tenant) or tenant not in self.tenants:
+            return self._reject(Reason.UNKNOWN_TENANT, "tenant_id is not an onboarded tenant", key, value,
+                                source, **ctx)
+        ctx["tenant"] = tenant
+        if not _SUBJECT_RE.match(subject):
+            return self._reject(Reason.SCHEMA_VIOLATION, "field 'subject_id': expected 1-128 of [A-Za-z0-9._:-]",
+                                key, value, source, field="subject_id", **ctx)
+        if ctx["event_id"] is None:
+            return self._reject(Reason.SCHEMA_VIOLATION, "field 'event_id': expected string (uuid)",
+                                key, value, source, field="event_id", **ctx)
+        expected_key = f"{tenant}/{subject}".encode()
+        if key != expected_key:
+            return self._reject(Reason.KEY_MISMATCH, "record key must be '<tenant_id>/<subject_id>' of the event",
+                                key, value, source, **ctx)
+
+        clean_entry = self._clean[raw_entry.fingerprint]
+        clean_datum = dict(datum)
+        clean_datum["event_id"] = ctx["event_id"]
+        clean_datum[LINEAGE_FIELD] = {
+            "source_topic": source.topic,
+            "source_partition": source.partition,
+            "source_offset": source.offset,
+            "raw_schema_fingerprint": raw_entry.fingerprint_hex,
+            "policy_version": raw_entry.policy_version,
+            "processed_at": now_ms if now_ms is not None else int(time.time() * 1000),
+        }
+        return Accepted(
+            tenant=tenant, subject=subject, event_id=ctx["event_id"], event_type=raw_entry.event_type,
+            event_time_ms=_millis(datum["event_time"]), clean_entry=clean_entry, clean_datum=clean_datum,
+            value=codec.encode(clean_entry, clean_datum), source=source,
+        )

@@ -1,0 +1,362 @@
+"""The local stack without Docker: Apache Kafka (KRaft, from Maven jars) and Redis.
+
+Used by ``streams stack up|down|status``, by the demo and by the test fixtures,
+so all three run exactly the same broker and Redis configuration.
+
+Processes are started in their own session with pid files under the stack
+directory; ``down`` stops them by pid (SIGTERM, then SIGKILL), so no stray
+process survives a Ctrl-C of the demo or the end of a test session.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from streams.ops.exceptions import StackError
+from streams.settings import REPO_ROOT, Settings
+
+log = logging.getLogger(__name__)
+
+POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
+JAR_CACHE = Path(os.environ.get("STREAMS_JAR_CACHE", Path.home() / ".cache" / "streams"))
+
+
+def _port_of_bootstrap(bootstrap: str) -> tuple[str, int]:
+    first = bootstrap.split(",")[0].strip()
+    host, _, port = first.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def ensure_kafka_jars(version: str) -> Path:
+    """Fetch the broker's jars into the cache once; return the folder of jars."""
+    libs = JAR_CACHE / f"kafka-{version}" / "libs"
+    marker = libs / ".complete"
+    if marker.exists():
+        return libs
+    if not shutil.which("mvn"):
+        raise StackError("Maven (mvn) is needed to fetch Kafka's jars; install it (apt-get install maven)")
+    libs.mkdir(parents=True, exist_ok=True)
+    print(f"fetching Apache Kafka {version} jars with Maven into {libs} (once) ...", file=sys.stderr, flush=True)
+    cmd = [
+        "mvn", "-q", "-B", "-f", str(POM), f"-Dkafka.version={version}",
+        "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={libs}",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise StackError(f"mvn failed fetching Kafka {version}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    if not any(libs.glob("kafka_2.13-*.jar")):
+        raise StackError(f"mvn finished but no kafka_2.13 jar landed in {libs}")
+    marker.write_text(version)
+    return libs
+
+
+def ensure_redis_server() -> str:
+    """Path of redis-server, installing Debian's package when missing and allowed."""
+    path = shutil.which("redis-server")
+    if path:
+        return path
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("installing redis-server with apt-get ...", file=sys.stderr, flush=True)
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, capture_output=True)
+        r = subprocess.run(["apt-get", "install", "-y", "-qq", "redis-server"], env=env, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise StackError(f"apt-get install redis-server failed:\n{r.stderr[-2000:]}")
+        path = shutil.which("redis-server")
+        if path:
+            return path
+    raise StackError("redis-server not found: install Redis 7 (Debian: apt-get install redis-server)")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _stop_pidfile(pidfile: Path, name: str, timeout: float = 20.0) -> bool:
+    if not pidfile.exists():
+        return False
+    try:
+        pid = int(pidfile.read_text().strip())
+    except ValueError:
+        pidfile.unlink(missing_ok=True)
+        return False
+    if _pid_alive(pid):
+        log.info("stopping %s (pid %d)", name, pid)
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _pid_alive(pid):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    pidfile.unlink(missing_ok=True)
+    return True
+
+
+def _spawn(cmd: list[str], logfile: Path, pidfile: Path, env: dict[str, str] | None = None) -> int:
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    with open(logfile, "ab") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=env,
+        )
+    pidfile.write_text(str(proc.pid))
+    return proc.pid
+
+
+@dataclass
+class LocalKafka:
+    """A single-node KRaft broker (combined broker+controller) in ``stack_dir/kafka``."""
+
+    settings: Settings
+
+    @property
+    def home(self) -> Path:
+        return self.settings.stack_dir / "kafka"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.home / "kafka.pid"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "data"
+
+    def server_properties(self) -> str:
+        host, port = _port_of_bootstrap(self.settings.kafka_bootstrap)
+        cport = port + 1
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{cport}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(self.log_dir),
+            "num.partitions": "1",
+            "auto.create.topics.enable": "false",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "8",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "num.network.threads": "2",
+            "num.io.threads": "2",
+            # Compaction must really run in tests of erasure: check often.
+            "log.cleaner.backoff.ms": "1000",
+            "log.retention.check.interval.ms": "10000",
+        }
+        return "".join(f"{k}={v}\n" for k, v in props.items())
+
+    def _log4j(self) -> str:
+        return (
+            "status = warn\n"
+            "appender.file.type = File\n"
+            "appender.file.name = FILE\n"
+            f"appender.file.fileName = {self.home / 'server.log'}\n"
+            "appender.file.layout.type = PatternLayout\n"
+            "appender.file.layout.pattern = [%d] %p %m (%c)%n\n"
+            "rootLogger.level = INFO\n"
+            "rootLogger.appenderRef.file.ref = FILE\n"
+            "logger.kafka.name = org.apache.kafka\n"
+            "logger.kafka.level = WARN\n"
+        )
+
+    def _java(self) -> str:
+        java = shutil.which("java")
+        if not java:
+            raise StackError("java not found: Kafka 4.x needs Java 17 or newer")
+        return java
+
+    def running(self) -> bool:
+        if not self.pidfile.exists():
+            return False
+        try:
+            return _pid_alive(int(self.pidfile.read_text().strip()))
+        except ValueError:
+            return False
+
+    def start(self, timeout: float = 90.0) -> None:
+        if self.running():
+            self.wait_ready(timeout)
+            return
+        libs = ensure_kafka_jars(self.settings.kafka_version)
+        java = self._java()
+        self.home.mkdir(parents=True, exist_ok=True)
+        props = self.home / "server.properties"
+        props.write_text(self.server_properties())
+        (self.home / "log4j2.properties").write_text(self._log4j())
+        cp = f"{libs}/*"
+        jvm = ["-Xms256m", "-Xmx768m", "-XX:+UseSerialGC", f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}"]
+        if not (self.log_dir / "meta.properties").exists():
+            r = subprocess.run(
+                [java, *jvm, "-cp", cp, "kafka.tools.StorageTool", "format", "-t", _kafka_cluster_id(),
+                 "-c", str(props), "--standalone"],
+                capture_output=True, text=True,
+            )
+            if r.returncode != 0:
+                raise StackError(f"formatting the Kafka log dir failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+        _spawn([java, *jvm, "-cp", cp, "kafka.Kafka", str(props)], self.home / "stdout.log", self.pidfile)
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Ready means the AdminClient gets metadata, not that a port is open."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap, "log_level": 0,
+                             "logger": logging.getLogger("streams.ops.admin")})
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.pidfile.exists() and not self.running():
+                raise StackError(f"Kafka exited during start; see {self.home / 'stdout.log'} and server.log")
+            try:
+                md = admin.list_topics(timeout=2)
+                if md.brokers:
+                    return
+            except Exception as exc:  # KafkaException while the broker boots
+                last = exc
+            time.sleep(0.5)
+        raise StackError(f"Kafka not ready after {timeout:.0f}s ({last}); see {self.home / 'server.log'}")
+
+    def stop(self) -> bool:
+        return _stop_pidfile(self.pidfile, "kafka", timeout=30.0)
+
+
+def _kafka_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+@dataclass
+class LocalRedis:
+    """Debian's redis-server with AOF on, in ``stack_dir/redis``."""
+
+    settings: Settings
+
+    @property
+    def home(self) -> Path:
+        return self.settings.stack_dir / "redis"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.home / "redis.pid"
+
+    @property
+    def port(self) -> int:
+        return urlparse(self.settings.redis_url).port or 6379
+
+    def config(self) -> str:
+        return "".join(
+            f"{line}\n"
+            for line in [
+                "bind 127.0.0.1",
+                f"port {self.port}",
+                f"dir {self.home}",
+                "daemonize no",
+                "save ''",
+                # AOF on: the store survives restarts; erasure later rewrites it
+                # so deleted values leave the disk (DESIGN decision 6).
+                "appendonly yes",
+                "appendfsync everysec",
+                'appendfilename "appendonly.aof"',
+                f"logfile {self.home / 'redis.log'}",
+            ]
+        )
+
+    def running(self) -> bool:
+        if not self.pidfile.exists():
+            return False
+        try:
+            return _pid_alive(int(self.pidfile.read_text().strip()))
+        except ValueError:
+            return False
+
+    def start(self, timeout: float = 20.0) -> None:
+        if not self.running():
+            binary = ensure_redis_server()
+            self.home.mkdir(parents=True, exist_ok=True)
+            conf = self.home / "redis.conf"
+            conf.write_text(self.config())
+            _spawn([binary, str(conf)], self.home / "stdout.log", self.pidfile)
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        import redis
+
+        client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=1)
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.pidfile.exists() and not self.running():
+                raise StackError(f"redis-server exited during start; see {self.home / 'redis.log'}")
+            try:
+                if client.ping():
+                    return
+            except Exception as exc:
+                last = exc
+            time.sleep(0.2)
+        raise StackError(f"Redis not ready after {timeout:.0f}s ({last})")
+
+    def stop(self) -> bool:
+        return _stop_pidfile(self.pidfile, "redis")
+
+
+@dataclass
+class LocalStack:
+    """Kafka and Redis together; ``up`` is idempotent, ``down`` leaves nothing running."""
+
+    settings: Settings
+
+    def __post_init__(self) -> None:
+        self.kafka = LocalKafka(self.settings)
+        self.redis = LocalRedis(self.settings)
+
+    def up(self) -> None:
+        self.redis.start()
+        self.kafka.start()
+
+    def down(self) -> None:
+        self.kafka.stop()
+        self.redis.stop()
+
+    def status(self) -> dict[str, bool]:
+        return {"kafka": self.kafka.running(), "redis": self.redis.running()}
+
+    def wipe(self) -> None:
+        """Stop and delete all local data (topics, store)."""
+        self.down()
+        shutil.rmtree(self.settings.stack_dir / "kafka", ignore_errors=True)
+        shutil.rmtree(self.settings.stack_dir / "redis", ignore_errors=True)

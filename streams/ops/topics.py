@@ -1,0 +1,110 @@
+"""The topics the project owns, with their configurations, and their creation.
+
+The broker runs with ``auto.create.topics.enable=false``: a topic that is not
+declared here does not exist, so a typo in a producer fails loudly instead of
+creating a stray topic.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.ops.exceptions import TopicError
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    purpose: str = ""
+
+
+def pipeline_topics(settings: Settings) -> list[TopicSpec]:
+    """Topics shared by all tenants."""
+    return [
+        TopicSpec(
+            settings.raw_topic, settings.partitions,
+            # Raw events hold PII in the clear: keep them only as long as a
+            # replay after an outage needs (7 days), never compacted.
+            {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS),
+             "max.message.bytes": str(max(settings.max_event_bytes * 4, 1048588))},
+            "raw events from producers, keyed tenant/subject",
+        ),
+        TopicSpec(
+            settings.dlq_topic, 1,
+            # Long enough for an operator to triage; records carry no raw PII.
+            {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
+            "rejected events with a reason code, no raw payload",
+        ),
+    ]
+
+
+def tenant_topics(settings: Settings, tenant: str) -> list[TopicSpec]:
+    return [
+        TopicSpec(
+            settings.tenant_topic(tenant), settings.tenant_partitions,
+            {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
+            f"clean events of tenant {tenant}, Avro single-object, keyed by subject",
+        )
+    ]
+
+
+def all_topics(settings: Settings) -> list[TopicSpec]:
+    specs = pipeline_topics(settings)
+    for tenant in sorted(settings.tenants):
+        specs.extend(tenant_topics(settings, tenant))
+    return specs
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap,
+                        "logger": logging.getLogger("streams.kafka.admin")})
+
+
+def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None,
+                  timeout: float = 30.0) -> dict[str, str]:
+    """Create missing topics; return {name: "created" | "exists"}. Idempotent.
+
+    Raises TopicError if a creation fails, or an existing topic has fewer
+    partitions than declared (keys would be routed differently than expected).
+    """
+    specs = all_topics(settings) if specs is None else specs
+    admin = admin_client(settings)
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        raise TopicError(f"cannot reach the broker at {settings.kafka_bootstrap}: {exc}") from None
+    result: dict[str, str] = {}
+    to_create = []
+    for spec in specs:
+        if spec.name in existing:
+            have = len(existing[spec.name].partitions)
+            if have < spec.partitions:
+                raise TopicError(f"topic {spec.name} has {have} partitions, {spec.partitions} declared")
+            result[spec.name] = "exists"
+        else:
+            to_create.append(NewTopic(spec.name, num_partitions=spec.partitions,
+                                      replication_factor=settings.replication, config=spec.config))
+    if to_create:
+        futures = admin.create_topics(to_create, operation_timeout=timeout, request_timeout=timeout)
+        for name, fut in futures.items():
+            try:
+                fut.result()
+                result[name] = "created"
+            except KafkaException as exc:
+                err = exc.args[0]
+                if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    result[name] = "exists"
+                else:
+                    raise TopicError(f"creating topic {name} failed: {err}") from None
+    return result

@@ -1,0 +1,65 @@
+"""The clean schema of each raw schema: what tenant consumers decode.
+
+The clean schema is derived, never hand-written: the raw record's fields plus
+a ``lineage`` record that makes every clean event traceable to its source
+(DESIGN decision 9). The derived files are published under ``schemas/clean/``
+(``streams schemas derive``) and a test keeps them in sync with this code.
+Field transforms (tokenize, mask, ...) will change field types here too.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from streams.schema.registry import SchemaEntry, SchemaRegistry, make_entry
+
+LINEAGE_FIELD = "lineage"
+
+_LINEAGE = {
+    "name": LINEAGE_FIELD,
+    "doc": "Where this clean event came from.",
+    "type": {
+        "type": "record",
+        "name": "Lineage",
+        "fields": [
+            {"name": "source_topic", "type": "string"},
+            {"name": "source_partition", "type": "int"},
+            {"name": "source_offset", "type": "long"},
+            {"name": "raw_schema_fingerprint", "type": "string", "doc": "CRC-64-AVRO, hex, little-endian as on the wire."},
+            {"name": "policy_version", "type": "string", "doc": "Version of the privacy policy (the annotated raw schema) applied."},
+            {"name": "processed_at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        ],
+    },
+}
+
+
+def derive_clean_source(raw: SchemaEntry) -> dict[str, Any]:
+    src = copy.deepcopy(raw.source)
+    ns = src.get("namespace") or raw.fullname.rpartition(".")[0]
+    src["namespace"] = f"{ns}.clean" if ns else "clean"
+    src["name"] = raw.name
+    src["doc"] = f"Clean {raw.name}, derived from {raw.fullname} by the pipeline. " + (raw.source.get("doc") or "")
+    src["fields"] = [f for f in src["fields"] if f["name"] != LINEAGE_FIELD] + [copy.deepcopy(_LINEAGE)]
+    return src
+
+
+def derive_clean(raw: SchemaEntry) -> SchemaEntry:
+    return make_entry(derive_clean_source(raw))
+
+
+def render(source: dict[str, Any]) -> str:
+    return json.dumps(source, indent=2) + "\n"
+
+
+def write_clean_dir(raw_registry: SchemaRegistry, out_dir: Path) -> list[Path]:
+    """Write ``<event_type>.avsc`` for each raw schema; return the paths written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for raw in raw_registry:
+        path = out_dir / f"{raw.event_type}.avsc"
+        path.write_text(render(derive_clean_source(raw)))
+        written.append(path)
+    return written

@@ -1,0 +1,60 @@
+"""Avro single-object encoding: ``C3 01`` + 8-byte CRC-64-AVRO fingerprint + Avro body.
+
+This is the Avro specification's own framing, so any Avro library can read
+what the pipeline writes with nothing but the ``.avsc`` files.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from fastavro import schemaless_reader, schemaless_writer
+
+from streams.schema.exceptions import DecodeError, UnknownSchemaError
+from streams.schema.registry import SchemaEntry, SchemaRegistry
+
+MAGIC = b"\xc3\x01"
+HEADER_LEN = 10
+
+
+def is_single_object(payload: bytes) -> bool:
+    return payload[:2] == MAGIC
+
+
+def encode(entry: SchemaEntry, datum: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    buf.write(MAGIC)
+    buf.write(entry.fingerprint)
+    schemaless_writer(buf, entry.parsed, datum)
+    return buf.getvalue()
+
+
+def decode(registry: SchemaRegistry, payload: bytes) -> tuple[SchemaEntry, dict[str, Any]]:
+    """Decode a single-object payload.
+
+    Raises UnknownSchemaError for a fingerprint not in ``registry`` and
+    DecodeError for a body that is truncated, corrupt or followed by
+    trailing bytes. The caller caps the payload size first, which bounds the
+    work: fastavro reads strings and arrays from an in-memory buffer, so a
+    huge declared length fails at the buffer's end instead of allocating.
+    """
+    if len(payload) < HEADER_LEN or not is_single_object(payload):
+        raise DecodeError("not an Avro single-object payload")
+    fp = bytes(payload[2:HEADER_LEN])
+    entry = registry.by_fingerprint(fp)
+    if entry is None:
+        raise UnknownSchemaError(f"unknown writer schema fingerprint {fp.hex()}")
+    buf = io.BytesIO(payload)
+    buf.seek(HEADER_LEN)
+    try:
+        datum = schemaless_reader(buf, entry.parsed, None)
+    except EOFError:
+        raise DecodeError("Avro body is truncated") from None
+    except Exception as exc:  # fastavro raises many types on corrupt input; none may leak values
+        raise DecodeError(f"Avro body is corrupt ({type(exc).__name__})") from None
+    if buf.tell() != len(payload):
+        raise DecodeError(f"{len(payload) - buf.tell()} trailing bytes after the Avro body")
+    if not isinstance(datum, dict):
+        raise DecodeError("Avro body is not a record")
+    return entry, datum

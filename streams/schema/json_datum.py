@@ -1,0 +1,204 @@
+"""JSON events validated against the same Avro schemas as binary ones.
+
+Producers that cannot write Avro publish a JSON object naming its schema:
+
+    {"schema": "customer_signup", "event_id": "...", "tenant_id": "acme", ...}
+
+``schema`` is the record's full name, short name or event type. Values are
+plain JSON (unions are not tagged as in Avro's JSON encoding): timestamps as
+epoch milliseconds or ISO-8601 with a timezone, dates as ``YYYY-MM-DD``.
+
+Conversion and validation are one walk over the schema, so a violation names
+the field path and what was expected there, and never the value: fastavro's
+own ValidationError text contains the raw datum, which may be personal data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import uuid
+from typing import Any
+
+from streams.schema.exceptions import DecodeError, SchemaViolation, UnknownSchemaError
+from streams.schema.registry import SchemaEntry, SchemaRegistry
+
+SCHEMA_KEY = "schema"
+_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
+_SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+MAX_DEPTH = 32
+
+
+def _safe(name: str) -> str:
+    """A producer-supplied key, only if it looks like a field name (it could be PII)."""
+    return name if isinstance(name, str) and _SAFE_NAME.match(name) else "<invalid name>"
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _type_label(schema: Any) -> str:
+    if isinstance(schema, str):
+        return schema
+    if isinstance(schema, list):
+        return " or ".join(_type_label(s) for s in schema)
+    if isinstance(schema, dict):
+        if "logicalType" in schema:
+            return f"{schema['type']} ({schema['logicalType']})"
+        if schema.get("type") in ("record", "enum", "fixed"):
+            return f"{schema['type']} {schema.get('name', '')}".strip()
+        return str(schema.get("type"))
+    return "?"
+
+
+def to_datum(schema: Any, value: Any, path: str, depth: int = 0) -> Any:
+    """Convert a JSON value to the Avro datum ``schema`` describes, or raise SchemaViolation."""
+    if depth > MAX_DEPTH:
+        raise SchemaViolation(path or "<root>", "less nesting")
+    if isinstance(schema, list):  # union: first branch that accepts the value
+        for branch in schema:
+            try:
+                return to_datum(branch, value, path, depth + 1)
+            except SchemaViolation:
+                continue
+        raise SchemaViolation(path, _type_label(schema))
+    if isinstance(schema, dict):
+        t = schema["type"]
+        logical = schema.get("logicalType")
+        if logical == "timestamp-millis" and t == "long":
+            return _timestamp(value, path)
+        if logical == "date" and t == "int":
+            return _date(value, path)
+        if logical == "uuid" and t == "string":
+            if not isinstance(value, str):
+                raise SchemaViolation(path, "string (uuid)")
+            try:
+                uuid.UUID(value)
+            except ValueError:
+                raise SchemaViolation(path, "string (uuid)") from None
+            return value
+        if t == "record":
+            return _record(schema, value, path, depth)
+        if t == "enum":
+            if not isinstance(value, str) or value not in schema["symbols"]:
+                raise SchemaViolation(path, "one of " + "|".join(schema["symbols"]))
+            return value
+        if t == "array":
+            if not isinstance(value, list):
+                raise SchemaViolation(path, "array")
+            return [to_datum(schema["items"], v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+        if t == "map":
+            if not isinstance(value, dict):
+                raise SchemaViolation(path, "map")
+            return {k: to_datum(schema["values"], v, _join(path, _safe(k)), depth + 1) for k, v in value.items()}
+        if t == "fixed":
+            if not isinstance(value, str) or len(value) != schema["size"]:
+                raise SchemaViolation(path, f"fixed of {schema['size']} bytes")
+            try:
+                return value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise SchemaViolation(path, f"fixed of {schema['size']} bytes") from None
+        return to_datum(t, value, path, depth + 1)
+    return _primitive(schema, value, path)
+
+
+def _primitive(t: str, value: Any, path: str) -> Any:
+    if t == "null":
+        if value is None:
+            return None
+    elif t == "boolean":
+        if isinstance(value, bool):
+            return value
+    elif t in ("int", "long"):
+        lo, hi = _INT32 if t == "int" else _INT64
+        if isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi:
+            return value
+    elif t in ("float", "double"):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif t == "string":
+        if isinstance(value, str):
+            return value
+    elif t == "bytes":
+        if isinstance(value, str):
+            try:
+                return value.encode("latin-1")
+            except UnicodeEncodeError:
+                pass
+    raise SchemaViolation(path, t)
+
+
+def _record(schema: dict, value: Any, path: str, depth: int) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise SchemaViolation(path or "<root>", _type_label(schema))
+    known = {f["name"] for f in schema["fields"]}
+    for k in value:
+        if k not in known:
+            raise SchemaViolation(_join(path, _safe(k)), "no such field in " + schema["name"].rsplit(".", 1)[-1])
+    out: dict[str, Any] = {}
+    for f in schema["fields"]:
+        name = f["name"]
+        fpath = _join(path, name)
+        if name in value:
+            out[name] = to_datum(f["type"], value[name], fpath, depth + 1)
+        elif "default" in f:
+            out[name] = f["default"]
+        else:
+            raise SchemaViolation(fpath, _type_label(f["type"]) + " (required)")
+    return out
+
+
+def _timestamp(value: Any, path: str) -> dt.datetime:
+    label = "timestamp (epoch ms or ISO-8601 with timezone)"
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise SchemaViolation(path, label)
+        try:
+            return _EPOCH + dt.timedelta(milliseconds=value)
+        except OverflowError:
+            raise SchemaViolation(path, label) from None
+    if isinstance(value, str) and len(value) <= 40:
+        try:
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise SchemaViolation(path, label) from None
+        if parsed.tzinfo is None:
+            raise SchemaViolation(path, label)
+        return parsed
+    raise SchemaViolation(path, label)
+
+
+def _date(value: Any, path: str) -> dt.date:
+    if isinstance(value, str) and len(value) == 10:
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise SchemaViolation(path, "date (YYYY-MM-DD)")
+
+
+def decode_json(registry: SchemaRegistry, payload: bytes) -> tuple[SchemaEntry, dict[str, Any]]:
+    """Parse, identify and validate a JSON event.
+
+    Raises DecodeError (not JSON, not an object, too deep), UnknownSchemaError
+    (missing or unknown ``schema``) or SchemaViolation.
+    """
+    try:
+        obj = json.loads(payload)
+    except RecursionError:
+        raise DecodeError("JSON nested too deeply") from None
+    except (UnicodeDecodeError, ValueError):
+        raise DecodeError("not valid UTF-8 JSON") from None
+    if not isinstance(obj, dict):
+        raise DecodeError("JSON event must be an object")
+    name = obj.pop(SCHEMA_KEY, None)
+    if not isinstance(name, str) or not name:
+        raise UnknownSchemaError("JSON event has no 'schema' member naming its schema")
+    entry = registry.by_name(name)
+    if entry is None:
+        raise UnknownSchemaError(f"unknown schema name {_safe(name)!r}")
+    return entry, to_datum(entry.expanded, obj, "")

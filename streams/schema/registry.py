@@ -1,0 +1,111 @@
+"""The schema registry: the ``.avsc`` files in ``schemas/``, indexed by fingerprint.
+
+Raw schemas (``schemas/*.avsc``) describe what producers publish; clean schemas
+(``schemas/clean/*.avsc``) describe what tenant consumers read, and are derived
+from the raw ones (``streams.schema.clean``). Both are identified on the wire by
+their CRC-64-AVRO fingerprint (Avro single-object encoding), so a consumer
+needs nothing but the published files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import expand_schema, fingerprint, to_parsing_canonical_form
+
+from streams.schema.exceptions import SchemaFileError
+
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def event_type_of(record_name: str) -> str:
+    """``CustomerSignup`` -> ``customer_signup``: the short name used in keys and headers."""
+    return _CAMEL.sub("_", record_name).lower()
+
+
+@dataclass(frozen=True)
+class SchemaEntry:
+    """One schema with everything the codec needs, computed once at load."""
+
+    source: dict[str, Any] = field(repr=False)  # the file's JSON, annotations included
+    parsed: Any = field(repr=False)  # fastavro's parsed form
+    expanded: Any = field(repr=False)  # named-type references inlined, for the JSON walk
+    fullname: str
+    name: str
+    event_type: str
+    fingerprint: bytes  # 8 bytes, little-endian CRC-64-AVRO, as on the wire
+    path: Path | None = None
+
+    @property
+    def fingerprint_hex(self) -> str:
+        return self.fingerprint.hex()
+
+    @property
+    def policy_version(self) -> str:
+        """Hash of the schema file's JSON, annotations included: the schema is the policy."""
+        canon = json.dumps(self.source, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+def make_entry(source: dict[str, Any], path: Path | None = None) -> SchemaEntry:
+    try:
+        parsed = fastavro.parse_schema(json.loads(json.dumps(source)), _write_hint=False)
+    except Exception as exc:
+        where = f" in {path}" if path else ""
+        raise SchemaFileError(f"invalid Avro schema{where}: {exc}") from None
+    if parsed.get("type") != "record":
+        raise SchemaFileError(f"top-level schema must be a record ({path})")
+    fullname = parsed["name"]
+    name = fullname.rsplit(".", 1)[-1]
+    fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
+    expanded = expand_schema(json.loads(json.dumps(source)))
+    return SchemaEntry(source=source, parsed=parsed, expanded=expanded, fullname=fullname, name=name,
+                       event_type=event_type_of(name), fingerprint=fp, path=path)
+
+
+class SchemaRegistry:
+    """Schemas looked up by wire fingerprint or by name (full, short or event type)."""
+
+    def __init__(self, entries: list[SchemaEntry]) -> None:
+        self._by_fp: dict[bytes, SchemaEntry] = {}
+        self._by_name: dict[str, SchemaEntry] = {}
+        for e in entries:
+            if e.fingerprint in self._by_fp:
+                raise SchemaFileError(f"two schema files share fingerprint {e.fingerprint_hex}: "
+                                      f"{self._by_fp[e.fingerprint].path} and {e.path}")
+            self._by_fp[e.fingerprint] = e
+            for alias in (e.fullname, e.name, e.event_type):
+                self._by_name.setdefault(alias, e)
+        self.entries = list(entries)
+
+    @classmethod
+    def load_dir(cls, directory: Path) -> "SchemaRegistry":
+        files = sorted(Path(directory).glob("*.avsc"))
+        if not files:
+            raise SchemaFileError(f"no *.avsc files in {directory}")
+        entries = []
+        for f in files:
+            try:
+                source = json.loads(f.read_text())
+            except json.JSONDecodeError as exc:
+                raise SchemaFileError(f"{f} is not valid JSON: {exc}") from None
+            entries.append(make_entry(source, f))
+        return cls(entries)
+
+    def by_fingerprint(self, fp: bytes) -> SchemaEntry | None:
+        return self._by_fp.get(fp)
+
+    def by_name(self, name: str) -> SchemaEntry | None:
+        return self._by_name.get(name)
+
+    def __iter__(self):
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)

@@ -1,0 +1,141 @@
+"""The one settings object, read from the environment.
+
+Every component receives a ``Settings`` instance; nothing reads ``os.environ``
+on its own. Defaults run against the local stack that ``streams stack up``
+starts, so a newcomer needs no configuration at all.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Mapping
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the pipeline cannot use."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def _tenants(raw: str) -> frozenset[str]:
+    from streams.tenancy.names import validate_tenant_name
+
+    names = [t.strip() for t in raw.split(",") if t.strip()]
+    for name in names:
+        validate_tenant_name(name)
+    return frozenset(names)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration. Each field documents its environment variable."""
+
+    #: STREAMS_KAFKA_BOOTSTRAP - broker bootstrap servers, host:port[,host:port].
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    #: STREAMS_REDIS_URL - the store.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: STREAMS_SCHEMAS_DIR - folder of raw ``*.avsc`` files (clean ones in ``clean/``).
+    schemas_dir: Path = REPO_ROOT / "schemas"
+    #: STREAMS_TENANTS - comma-separated names of onboarded tenants.
+    tenants: frozenset[str] = frozenset({"acme", "globex"})
+    #: STREAMS_APP_ID - Faust application id; also the consumer group id.
+    app_id: str = "streams-pipeline"
+    #: STREAMS_RAW_TOPIC - where producers publish.
+    raw_topic: str = "events.raw"
+    #: STREAMS_DLQ_TOPIC - where bad events go, with a reason code.
+    dlq_topic: str = "events.dlq"
+    #: STREAMS_PARTITIONS - partitions of the raw topic (the unit of scaling).
+    partitions: int = 4
+    #: STREAMS_TENANT_PARTITIONS - partitions of each tenant topic.
+    tenant_partitions: int = 2
+    #: STREAMS_REPLICATION - replication factor for topics the project creates.
+    replication: int = 1
+    #: STREAMS_MAX_EVENT_BYTES - larger raw events go to the DLQ as ``oversized``.
+    max_event_bytes: int = 256 * 1024
+    #: STREAMS_BATCH_SIZE - events the worker processes per batch.
+    batch_size: int = 500
+    #: STREAMS_BATCH_WITHIN - seconds to wait for a batch to fill.
+    batch_within: float = 0.02
+    #: STREAMS_WEB_PORT - the Faust worker's HTTP port (health, later the API).
+    web_port: int = 6066
+    #: STREAMS_WEB_ENABLED - 0 to run the worker without its HTTP server.
+    web_enabled: bool = True
+    #: STREAMS_DATA_DIR - the worker's local state (Faust tables).
+    data_dir: Path = REPO_ROOT / ".stack" / "worker"
+    #: STREAMS_STACK_DIR - the local broker's and Redis' files (``streams stack``).
+    stack_dir: Path = REPO_ROOT / ".stack"
+    #: STREAMS_KAFKA_VERSION - Apache Kafka release the local stack runs.
+    kafka_version: str = "4.1.2"
+    #: STREAMS_LOG_LEVEL - worker log level.
+    log_level: str = "INFO"
+    #: STREAMS_SINK_RETRY_MAX_SECONDS - cap of the back-off while a sink is down.
+    sink_retry_max_seconds: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Build settings from ``env`` (default ``os.environ``); raises SettingsError."""
+        env = os.environ if env is None else env
+        d = cls()
+        stack_dir = Path(env.get("STREAMS_STACK_DIR") or d.stack_dir)
+        return cls(
+            kafka_bootstrap=env.get("STREAMS_KAFKA_BOOTSTRAP") or d.kafka_bootstrap,
+            redis_url=env.get("STREAMS_REDIS_URL") or d.redis_url,
+            schemas_dir=Path(env.get("STREAMS_SCHEMAS_DIR") or d.schemas_dir),
+            tenants=_tenants(env["STREAMS_TENANTS"]) if env.get("STREAMS_TENANTS") else d.tenants,
+            app_id=env.get("STREAMS_APP_ID") or d.app_id,
+            raw_topic=env.get("STREAMS_RAW_TOPIC") or d.raw_topic,
+            dlq_topic=env.get("STREAMS_DLQ_TOPIC") or d.dlq_topic,
+            partitions=_int(env, "STREAMS_PARTITIONS", d.partitions, 1),
+            tenant_partitions=_int(env, "STREAMS_TENANT_PARTITIONS", d.tenant_partitions, 1),
+            replication=_int(env, "STREAMS_REPLICATION", d.replication, 1),
+            max_event_bytes=_int(env, "STREAMS_MAX_EVENT_BYTES", d.max_event_bytes, 64),
+            batch_size=_int(env, "STREAMS_BATCH_SIZE", d.batch_size, 1),
+            batch_within=_float(env, "STREAMS_BATCH_WITHIN", d.batch_within),
+            web_port=_int(env, "STREAMS_WEB_PORT", d.web_port, 0),
+            web_enabled=(env.get("STREAMS_WEB_ENABLED", "1").strip().lower() not in ("0", "false", "no")),
+            data_dir=Path(env.get("STREAMS_DATA_DIR") or stack_dir / "worker"),
+            stack_dir=stack_dir,
+            kafka_version=env.get("STREAMS_KAFKA_VERSION") or d.kafka_version,
+            log_level=(env.get("STREAMS_LOG_LEVEL") or d.log_level).upper(),
+            sink_retry_max_seconds=_float(env, "STREAMS_SINK_RETRY_MAX_SECONDS", d.sink_retry_max_seconds),
+        )
+
+    def tenant_topic(self, tenant: str) -> str:
+        """Name of a tenant's clean stream; ACLs later grant the ``tenant.<t>.`` prefix."""
+        return f"tenant.{tenant}.events"
+
+
+def env_var_names() -> list[str]:
+    """Every environment variable the settings read (the compose test checks against it)."""
+    names = []
+    for f in fields(Settings):
+        names.append("STREAMS_" + f.name.upper())
+    return names
