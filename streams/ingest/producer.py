@@ -8,6 +8,7 @@ privacy requests co-partition with events) and the wire format.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Iterable, Literal
 
 from confluent_kafka import Producer
@@ -45,7 +46,8 @@ class EventProducer:
     def __init__(self, bootstrap: str, topic: str, registry: SchemaRegistry) -> None:
         self.topic = topic
         self.registry = registry
-        self._producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+        self._producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5,
+                                   "logger": logging.getLogger("streams.kafka.producer")})
         self.acked = 0
         self.failed = 0
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import random
 import uuid
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:
+    from streams.schema.registry import SchemaRegistry
 
 _FIRST = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Margaret", "Ken", "Radia", "Tim"]
 _LAST = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Hamilton", "Thompson", "Perlman", "Berners"]
@@ -87,3 +90,37 @@ def stream(tenants: list[str], n: int, seed: int = 7, subjects_per_tenant: int =
         tenant = rng.choice(tenants)
         subject = f"u{rng.randrange(subjects_per_tenant):05d}"
         yield rng.choice(makers)(tenant, subject, rng)
+
+
+def bad_records(tenant: str, registry: "SchemaRegistry", max_event_bytes: int,
+                canary: str = "bad.actor@example.com") -> list[tuple[str, bytes | None, bytes]]:
+    """One raw record of each bad kind, as (expected DLQ reason, key, value).
+
+    Each carries personal data (``canary``) so tests can prove it never
+    reaches the DLQ or a log in the clear.
+    """
+    from streams.ingest.producer import encode_event
+    from streams.schema.codec import MAGIC
+
+    rng = random.Random(99)
+    good = signup(tenant, "u-bad", rng, email=canary, full_name=f"Canary {canary}")
+    key = f"{tenant}/u-bad".encode()
+    avro = encode_event(registry, good, "avro")
+    json_good = encode_event(registry, good, "json")
+
+    def as_json(event: dict[str, Any]) -> bytes:
+        import json
+
+        return json.dumps(event).encode()
+
+    return [
+        ("undecodable", key, b"\x00\x01garbage " + canary.encode()),
+        ("undecodable", key, avro[: len(avro) // 2]),  # truncated Avro body
+        ("unknown_schema", key, MAGIC + b"\xde\xad\xbe\xef\x00\x00\x00\x00" + avro[10:]),
+        ("unknown_schema", key, as_json(good | {"schema": "no_such_event"})),
+        ("schema_violation", key, as_json(good | {"birth_date": f"born {canary}"})),
+        ("missing_tenant", f"/u-bad".encode(), as_json(good | {"tenant_id": ""})),
+        ("unknown_tenant", b"nosuchtenant/u-bad", as_json(good | {"tenant_id": "nosuchtenant"})),
+        ("oversized", key, json_good[:-1] + b', "pad": "' + canary.encode() * (max_event_bytes // len(canary) + 1) + b'"}'),
+        ("key_mismatch", f"{tenant}/someone-else".encode(), avro),
+    ]

@@ -8,6 +8,7 @@ creating a stray topic.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
@@ -107,4 +108,23 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None,
                     result[name] = "exists"
                 else:
                     raise TopicError(f"creating topic {name} failed: {err}") from None
+        _wait_for_leaders(admin, [t.topic for t in to_create], timeout)
     return result
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:
+    """A created topic is usable once every partition has a leader; clients fail before that."""
+    deadline = time.monotonic() + timeout
+    pending = set(names)
+    while pending and time.monotonic() < deadline:
+        md = admin.list_topics(timeout=timeout).topics
+        for name in list(pending):
+            t = md.get(name)
+            if t is not None and t.error is None and t.partitions and all(
+                p.leader >= 0 and p.error is None for p in t.partitions.values()
+            ):
+                pending.discard(name)
+        if pending:
+            time.sleep(0.2)
+    if pending:
+        raise TopicError(f"topics without a leader after {timeout:.0f}s: {', '.join(sorted(pending))}")

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what the project needs on a fresh Debian/Ubuntu machine, idempotently:
+# Java 17+, Maven and redis-server (apt-get, when missing), the Python package
+# with its test extras, and Kafka's jars (Maven, cached in ~/.cache/streams).
+# Sourced by deploy/demo.sh and deploy/test.sh; safe to run again.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+need_apt=()
+command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+if ((${#need_apt[@]})); then
+  echo "setup: installing ${need_apt[*]} with apt-get" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# Debian starts a system redis-server on 6379 when the package is installed
+# with an init system; the project runs its own (AOF on, own port and dir).
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
+  systemctl stop redis-server || true
+fi
+
+PY="${PYTHON:-python3}"
+if ! "$PY" -c "import streams, faust, confluent_kafka, fastavro, redis, pytest, hypothesis, yaml" >/dev/null 2>&1 \
+   || ! command -v streams >/dev/null 2>&1; then
+  echo "setup: installing the Python package and its dependencies" >&2
+  "$PY" -m pip install -q --disable-pip-version-check -e '.[test]'
+fi
+"$PY" -c "from streams.ops.localstack import ensure_kafka_jars; from streams.settings import Settings; ensure_kafka_jars(Settings.from_env().kafka_version)"

@@ -1,0 +1,121 @@
+"""Provides the real broker and Redis to the test session, in this order of preference:
+
+1. ``STREAMS_TEST_KAFKA_BOOTSTRAP`` and ``STREAMS_TEST_REDIS_URL`` name a running
+   stack (for example one `docker compose up kafka redis` started): use it.
+2. A Docker engine answers: start apache/kafka and redis containers with testcontainers.
+3. Otherwise (this machine): the project's own local stack (Kafka from Maven jars on
+   Java 17, Debian's redis-server) under ``.stack-test/`` on ports that do not clash
+   with the demo's; stopped at the end of the session if the session started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from streams.settings import REPO_ROOT, Settings
+
+TEST_STACK_DIR = REPO_ROOT / ".stack-test"
+TEST_KAFKA_PORT = 19092
+TEST_REDIS_PORT = 16379
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    kafka_bootstrap: str
+    redis_url: str
+    kafka_log_dirs: tuple[Path, ...]  # broker segment folders, when on this machine
+    log_files: tuple[Path, ...]  # the broker's and Redis' own logs
+    redis_dir: Path | None  # where the AOF lives, when on this machine
+    kind: str
+
+
+def _docker_available() -> bool:
+    if not shutil.which("docker"):
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _containers() -> Iterator[StackInfo]:
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+
+    port = _free_port()
+    kafka = (
+        DockerContainer(f"apache/kafka:{Settings().kafka_version}")
+        .with_bind_ports(9092, port)
+        .with_env("KAFKA_NODE_ID", "1")
+        .with_env("KAFKA_PROCESS_ROLES", "broker,controller")
+        .with_env("KAFKA_LISTENERS", "PLAINTEXT://:9092,CONTROLLER://:9093")
+        .with_env("KAFKA_ADVERTISED_LISTENERS", f"PLAINTEXT://127.0.0.1:{port}")
+        .with_env("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
+        .with_env("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT")
+        .with_env("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093")
+        .with_env("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1")
+        .with_env("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
+        .with_env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
+        .with_env("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
+        .with_env("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false")
+        .with_env("KAFKA_LOG_CLEANER_BACKOFF_MS", "1000")
+    )
+    redis_port = _free_port()
+    redis = DockerContainer("redis:7").with_bind_ports(6379, redis_port).with_command(
+        "redis-server --appendonly yes --appendfsync everysec")
+    with kafka, redis:
+        wait_for_logs(kafka, "Kafka Server started", timeout=120)
+        wait_for_logs(redis, "Ready to accept connections", timeout=60)
+        yield StackInfo(f"127.0.0.1:{port}", f"redis://127.0.0.1:{redis_port}/0", (), (), None, "testcontainers")
+
+
+@contextlib.contextmanager
+def _local_stack() -> Iterator[StackInfo]:
+    from streams.ops.localstack import LocalStack
+
+    settings = Settings.from_env({
+        "STREAMS_STACK_DIR": str(TEST_STACK_DIR),
+        "STREAMS_KAFKA_BOOTSTRAP": f"127.0.0.1:{TEST_KAFKA_PORT}",
+        "STREAMS_REDIS_URL": f"redis://127.0.0.1:{TEST_REDIS_PORT}/0",
+    })
+    stack = LocalStack(settings)
+    started = not all(stack.status().values())
+    stack.up()
+    try:
+        yield StackInfo(
+            settings.kafka_bootstrap, settings.redis_url,
+            (stack.kafka.log_dir,),
+            (stack.kafka.home / "server.log", stack.kafka.home / "stdout.log", stack.redis.home / "redis.log"),
+            stack.redis.home, "local",
+        )
+    finally:
+        if started and not os.environ.get("STREAMS_TEST_KEEP_STACK"):
+            stack.down()
+
+
+@contextlib.contextmanager
+def provide_stack() -> Iterator[StackInfo]:
+    bootstrap = os.environ.get("STREAMS_TEST_KAFKA_BOOTSTRAP")
+    redis_url = os.environ.get("STREAMS_TEST_REDIS_URL")
+    if bootstrap and redis_url:
+        yield StackInfo(bootstrap, redis_url, (), (), None, "external")
+    elif _docker_available():
+        with _containers() as info:
+            yield info
+    else:
+        with _local_stack() as info:
+            yield info
