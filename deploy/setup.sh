@@ -28,4 +28,4 @@ if ! "$PY" -c "import streams, faust, confluent_kafka, fastavro, redis, pytest, 
   echo "setup: installing the Python package and its dependencies" >&2
   "$PY" -m pip install -q --disable-pip-version-check -e '.[test]'
 fi
-"$PY" -c "from streams.ops.localstack import ensure_kafka_jars; from streams.settings import Settings; ensure_kafka_jars(Settings.from_env().kafka_version)"
+"$PY" -c "from streams.ops.localstack import ensure_kafka_jars; from streams.settings import Settings; s = Settings.from_env(); ensure_kafka_jars(s.kafka_version, s.jar_cache)"

@@ -7,6 +7,7 @@ starts, so a newcomer needs no configuration at all.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -32,6 +33,13 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default, 0)
+    if value > 65535:
+        raise SettingsError(f"{name} must be a TCP port (0-65535), got {value}")
+    return value
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -40,17 +48,34 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise SettingsError(f"{name} must be > 0, got {value}")
+    if not math.isfinite(value) or value <= 0:
+        raise SettingsError(f"{name} must be a finite number > 0, got {raw!r}")
     return value
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be one of 1/0, true/false, yes/no, on/off; got {raw!r}")
+
+
 def _tenants(raw: str) -> frozenset[str]:
+    from streams.tenancy.exceptions import InvalidTenantName
     from streams.tenancy.names import validate_tenant_name
 
     names = [t.strip() for t in raw.split(",") if t.strip()]
+    if not names:
+        raise SettingsError("STREAMS_TENANTS names no tenant")
     for name in names:
-        validate_tenant_name(name)
+        try:
+            validate_tenant_name(name)
+        except InvalidTenantName as exc:
+            raise SettingsError(f"STREAMS_TENANTS: {exc}") from None
     return frozenset(names)
 
 
@@ -92,6 +117,8 @@ class Settings:
     data_dir: Path = REPO_ROOT / ".stack" / "worker"
     #: STREAMS_STACK_DIR - the local broker's and Redis' files (``streams stack``).
     stack_dir: Path = REPO_ROOT / ".stack"
+    #: STREAMS_JAR_CACHE - where Maven puts Kafka's jars for the local stack (shared by checkouts).
+    jar_cache: Path = Path.home() / ".cache" / "streams"
     #: STREAMS_KAFKA_VERSION - Apache Kafka release the local stack runs.
     kafka_version: str = "4.1.2"
     #: STREAMS_LOG_LEVEL - worker log level.
@@ -119,10 +146,11 @@ class Settings:
             max_event_bytes=_int(env, "STREAMS_MAX_EVENT_BYTES", d.max_event_bytes, 64),
             batch_size=_int(env, "STREAMS_BATCH_SIZE", d.batch_size, 1),
             batch_within=_float(env, "STREAMS_BATCH_WITHIN", d.batch_within),
-            web_port=_int(env, "STREAMS_WEB_PORT", d.web_port, 0),
-            web_enabled=(env.get("STREAMS_WEB_ENABLED", "1").strip().lower() not in ("0", "false", "no")),
+            web_port=_port(env, "STREAMS_WEB_PORT", d.web_port),
+            web_enabled=_bool(env, "STREAMS_WEB_ENABLED", d.web_enabled),
             data_dir=Path(env.get("STREAMS_DATA_DIR") or stack_dir / "worker"),
             stack_dir=stack_dir,
+            jar_cache=Path(env.get("STREAMS_JAR_CACHE") or d.jar_cache),
             kafka_version=env.get("STREAMS_KAFKA_VERSION") or d.kafka_version,
             log_level=(env.get("STREAMS_LOG_LEVEL") or d.log_level).upper(),
             sink_retry_max_seconds=_float(env, "STREAMS_SINK_RETRY_MAX_SECONDS", d.sink_retry_max_seconds),

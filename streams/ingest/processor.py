@@ -24,7 +24,10 @@ from streams.schema.json_datum import decode_json
 from streams.schema.registry import SchemaEntry, SchemaRegistry
 from streams.tenancy.names import is_valid_tenant_name
 
-_SAFE_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}/[A-Za-z0-9._:@-]{1,128}$")
+# A key is echoed into the DLQ only when it is exactly <tenant name>/<subject id>; anything
+# else (an email used as subject id, say) could be personal data and is hashed.
+_SAFE_KEY = re.compile(r"^[a-z][a-z0-9-]{0,62}/[A-Za-z0-9._:-]{1,128}$")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _SUBJECT_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -93,7 +96,7 @@ def _millis(value: Any) -> int:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.timezone.utc)
-        return int(value.timestamp() * 1000)
+        return (value - _EPOCH) // dt.timedelta(milliseconds=1)  # exact; float timestamp() is not
     return int(value)
 
 

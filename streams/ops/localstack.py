@@ -28,7 +28,6 @@ from streams.settings import REPO_ROOT, Settings
 log = logging.getLogger(__name__)
 
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
-JAR_CACHE = Path(os.environ.get("STREAMS_JAR_CACHE", Path.home() / ".cache" / "streams"))
 
 
 def _port_of_bootstrap(bootstrap: str) -> tuple[str, int]:
@@ -37,9 +36,9 @@ def _port_of_bootstrap(bootstrap: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-def ensure_kafka_jars(version: str) -> Path:
-    """Fetch the broker's jars into the cache once; return the folder of jars."""
-    libs = JAR_CACHE / f"kafka-{version}" / "libs"
+def ensure_kafka_jars(version: str, cache: Path) -> Path:
+    """Fetch the broker's jars into ``cache`` once; return the folder of jars."""
+    libs = cache / f"kafka-{version}" / "libs"
     marker = libs / ".complete"
     if marker.exists():
         return libs
@@ -210,7 +209,7 @@ class LocalKafka:
         if self.running():
             self.wait_ready(timeout)
             return
-        libs = ensure_kafka_jars(self.settings.kafka_version)
+        libs = ensure_kafka_jars(self.settings.kafka_version, self.settings.jar_cache)
         java = self._java()
         self.home.mkdir(parents=True, exist_ok=True)
         props = self.home / "server.properties"

@@ -28,6 +28,7 @@ SCHEMA_KEY = "schema"
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
 _SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 MAX_DEPTH = 32
 
@@ -173,7 +174,7 @@ def _timestamp(value: Any, path: str) -> dt.datetime:
 
 
 def _date(value: Any, path: str) -> dt.date:
-    if isinstance(value, str) and len(value) == 10:
+    if isinstance(value, str) and _DATE_RE.match(value):
         try:
             return dt.date.fromisoformat(value)
         except ValueError:

@@ -40,17 +40,14 @@ class SchemaEntry:
     name: str
     event_type: str
     fingerprint: bytes  # 8 bytes, little-endian CRC-64-AVRO, as on the wire
+    #: Hash of the schema file's JSON, annotations included: the schema is the policy.
+    policy_version: str = ""
     path: Path | None = None
 
     @property
     def fingerprint_hex(self) -> str:
         return self.fingerprint.hex()
 
-    @property
-    def policy_version(self) -> str:
-        """Hash of the schema file's JSON, annotations included: the schema is the policy."""
-        canon = json.dumps(self.source, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
 
 def make_entry(source: dict[str, Any], path: Path | None = None) -> SchemaEntry:
@@ -59,14 +56,25 @@ def make_entry(source: dict[str, Any], path: Path | None = None) -> SchemaEntry:
     except Exception as exc:
         where = f" in {path}" if path else ""
         raise SchemaFileError(f"invalid Avro schema{where}: {exc}") from None
-    if parsed.get("type") != "record":
+    if not isinstance(parsed, dict) or parsed.get("type") != "record":
         raise SchemaFileError(f"top-level schema must be a record ({path})")
+    names = [f.get("name") for f in source.get("fields", []) if isinstance(f, dict)]
+    if not isinstance(source.get("fields"), list) or not names:
+        raise SchemaFileError(f"record schema needs a non-empty 'fields' list ({path})")
+    if len(set(names)) != len(names):
+        raise SchemaFileError(f"duplicate field names in {path}")
     fullname = parsed["name"]
     name = fullname.rsplit(".", 1)[-1]
     fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
     expanded = expand_schema(json.loads(json.dumps(source)))
     return SchemaEntry(source=source, parsed=parsed, expanded=expanded, fullname=fullname, name=name,
-                       event_type=event_type_of(name), fingerprint=fp, path=path)
+                       event_type=event_type_of(name), fingerprint=fp, path=path,
+                       policy_version=_policy_version(source))
+
+
+def _policy_version(source: dict[str, Any]) -> str:
+    canon = json.dumps(source, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
 
 class SchemaRegistry:
@@ -92,9 +100,9 @@ class SchemaRegistry:
         entries = []
         for f in files:
             try:
-                source = json.loads(f.read_text())
-            except json.JSONDecodeError as exc:
-                raise SchemaFileError(f"{f} is not valid JSON: {exc}") from None
+                source = json.loads(f.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise SchemaFileError(f"{f} is not valid JSON (UTF-8): {exc}") from None
             entries.append(make_entry(source, f))
         return cls(entries)
 
