@@ -49,8 +49,7 @@ from streams.ops.localstack import LocalStack  # noqa: E402
 from streams.ops.topics import TopicSpec, ensure_topics  # noqa: E402
 from streams.schema.registry import SchemaRegistry  # noqa: E402
 from streams.settings import Settings  # noqa: E402
-from streams.sinks import store_keys as K  # noqa: E402
-from streams.sinks.store import store_document  # noqa: E402
+from streams.sinks.store import WRITE_EVENTS_LUA, write_calls  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -101,7 +100,6 @@ def baseline(s: Settings, registry: SchemaRegistry, topic: str, n: int, with_sto
     p = Producer({"bootstrap.servers": s.kafka_bootstrap, "enable.idempotence": True, "linger.ms": 2,
                   "compression.type": "lz4", "queue.buffering.max.messages": 200000})
     r = redis.Redis.from_url(s.redis_url)
-    out_prefix = f"bench.base.{uuid.uuid4().hex[:6]}"
     c.subscribe([topic])
     done = 0
     t0 = None
@@ -128,13 +126,10 @@ def baseline(s: Settings, registry: SchemaRegistry, topic: str, n: int, with_sto
             done += 1
         p.flush(30)
         if with_store and accepted:
-            pipe = r.pipeline(transaction=True)
-            for a in accepted:
-                pipe.set(K.event_key(f"{a.tenant}-{out_prefix}", a.event_id), store_document(a))
-                member = {a.event_id: a.event_time_ms}
-                pipe.zadd(K.subject_index(f"{a.tenant}-{out_prefix}", a.subject), member)
-                pipe.zadd(K.type_index(f"{a.tenant}-{out_prefix}", a.event_type), member)
-                pipe.zadd(K.time_index(f"{a.tenant}-{out_prefix}"), member)
+            # The same store write as the worker's (one script call per tenant), synchronously.
+            pipe = r.pipeline(transaction=False)
+            for keys, argv in write_calls(accepted):
+                pipe.eval(WRITE_EVENTS_LUA, len(keys), *keys, *argv)
             pipe.execute()
         c.commit(asynchronous=True)
     elapsed = time.perf_counter() - (t0 or time.perf_counter())
@@ -157,7 +152,7 @@ def settings_env(s: Settings) -> dict[str, str]:
         v = getattr(s, f.name)
         env["STREAMS_" + f.name.upper()] = ",".join(sorted(v)) if isinstance(v, frozenset) else (
             ("1" if v else "0") if isinstance(v, bool) else str(v))
-    env["STREAMS_LOG_LEVEL"] = "WARNING"
+    env["STREAMS_LOG_LEVEL"] = "WARNING"; env["PYTHONUNBUFFERED"]="1"
     return env
 
 

@@ -83,18 +83,23 @@ class BatchPipeline:
                              rejected=Counter(o.reason.value for o in outcomes if isinstance(o, Rejected)))
         out = self.out_records(outcomes)
         delay = 0.1
-        kafka_done = False
-        while True:
-            try:
-                if not kafka_done:
-                    await self.kafka.deliver_async(out)
-                    kafka_done = True
-                await self.store.write_batch(accepted)
-                break
-            except SinkUnavailable as exc:
+        pending = {"kafka": lambda: self.kafka.deliver_async(out),
+                   "store": lambda: self.store.write_batch(accepted)}
+        while pending:
+            # Both sinks at once (they are independent); retry only the one that failed.
+            names = list(pending)
+            results = await asyncio.gather(*(pending[n]() for n in names), return_exceptions=True)
+            for name, res in zip(names, results):
+                if isinstance(res, BaseException) and not isinstance(res, SinkUnavailable):
+                    raise res
+                if not isinstance(res, BaseException):
+                    del pending[name]
+                    continue
                 # Hold back: nothing of this batch is acked until both sinks took it.
-                self.metrics.inc("streams_sink_retries_total", help="Batch writes retried because a sink failed")
-                log.warning("sink unavailable (%s); retrying batch of %d in %.1fs", exc, len(records), delay)
+                self.metrics.inc("streams_sink_retries_total", help="Batch writes retried because a sink failed",
+                                 sink=name)
+                log.warning("%s sink unavailable (%s); retrying batch of %d in %.1fs", name, res, len(records), delay)
+            if pending:
                 result.attempts += 1
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.sink_retry_max_seconds)

@@ -50,28 +50,58 @@ def store_document(a: Accepted) -> str:
     }, separators=(",", ":"))
 
 
+# One script call per tenant and batch instead of four commands per event: the
+# script runs atomically (an event and its index entries land together), and
+# the worker parses one reply instead of thousands (profiled: the MULTI/EXEC
+# version spent more time in redis-py's reply parsing than in Redis).
+# KEYS: per event, its document, subject-index, type-index and time-index keys.
+# ARGV: per event, event id, event time (ms), document.
+WRITE_EVENTS_LUA = """
+local n = #ARGV / 3
+for i = 0, n - 1 do
+  local id, score, doc = ARGV[i*3+1], ARGV[i*3+2], ARGV[i*3+3]
+  redis.call('SET', KEYS[i*4+1], doc)
+  redis.call('ZADD', KEYS[i*4+2], score, id)
+  redis.call('ZADD', KEYS[i*4+3], score, id)
+  redis.call('ZADD', KEYS[i*4+4], score, id)
+end
+return n
+"""
+
+
+def write_calls(events: Iterable[Accepted]) -> list[tuple[list[str], list[Any]]]:
+    """(KEYS, ARGV) of WRITE_EVENTS_LUA per tenant: tenants live in different hash slots (Cluster-safe)."""
+    by_tenant: dict[str, tuple[list[str], list[Any]]] = {}
+    for a in events:
+        keys, argv = by_tenant.setdefault(a.tenant, ([], []))
+        keys += (K.event_key(a.tenant, a.event_id), K.subject_index(a.tenant, a.subject),
+                 K.type_index(a.tenant, a.event_type), K.time_index(a.tenant))
+        argv += (a.event_id, a.event_time_ms, store_document(a))
+    return list(by_tenant.values())
+
+
 class StoreWriter:
-    """Writes a batch in one MULTI/EXEC: either all of a batch's events and indexes land, or none."""
+    """Writes a batch: per tenant one atomic script call, all of them in one round trip.
+
+    Idempotent: writing an event again sets the same document and scores.
+    """
 
     def __init__(self, redis_url: str) -> None:
         self._client = aioredis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
 
     async def write_batch(self, events: Iterable[Accepted]) -> int:
-        events = list(events)
-        if not events:
+        calls = write_calls(events)
+        if not calls:
             return 0
-        pipe = self._client.pipeline(transaction=True)
-        for a in events:
-            pipe.set(K.event_key(a.tenant, a.event_id), store_document(a))
-            member = {a.event_id: a.event_time_ms}
-            pipe.zadd(K.subject_index(a.tenant, a.subject), member)
-            pipe.zadd(K.type_index(a.tenant, a.event_type), member)
-            pipe.zadd(K.time_index(a.tenant), member)
         try:
-            await pipe.execute()
+            pipe = self._client.pipeline(transaction=False)
+            for keys, argv in calls:
+                # EVAL rather than EVALSHA: no NOSCRIPT after a Redis restart; Redis caches the compiled script.
+                pipe.eval(WRITE_EVENTS_LUA, len(keys), *keys, *argv)
+            replies = await pipe.execute()
         except (redis.RedisError, OSError) as exc:
             raise SinkUnavailable(f"Redis write failed: {type(exc).__name__}") from None
-        return len(events)
+        return sum(int(r) for r in replies)
 
     async def ping(self) -> bool:
         try:
