@@ -125,7 +125,7 @@ def _read_events(path: str) -> list[dict[str, Any]]:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from streams.ingest.producer import EventProducer
+    from streams.ingest.producer import EventProducer, encode_event, event_key
     from streams.schema.exceptions import SchemaError
     from streams.schema.registry import SchemaRegistry
 
@@ -135,16 +135,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
         events = _read_events(args.file)
     except (OSError, json.JSONDecodeError) as exc:
         raise UsageError(f"cannot read {args.file}: {exc}") from None
-    producer = EventProducer(s.kafka_bootstrap, s.raw_topic, registry)
     # Encode everything first: a bad event in the file publishes nothing (a bad request changes nothing).
     encoded = []
-    from streams.ingest.producer import encode_event, event_key
-
     for i, e in enumerate(events, 1):
         try:
             encoded.append((event_key(e), encode_event(registry, e, args.format)))
         except SchemaError as exc:
             raise UsageError(f"event {i}: {exc}; nothing was published") from None
+    producer = EventProducer(s.kafka_bootstrap, s.raw_topic, registry)
     for key, value in encoded:
         producer.send_raw(key, value)
     producer.flush()

@@ -32,12 +32,13 @@ def encode_event(registry: SchemaRegistry, event: dict[str, Any], fmt: WireForma
     entry = registry.by_name(name) if isinstance(name, str) else None
     if entry is None:
         raise UnknownSchemaError(f"unknown schema name {name!r}")
+    fields = {k: v for k, v in event.items() if k != SCHEMA_KEY}
+    datum = to_datum(entry.expanded, fields, "")  # validates both formats before anything is sent
     if fmt == "json":
         body = dict(event)
         body[SCHEMA_KEY] = entry.event_type
         return json.dumps(body, separators=(",", ":")).encode()
-    fields = {k: v for k, v in event.items() if k != SCHEMA_KEY}
-    return codec.encode(entry, to_datum(entry.expanded, fields, ""))
+    return codec.encode(entry, datum)
 
 
 class EventProducer:
