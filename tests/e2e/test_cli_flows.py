@@ -33,7 +33,9 @@ def _free_port() -> int:
 def test_publish_tail_dlq_store_and_http(make_settings, start_worker, tmp_path):
     s = make_settings(web_enabled=True, web_port=_free_port())
     tenant = sorted(s.tenants)[0]
-    events = [samples.signup(tenant, "cli-1"), samples.order(tenant, "cli-1"), samples.support(tenant, "cli-2")]
+    t0 = int(time.time() * 1000)
+    events = [samples.signup(tenant, "cli-1", event_time=t0), samples.order(tenant, "cli-1", event_time=t0 + 1),
+              samples.support(tenant, "cli-2", event_time=t0 + 2)]
     f = tmp_path / "events.jsonl"
     f.write_text("\n".join(json.dumps(e) for e in events))
     bad = tmp_path / "bad.json"
