@@ -161,6 +161,15 @@ def start_worker(s: Settings, log: Path) -> subprocess.Popen:
                             env=settings_env(s), stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
 
 
+def stop_worker(w: subprocess.Popen) -> None:
+    w.terminate()
+    try:
+        w.wait(30)
+    except subprocess.TimeoutExpired:
+        w.kill()
+        w.wait()
+
+
 def pipeline_rate(s: Settings, n: int, log: Path) -> float:
     """Worker on a preloaded topic; rate from first to last output record (start-up excluded)."""
     topics = [s.tenant_topic(t) for t in sorted(s.tenants)]
@@ -183,8 +192,7 @@ def pipeline_rate(s: Settings, n: int, log: Path) -> float:
             time.sleep(0.05)
         raise RuntimeError("pipeline did not finish in time")
     finally:
-        w.terminate()
-        w.wait(30)
+        stop_worker(w)
         probe.close()
 
 
@@ -242,8 +250,7 @@ def latency(s: Settings, registry: SchemaRegistry, rate: float, seconds: float, 
         stop.set()
         t.join(5)
     finally:
-        w.terminate()
-        w.wait(30)
+        stop_worker(w)
         c.close()
     if not lat:
         raise RuntimeError("no latency samples")

@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source deploy/setup.sh
-exec streams demo "$@"
+exec python3 -m streams.cli.main demo "$@"

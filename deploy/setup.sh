@@ -23,7 +23,11 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-ser
 fi
 
 PY="${PYTHON:-python3}"
-if ! "$PY" -c "import streams, faust, confluent_kafka, fastavro, redis, pytest, hypothesis, yaml" >/dev/null 2>&1 \
+# Install when a dependency is missing, or when `streams` resolves to another checkout.
+here="$(pwd -P)"
+installed="$(cd / && "$PY" -c "import streams, os; print(os.path.dirname(os.path.dirname(os.path.realpath(streams.__file__))))" 2>/dev/null || true)"
+if [ "$installed" != "$here" ] \
+   || ! "$PY" -c "import faust, confluent_kafka, fastavro, redis, cramjam, pytest, hypothesis, yaml" >/dev/null 2>&1 \
    || ! command -v streams >/dev/null 2>&1; then
   echo "setup: installing the Python package and its dependencies" >&2
   "$PY" -m pip install -q --disable-pip-version-check -e '.[test]'
