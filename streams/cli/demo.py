@@ -82,7 +82,7 @@ def _short(event: dict[str, Any]) -> str:
 
 
 def run_demo(settings: Settings, keep_running: bool = False, events: int = 20) -> int:
-    from streams.cli.main import UsageError
+    from streams.cli.errors import UsageError
     from streams.consumer.clean_decoder import CleanDecoder
     from streams.ingest import samples
     from streams.ingest.producer import EventProducer

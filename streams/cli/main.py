@@ -24,8 +24,9 @@ EPILOG = """configuration comes from STREAMS_* environment variables (see README
 "Configuration"); defaults talk to the local stack that `streams stack up` runs."""
 
 
-class UsageError(Exception):
-    """A problem the user can fix; printed as one line, exit status 2."""
+# Defined in its own module: `python -m streams.cli.main` runs this file as
+# __main__, and a class defined here would then exist twice.
+from streams.cli.errors import UsageError  # noqa: E402
 
 
 def _settings() -> Settings:

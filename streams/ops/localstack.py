@@ -114,6 +114,10 @@ def _stop_pidfile(pidfile: Path, name: str, timeout: float = 20.0) -> bool:
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+    try:  # reap it if it is our own child, so no zombie lingers while we run on
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
     pidfile.unlink(missing_ok=True)
     return True
 

@@ -20,9 +20,28 @@ pytestmark = pytest.mark.e2e
 PII_PATTERNS = [re.compile(rb"[A-Za-z0-9._%+-]+@example\.(com|org)"), re.compile(rb"\+49 30 \d{7}")]
 
 
-def _pids_of(stack_dir: Path) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if str(stack_dir) in line]
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _pids_of(stack_dir: Path, exclude: int | None = None) -> list[int]:
+    """Live processes started for this stack dir: they inherit STREAMS_STACK_DIR from the demo."""
+    marker = f"STREAMS_STACK_DIR={stack_dir}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) in (os.getpid(), exclude):
+            continue
+        try:
+            if marker in (proc / "environ").read_bytes().split(b"\0") and \
+                    (proc / "stat").read_text().split(")")[-1].split()[0] != "Z":
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
 
 
 def test_demo_runs_twice_leaves_nothing_running_and_logs_no_pii(tmp_path):
@@ -43,6 +62,7 @@ def test_demo_runs_twice_leaves_nothing_running_and_logs_no_pii(tmp_path):
         assert "OK" in out.split("Reconciliation")[-1]
         assert "nothing left running" in out
         assert _pids_of(stack_dir) == [], "stray processes after the demo"
+        assert not _port_open(29092) and not _port_open(26379), "broker or Redis still listening"
 
     # Every log file the demo produced: worker, broker, Redis.
     # (Kafka's segment files are also *.log: the raw topic holds PII by design; skip the data dir.)
@@ -71,3 +91,37 @@ def test_demo_runs_twice_leaves_nothing_running_and_logs_no_pii(tmp_path):
             assert not pat.search(m.value())
         assert "Canary" not in m.value().decode()
         json.loads(m.value())
+
+
+def test_ctrl_c_stops_everything(tmp_path):
+    import signal
+    import time
+
+    stack_dir = tmp_path / "stack"
+    env = dict(os.environ, STREAMS_STACK_DIR=str(stack_dir), STREAMS_KAFKA_BOOTSTRAP="127.0.0.1:29092",
+               STREAMS_REDIS_URL="redis://127.0.0.1:26379/0", STREAMS_WEB_PORT="26066", PYTHONUNBUFFERED="1")
+    log = tmp_path / "demo.out"
+    with open(log, "wb") as out:
+        demo = subprocess.Popen([sys.executable, "-m", "streams.cli.main", "demo", "--events", "3", "--keep-running"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    try:
+        deadline = time.monotonic() + 240
+        while "keep running" not in log.read_text():
+            assert demo.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        assert len(_pids_of(stack_dir, exclude=demo.pid)) >= 2  # kafka, worker (redis rewrites its environ)
+        assert _port_open(29092) and _port_open(26379)
+        demo.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
+        assert demo.wait(120) == 130
+    finally:
+        if demo.poll() is None:
+            demo.terminate()  # the demo stops its worker and stack on SIGTERM too
+            demo.wait(120)
+        from streams.ops.localstack import LocalStack
+        from streams.settings import Settings
+
+        LocalStack(Settings.from_env(env)).down()  # last resort: never leave a broker behind
+    assert "nothing left running" in log.read_text()
+    assert _pids_of(stack_dir) == []
+    assert not _port_open(29092) and not _port_open(26379)
