@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -134,18 +135,39 @@ def _spawn(cmd: list[str], logfile: Path, pidfile: Path, env: dict[str, str] | N
 
 
 @dataclass
-class LocalKafka:
-    """A single-node KRaft broker (combined broker+controller) in ``stack_dir/kafka``."""
+class _ManagedProcess:
+    """A server process of the local stack, tracked by a pid file in ``stack_dir/<name>``."""
 
     settings: Settings
+    name: ClassVar[str] = ""
+    stop_timeout: ClassVar[float] = 20.0
 
     @property
     def home(self) -> Path:
-        return self.settings.stack_dir / "kafka"
+        return self.settings.stack_dir / self.name
 
     @property
     def pidfile(self) -> Path:
-        return self.home / "kafka.pid"
+        return self.home / f"{self.name}.pid"
+
+    def running(self) -> bool:
+        if not self.pidfile.exists():
+            return False
+        try:
+            return _pid_alive(int(self.pidfile.read_text().strip()))
+        except ValueError:
+            return False
+
+    def stop(self) -> bool:
+        return _stop_pidfile(self.pidfile, self.name, timeout=self.stop_timeout)
+
+
+@dataclass
+class LocalKafka(_ManagedProcess):
+    """A single-node KRaft broker (combined broker+controller) in ``stack_dir/kafka``."""
+
+    name: ClassVar[str] = "kafka"
+    stop_timeout: ClassVar[float] = 30.0
 
     @property
     def log_dir(self) -> Path:
@@ -201,14 +223,6 @@ class LocalKafka:
             raise StackError("java not found: Kafka 4.x needs Java 17 or newer")
         return java
 
-    def running(self) -> bool:
-        if not self.pidfile.exists():
-            return False
-        try:
-            return _pid_alive(int(self.pidfile.read_text().strip()))
-        except ValueError:
-            return False
-
     def start(self, timeout: float = 90.0) -> None:
         if self.running():
             self.wait_ready(timeout)
@@ -252,8 +266,6 @@ class LocalKafka:
             time.sleep(0.5)
         raise StackError(f"Kafka not ready after {timeout:.0f}s ({last}); see {self.home / 'server.log'}")
 
-    def stop(self) -> bool:
-        return _stop_pidfile(self.pidfile, "kafka", timeout=30.0)
 
 
 def _kafka_cluster_id() -> str:
@@ -264,18 +276,10 @@ def _kafka_cluster_id() -> str:
 
 
 @dataclass
-class LocalRedis:
+class LocalRedis(_ManagedProcess):
     """Debian's redis-server with AOF on, in ``stack_dir/redis``."""
 
-    settings: Settings
-
-    @property
-    def home(self) -> Path:
-        return self.settings.stack_dir / "redis"
-
-    @property
-    def pidfile(self) -> Path:
-        return self.home / "redis.pid"
+    name: ClassVar[str] = "redis"
 
     @property
     def port(self) -> int:
@@ -298,14 +302,6 @@ class LocalRedis:
                 f"logfile {self.home / 'redis.log'}",
             ]
         )
-
-    def running(self) -> bool:
-        if not self.pidfile.exists():
-            return False
-        try:
-            return _pid_alive(int(self.pidfile.read_text().strip()))
-        except ValueError:
-            return False
 
     def start(self, timeout: float = 20.0) -> None:
         if not self.running():
@@ -333,8 +329,6 @@ class LocalRedis:
             time.sleep(0.2)
         raise StackError(f"Redis not ready after {timeout:.0f}s ({last})")
 
-    def stop(self) -> bool:
-        return _stop_pidfile(self.pidfile, "redis")
 
 
 @dataclass
