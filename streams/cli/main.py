@@ -267,6 +267,19 @@ def cmd_schemas(args: argparse.Namespace) -> int:
         for p in write_clean_dir(raw, clean_dir):
             print(f"wrote {p}")
         return 0
+    if args.action == "lint":
+        import json as _json
+
+        from streams.privacy.lint import lint_schema
+
+        findings = [f for e in raw for f in lint_schema(_json.loads(e.path.read_text()) if e.path else e.source,
+                                                        e.path.name if e.path else e.fullname)]
+        for f in findings:
+            print(f, file=sys.stderr)
+        if findings:
+            return 1
+        print(f"{len(raw)} schemas: every PII-looking field is annotated")
+        return 0
     if args.action == "check":
         stale = [e.event_type for e in raw
                  if not (clean_dir / f"{e.event_type}.avsc").exists()
@@ -354,8 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--limit", type=int, default=20)
     sp.add_argument("--offset", type=int, default=0)
 
-    sp = add("schemas", "list schemas, derive or check the published clean schemas", cmd_schemas)
-    sp.add_argument("action", choices=["list", "derive", "check"])
+    sp = add("schemas", "list schemas, lint their PII annotations, derive or check the clean schemas", cmd_schemas,
+             "list: schemas and fingerprints. lint: fail on a field that looks like personal data but has no "
+             "'pii' annotation. derive: regenerate schemas/clean/ from the raw schemas and their privacy policy. "
+             "check: fail if schemas/clean/ is out of date.")
+    sp.add_argument("action", choices=["list", "lint", "derive", "check"])
 
     sp = add("demo", "run the whole pipeline on the local stack with sample events", cmd_demo,
              "Start the local stack and a worker, publish sample events for two tenants (plus one bad event "

@@ -4,7 +4,8 @@ The clean schema is derived, never hand-written: the raw record's fields plus
 a ``lineage`` record that makes every clean event traceable to its source
 (DESIGN decision 9). The derived files are published under ``schemas/clean/``
 (``streams schemas derive``) and a test keeps them in sync with this code.
-Field transforms (tokenize, mask, ...) will change field types here too.
+Annotated fields get their clean types (a token is a string, a generalized
+birth date an int year, ...; ``streams.privacy.policy``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from streams.privacy.policy import derive_clean_fields
 from streams.schema.registry import SchemaEntry, SchemaRegistry, make_entry
 
 LINEAGE_FIELD = "lineage"
@@ -37,7 +39,7 @@ _LINEAGE = {
 
 
 def derive_clean_source(raw: SchemaEntry) -> dict[str, Any]:
-    src = copy.deepcopy(raw.source)
+    src = derive_clean_fields(raw.source)
     ns = src.get("namespace") or raw.fullname.rpartition(".")[0]
     src["namespace"] = f"{ns}.clean" if ns else "clean"
     src["name"] = raw.name

@@ -25,10 +25,14 @@ def registry() -> SchemaRegistry:
     return SchemaRegistry.load_dir(REPO / "schemas")
 
 
+SUBJECT_KEY = bytes(range(64))  # one fixed key: tokens are deterministic per subject key
+
+
 def _accepted(registry, maker, fmt="avro", **overrides) -> tuple[Accepted, dict]:
     event = maker("acme", "u9", random.Random(4), **overrides)
     a = EventProcessor(registry, ["acme"], 1 << 20).process(event_key(event), encode_event(registry, event, fmt),
-                                                            SRC, now_ms=1_750_000_000_000)
+                                                            SRC, now_ms=1_750_000_000_000,
+                                                            subject_key=lambda t, s: SUBJECT_KEY)
     assert isinstance(a, Accepted)
     return a, event
 
