@@ -11,11 +11,13 @@ import logging
 from typing import Any
 
 import faust
+import redis
 from aiohttp.web import Response
 
 from streams.ingest.batch import BatchPipeline, RawRecord
 from streams.ingest.processor import EventProcessor
 from streams.ops.metrics import Metrics
+from streams.privacy.keys import KeyStore, LocalKeyFileProvider
 from streams.schema.registry import SchemaRegistry
 from streams.settings import Settings
 from streams.sinks.kafka_sink import KafkaSink
@@ -60,8 +62,10 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.task
     async def _open_sinks() -> None:
+        keys = KeyStore(redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5),
+                        LocalKeyFileProvider(settings.master_key_file))
         state["pipeline"] = BatchPipeline(settings, processor, KafkaSink(settings.kafka_bootstrap),
-                                          StoreWriter(settings.redis_url), metrics)
+                                          StoreWriter(settings.redis_url), keys, metrics)
 
     async def pipeline() -> BatchPipeline:
         while "pipeline" not in state:

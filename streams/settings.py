@@ -117,6 +117,10 @@ class Settings:
     data_dir: Path = REPO_ROOT / ".stack" / "worker"
     #: STREAMS_STACK_DIR - the local broker's and Redis' files (``streams stack``).
     stack_dir: Path = REPO_ROOT / ".stack"
+    #: STREAMS_MASTER_KEY_FILE - the local key provider's master key (created on first run, mode 0600).
+    master_key_file: Path = REPO_ROOT / ".stack" / "keys" / "master.key"
+    #: STREAMS_AUDIT_TOPIC - the append-only, hash-chained audit trail.
+    audit_topic: str = "audit"
     #: STREAMS_JAR_CACHE - where Maven puts Kafka's jars for the local stack (shared by checkouts).
     jar_cache: Path = Path.home() / ".cache" / "streams"
     #: STREAMS_KAFKA_VERSION - Apache Kafka release the local stack runs.
@@ -150,6 +154,8 @@ class Settings:
             web_enabled=_bool(env, "STREAMS_WEB_ENABLED", d.web_enabled),
             data_dir=Path(env.get("STREAMS_DATA_DIR") or stack_dir / "worker"),
             stack_dir=stack_dir,
+            master_key_file=Path(env.get("STREAMS_MASTER_KEY_FILE") or stack_dir / "keys" / "master.key"),
+            audit_topic=env.get("STREAMS_AUDIT_TOPIC") or d.audit_topic,
             jar_cache=Path(env.get("STREAMS_JAR_CACHE") or d.jar_cache),
             kafka_version=env.get("STREAMS_KAFKA_VERSION") or d.kafka_version,
             log_level=(env.get("STREAMS_LOG_LEVEL") or d.log_level).upper(),

@@ -45,6 +45,7 @@ def make_settings(stack: StackInfo, tmp_path: Path) -> Callable[..., Settings]:
             app_id=f"streams-test-{run}",
             tenants=frozenset({f"acme{run[:4]}", f"globex{run[:4]}"}),
             data_dir=tmp_path / f"worker-{run}",
+            master_key_file=tmp_path / f"keys-{run}" / "master.key",
             web_enabled=False,
             batch_within=0.01,
         )

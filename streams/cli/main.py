@@ -294,6 +294,71 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- privacy
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def cmd_detokenize(args: argparse.Namespace) -> int:
+    import redis
+
+    from streams.audit.log import AuditLog
+    from streams.privacy.detokenize import Detokenizer, DetokenizeRefused
+    from streams.privacy.keys import KeyStore, LocalKeyFileProvider
+    from streams.privacy.pseudonyms import Pseudonymizer
+    from streams.tenancy.names import validate_tenant_name
+
+    s = _settings()
+    tenant = validate_tenant_name(args.tenant)
+    if tenant not in s.tenants:
+        raise UsageError(f"unknown tenant {tenant}")
+    provider = LocalKeyFileProvider(s.master_key_file, create=False)
+    client = redis.Redis.from_url(s.redis_url, socket_timeout=5)
+    actor = f"cli:{args.actor or _user()}"
+    with AuditLog(s.kafka_bootstrap, s.audit_topic, actor) as audit:
+        d = Detokenizer(KeyStore(client, provider), audit, Pseudonymizer(client, provider))
+        try:
+            value = d.detokenize(tenant, args.subject, args.token, actor, args.reason)
+        except DetokenizeRefused as exc:
+            raise UsageError(str(exc)) from None
+    print(value)
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    import redis
+
+    from streams.privacy.keys import KeyStore, LocalKeyFileProvider
+    from streams.tenancy.names import validate_tenant_name
+
+    s = _settings()
+    tenant = validate_tenant_name(args.tenant)
+    if tenant not in s.tenants:
+        raise UsageError(f"unknown tenant {tenant}")
+    store = KeyStore(redis.Redis.from_url(s.redis_url, socket_timeout=30),
+                     LocalKeyFileProvider(s.master_key_file, create=False))
+    if args.action == "rotate":
+        report = store.rotate_tenant_key(tenant)
+        print(f"tenant {tenant}: key version {report.old_version} -> {report.new_version}, "
+              f"{report.rewrapped} subject keys re-wrapped; earlier tokens stay reversible")
+    else:
+        print(f"tenant {tenant}: key version {store.tenant_key_version(tenant)}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from streams.audit.cli import verify_command
+
+    s = _settings()
+    return verify_command(s.kafka_bootstrap, s.audit_topic, sys.stdout)
+
+
 # ---------------------------------------------------------------- demo
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -372,6 +437,26 @@ def build_parser() -> argparse.ArgumentParser:
              "'pii' annotation. derive: regenerate schemas/clean/ from the raw schemas and their privacy policy. "
              "check: fail if schemas/clean/ is out of date.")
     sp.add_argument("action", choices=["list", "lint", "derive", "check"])
+
+    sp = add("detokenize", "reveal a token's value, for an authorized operator; audited", cmd_detokenize,
+             "Return the original value of a token of one subject. Every call, allowed or refused, is written to "
+             "the audit trail with who and why before anything is shown. Fails once the subject is erased.")
+    sp.add_argument("tenant")
+    sp.add_argument("subject", help="the subject id the token belongs to")
+    sp.add_argument("token", help="a tok.<kind>.<data> value from a clean event")
+    sp.add_argument("--reason", required=True, help="why the value is needed (kept in the audit trail; no PII)")
+    sp.add_argument("--actor", help="who asks (default: the login name)")
+
+    sp = add("keys", "show or rotate a tenant's key", cmd_keys,
+             "show: the tenant key's current version. rotate: a new tenant key wraps every subject key; "
+             "tokens made before stay reversible.")
+    sp.add_argument("action", choices=["show", "rotate"])
+    sp.add_argument("tenant")
+
+    sp = add("audit", "verify the hash-chained audit trail", cmd_audit,
+             "verify: read the whole audit topic and check every chain; names the record where a chain is "
+             "broken (modified, removed, reordered or foreign). Exit status 1 on a break.")
+    sp.add_argument("action", choices=["verify"])
 
     sp = add("demo", "run the whole pipeline on the local stack with sample events", cmd_demo,
              "Start the local stack and a worker, publish sample events for two tenants (plus one bad event "

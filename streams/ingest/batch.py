@@ -12,12 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Protocol, Sequence
+
+import redis
 
 from streams.dlq.record import encode_dlq
-from streams.ingest.processor import Accepted, EventProcessor, Rejected, SourceRef
+from streams.dlq.reasons import Reason
+from streams.ingest.processor import Accepted, EventProcessor, Rejected, SourceRef, Validated
+from streams.privacy.exceptions import KeyIntegrityError, KeyProviderError
+from streams.privacy.transforms import SubjectCipher
 from streams.ops.metrics import Metrics
 from streams.settings import Settings
 from streams.sinks.exceptions import SinkUnavailable
@@ -44,21 +49,68 @@ class BatchResult:
     attempts: int = 1
 
 
+class SubjectKeySource(Protocol):
+    """Where subject keys come from (``streams.privacy.keys.KeyStore``): get-or-create, per tenant."""
+
+    def subject_keys(self, tenant: str, subjects: Iterable[str], create: bool = True) -> dict[str, bytes]: ...
+
+
 class BatchPipeline:
     def __init__(self, settings: Settings, processor: EventProcessor, kafka: KafkaSink,
-                 store: StoreWriter, metrics: Metrics | None = None) -> None:
+                 store: StoreWriter, keys: SubjectKeySource, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.processor = processor
         self.kafka = kafka
         self.store = store
+        self.keys = keys
         self.metrics = metrics or Metrics()
 
-    def outcomes(self, records: Sequence[RawRecord]) -> list[Accepted | Rejected]:
+    async def outcomes(self, records: Sequence[RawRecord]) -> list[Accepted | Rejected]:
+        """Validate all, fetch the batch's subject keys (one call per tenant), then transform."""
+        validated = [self.processor.validate(r.key, r.value, SourceRef(r.topic, r.partition, r.offset, r.timestamp_ms))
+                     for r in records]
+        wanted: dict[str, set[str]] = defaultdict(set)
+        for v in validated:
+            if isinstance(v, Validated):
+                wanted[v.tenant].add(v.subject)
+        ciphers, failed = await self._ciphers(wanted)
         now_ms = int(time.time() * 1000)
-        return [
-            self.processor.process(r.key, r.value, SourceRef(r.topic, r.partition, r.offset, r.timestamp_ms), now_ms)
-            for r in records
-        ]
+        out: list[Accepted | Rejected] = []
+        for v in validated:
+            if not isinstance(v, Validated):
+                out.append(v)
+            elif v.tenant in failed:
+                out.append(self.processor.reject_validated(v, Reason.PROCESSING_ERROR, failed[v.tenant]))
+            else:
+                out.append(self.processor.finish(v, ciphers[(v.tenant, v.subject)], now_ms))
+        return out
+
+    async def _ciphers(self, wanted: dict[str, set[str]]) -> tuple[dict[tuple[str, str], SubjectCipher], dict[str, str]]:
+        loop = asyncio.get_running_loop()
+        ciphers: dict[tuple[str, str], SubjectCipher] = {}
+        failed: dict[str, str] = {}
+        delay = 0.1
+        for tenant, subjects in wanted.items():
+            while True:
+                try:
+                    keys = await loop.run_in_executor(None, self.keys.subject_keys, tenant, subjects)
+                    break
+                except (redis.RedisError, OSError, KeyProviderError, KeyIntegrityError) as exc:
+                    # The key store is down, or the master key is missing or wrong: a systemic fault,
+                    # not the events' — hold the batch back (lag grows, alerts fire) rather than
+                    # dead-letter every event of the tenant.
+                    self.metrics.inc("streams_sink_retries_total", sink="keys")
+                    log.warning("key store unavailable (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.settings.sink_retry_max_seconds)
+                except Exception as exc:  # a damaged wrapped key: these events go to the DLQ, the rest goes on
+                    log.error("subject keys of tenant %s unusable: %s", tenant, type(exc).__name__)
+                    failed[tenant] = f"{type(exc).__name__} getting the subject key"
+                    keys = {}
+                    break
+            for subject, key in keys.items():
+                ciphers[(tenant, subject)] = SubjectCipher(key)
+        return ciphers, failed
 
     def out_records(self, outcomes: Sequence[Accepted | Rejected]) -> list[OutRecord]:
         out: list[OutRecord] = []
@@ -77,7 +129,7 @@ class BatchPipeline:
         return out
 
     async def handle(self, records: Sequence[RawRecord]) -> BatchResult:
-        outcomes = self.outcomes(records)
+        outcomes = await self.outcomes(records)
         accepted = [o for o in outcomes if isinstance(o, Accepted)]
         result = BatchResult(accepted=len(accepted),
                              rejected=Counter(o.reason.value for o in outcomes if isinstance(o, Rejected)))

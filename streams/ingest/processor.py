@@ -165,7 +165,7 @@ class EventProcessor:
         try:
             k = get(v.tenant, v.subject)
         except Exception as exc:
-            return self._reject_validated(v, Reason.PROCESSING_ERROR, f"{type(exc).__name__} getting the subject key")
+            return self.reject_validated(v, Reason.PROCESSING_ERROR, f"{type(exc).__name__} getting the subject key")
         return self.finish(v, SubjectCipher(k), now_ms)
 
     def _local_key(self, tenant: str, subject: str) -> bytes:
@@ -186,9 +186,9 @@ class EventProcessor:
         try:
             return self._finish(v, cipher, now_ms)
         except Exception as exc:
-            return self._reject_validated(v, Reason.PROCESSING_ERROR, f"{type(exc).__name__} in the transform")
+            return self.reject_validated(v, Reason.PROCESSING_ERROR, f"{type(exc).__name__} in the transform")
 
-    def _reject_validated(self, v: Validated, reason: Reason, detail: str) -> Rejected:
+    def reject_validated(self, v: Validated, reason: Reason, detail: str) -> Rejected:
         return Rejected(reason=reason, detail=detail, source=v.source, payload_size=v.payload_size,
                         payload_sha256=v.payload_sha256, key_hint=key_hint(v.key), tenant=v.tenant,
                         event_id=v.event_id, event_type=v.raw_entry.event_type,

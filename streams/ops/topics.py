@@ -50,6 +50,12 @@ def pipeline_topics(settings: Settings) -> list[TopicSpec]:
     ]
 
 
+def audit_topics(settings: Settings) -> list[TopicSpec]:
+    from streams.audit.log import audit_topic_spec
+
+    return [audit_topic_spec(settings.audit_topic)]
+
+
 def tenant_topics(settings: Settings, tenant: str) -> list[TopicSpec]:
     return [
         TopicSpec(
@@ -61,7 +67,7 @@ def tenant_topics(settings: Settings, tenant: str) -> list[TopicSpec]:
 
 
 def all_topics(settings: Settings) -> list[TopicSpec]:
-    specs = pipeline_topics(settings)
+    specs = pipeline_topics(settings) + audit_topics(settings)
     for tenant in sorted(settings.tenants):
         specs.extend(tenant_topics(settings, tenant))
     return specs

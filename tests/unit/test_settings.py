@@ -51,6 +51,8 @@ CUSTOM = {
     "STREAMS_STACK_DIR": ("/var/stack", Path("/var/stack")),
     "STREAMS_KAFKA_VERSION": ("3.9.0", "3.9.0"),
     "STREAMS_JAR_CACHE": ("/opt/jars", Path("/opt/jars")),
+    "STREAMS_MASTER_KEY_FILE": ("/run/secrets/master.key", Path("/run/secrets/master.key")),
+    "STREAMS_AUDIT_TOPIC": ("audit.x", "audit.x"),
     "STREAMS_LOG_LEVEL": ("debug", "DEBUG"),
     "STREAMS_SINK_RETRY_MAX_SECONDS": ("30", 30.0),
 }

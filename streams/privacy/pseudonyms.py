@@ -1,0 +1,50 @@
+"""The per-tenant secret behind audit pseudonyms, kept wrapped by the master key.
+
+Audit records name a subject only as ``pseudonym(tenant, subject, secret)``
+(``streams.audit.chain``). The secret is random, created on first use, stored
+in the pipeline-only keyspace wrapped by the key provider, and deliberately
+not destroyed by a subject's erasure: receipts and reports must keep naming
+the erased subject's records consistently, and the pseudonym alone does not
+identify anyone.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import redis
+
+from streams.audit.chain import pseudonym
+from streams.privacy.keys import KeyProvider, key_prefix
+
+
+def _redis_key(tenant: str) -> str:
+    return f"{key_prefix(tenant)}pseudonym"
+
+
+class Pseudonymizer:
+    def __init__(self, client: redis.Redis, provider: KeyProvider) -> None:
+        self._r = client
+        self._provider = provider
+        self._secrets: dict[str, bytes] = {}
+
+    def __repr__(self) -> str:
+        return "Pseudonymizer(<secrets hidden>)"
+
+    def _secret(self, tenant: str) -> bytes:
+        cached = self._secrets.get(tenant)
+        if cached is not None:
+            return cached
+        aad = f"pseudonym-secret/{tenant}".encode()
+        stored = self._r.get(_redis_key(tenant))
+        if stored is None:
+            wrapped = base64.b64encode(self._provider.wrap(os.urandom(32), aad))
+            self._r.set(_redis_key(tenant), wrapped, nx=True)  # a racing creator wins; read back the winner
+            stored = self._r.get(_redis_key(tenant))
+        secret = self._provider.unwrap(base64.b64decode(stored), aad)
+        self._secrets[tenant] = secret
+        return secret
+
+    def __call__(self, tenant: str, subject: str) -> str:
+        return pseudonym(tenant, subject, self._secret(tenant))
