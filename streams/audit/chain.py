@@ -469,7 +469,7 @@ def verify(records: Iterable[tuple[Position, Any]]) -> VerifyReport:
         in_order = sorted(accepted.values(), key=lambda x: x.index)
         seqs = [x.seq for x in in_order]
         if any(a > b for a, b in zip(seqs, seqs[1:])):
-            kept = set(range(len(seqs)))
+            kept = _longest_in_order(seqs)
             for i, e in enumerate(in_order):
                 if i in kept or e.modified:
                     continue

@@ -476,11 +476,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"streams {args.command}: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
+        from streams.audit.exceptions import AuditError
         from streams.ops.exceptions import OpsError
+        from streams.privacy.exceptions import PrivacyError
         from streams.schema.exceptions import SchemaError
         from streams.tenancy.exceptions import TenancyError
 
-        if isinstance(exc, (OpsError, SchemaError, TenancyError)):
+        if isinstance(exc, (OpsError, SchemaError, TenancyError, AuditError, PrivacyError)):
             print(f"streams {args.command}: {exc}", file=sys.stderr)
             return 2
         raise
