@@ -48,7 +48,7 @@ from streams.ingest.producer import encode_event, event_key  # noqa: E402
 from streams.ops.localstack import LocalStack  # noqa: E402
 from streams.ops.topics import TopicSpec, ensure_topics  # noqa: E402
 from streams.schema.registry import SchemaRegistry  # noqa: E402
-from streams.settings import Settings  # noqa: E402
+from streams.settings import Settings, to_env  # noqa: E402
 from streams.sinks.store import WRITE_EVENTS_LUA, write_calls  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -148,10 +148,7 @@ def _out_count(c: Consumer, topics: list[str]) -> int:
 
 def settings_env(s: Settings) -> dict[str, str]:
     env = dict(os.environ)
-    for f in dataclasses.fields(Settings):
-        v = getattr(s, f.name)
-        env["STREAMS_" + f.name.upper()] = ",".join(sorted(v)) if isinstance(v, frozenset) else (
-            ("1" if v else "0") if isinstance(v, bool) else str(v))
+    env.update(to_env(s))
     env["STREAMS_LOG_LEVEL"] = "WARNING"; env["PYTHONUNBUFFERED"]="1"
     return env
 

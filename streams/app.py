@@ -11,17 +11,15 @@ import logging
 from typing import Any
 
 import faust
-import redis
 from aiohttp.web import Response
 
-from streams.ingest.batch import BatchPipeline, RawRecord
+from streams.consent.apply import apply_privacy_request
+from streams.ingest.batch import RawRecord
 from streams.ingest.processor import EventProcessor
 from streams.ops.metrics import Metrics
-from streams.privacy.keys import KeyStore, LocalKeyFileProvider
+from streams.runtime import Runtime, build_runtime
 from streams.schema.registry import SchemaRegistry
 from streams.settings import Settings
-from streams.sinks.kafka_sink import KafkaSink
-from streams.sinks.store import StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -58,23 +56,33 @@ def create_app(settings: Settings) -> faust.App:
         settings.raw_topic, key_type=bytes, value_type=bytes,
         key_serializer="raw", value_serializer="raw", partitions=settings.partitions,
     )
-    state: dict[str, BatchPipeline] = {}
+    requests_topic = app.topic(
+        settings.requests_topic, key_type=bytes, value_type=bytes,
+        key_serializer="raw", value_serializer="raw", partitions=settings.partitions,
+    )
+    state: dict[str, Runtime] = {}
 
     @app.task
     async def _open_sinks() -> None:
-        keys = KeyStore(redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5),
-                        LocalKeyFileProvider(settings.master_key_file))
-        state["pipeline"] = BatchPipeline(settings, processor, KafkaSink(settings.kafka_bootstrap),
-                                          StoreWriter(settings.redis_url), keys, metrics)
+        state["rt"] = await asyncio.get_running_loop().run_in_executor(
+            None, build_runtime, settings, registry, processor, metrics, f"worker:{settings.app_id}")
 
-    async def pipeline() -> BatchPipeline:
-        while "pipeline" not in state:
+    async def runtime() -> Runtime:
+        while "rt" not in state:
             await asyncio.sleep(0.01)
-        return state["pipeline"]
+        return state["rt"]
+
+    @app.agent(requests_topic, name="privacy")
+    async def privacy(stream: faust.StreamT) -> None:
+        rt = await runtime()
+        loop = asyncio.get_running_loop()
+        async for event in stream.events():
+            m = event.message
+            await apply_privacy_request(rt, loop, settings, m.value, m.key, m.partition, m.offset, metrics)
 
     @app.agent(raw_topic, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
-        p = await pipeline()
+        p = (await runtime()).pipeline
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
             task = asyncio.ensure_future(p.handle([_raw_record(e) for e in events]))
             try:
@@ -91,8 +99,8 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/ready")
     async def ready(web: Any, request: Any) -> Response:
-        p = state.get("pipeline")
-        ok = p is not None and await p.store.ping()
+        rt = state.get("rt")
+        ok = rt is not None and await rt.pipeline.store.ping()
         return web.json({"ready": ok}, status=200 if ok else 503)
 
     @app.page("/metrics")

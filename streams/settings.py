@@ -64,6 +64,18 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be one of 1/0, true/false, yes/no, on/off; got {raw!r}")
 
 
+def _regimes(raw: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        tenant, sep, regime = (x.strip() for x in part.partition("="))
+        if not sep or regime not in ("opt_in", "opt_out"):
+            raise SettingsError(f"STREAMS_TENANT_REGIMES: expected <tenant>=opt_in|opt_out, got {part!r}")
+        out.append((tenant, regime))
+    return tuple(sorted(out))
+
+
 def _tenants(raw: str) -> frozenset[str]:
     from streams.tenancy.exceptions import InvalidTenantName
     from streams.tenancy.names import validate_tenant_name
@@ -97,6 +109,11 @@ class Settings:
     raw_topic: str = "events.raw"
     #: STREAMS_DLQ_TOPIC - where bad events go, with a reason code.
     dlq_topic: str = "events.dlq"
+    #: STREAMS_REQUESTS_TOPIC - privacy requests (consent, opt-out, erasure), keyed like raw events.
+    requests_topic: str = "privacy.requests"
+    #: STREAMS_TENANT_REGIMES - consent regime per tenant, "acme=opt_out,globex=opt_in";
+    #: opt_in: nothing is processed before consent for the purpose; opt_out (default): until opt-out.
+    tenant_regimes: tuple[tuple[str, str], ...] = ()
     #: STREAMS_PARTITIONS - partitions of the raw topic (the unit of scaling).
     partitions: int = 4
     #: STREAMS_TENANT_PARTITIONS - partitions of each tenant topic.
@@ -144,6 +161,8 @@ class Settings:
             app_id=env.get("STREAMS_APP_ID") or d.app_id,
             raw_topic=env.get("STREAMS_RAW_TOPIC") or d.raw_topic,
             dlq_topic=env.get("STREAMS_DLQ_TOPIC") or d.dlq_topic,
+            requests_topic=env.get("STREAMS_REQUESTS_TOPIC") or d.requests_topic,
+            tenant_regimes=_regimes(env.get("STREAMS_TENANT_REGIMES") or ""),
             partitions=_int(env, "STREAMS_PARTITIONS", d.partitions, 1),
             tenant_partitions=_int(env, "STREAMS_TENANT_PARTITIONS", d.tenant_partitions, 1),
             replication=_int(env, "STREAMS_REPLICATION", d.replication, 1),
@@ -162,9 +181,30 @@ class Settings:
             sink_retry_max_seconds=_float(env, "STREAMS_SINK_RETRY_MAX_SECONDS", d.sink_retry_max_seconds),
         )
 
+    def regime_of(self, tenant: str) -> str:
+        return dict(self.tenant_regimes).get(tenant, "opt_out")
+
     def tenant_topic(self, tenant: str) -> str:
         """Name of a tenant's clean stream; ACLs later grant the ``tenant.<t>.`` prefix."""
         return f"tenant.{tenant}.events"
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """The STREAMS_* variables that make ``Settings.from_env`` give back ``settings`` (to start
+    a worker process with exactly these settings)."""
+    env: dict[str, str] = {}
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, frozenset):
+            text = ",".join(sorted(value))
+        elif isinstance(value, tuple):
+            text = ",".join(f"{k}={v}" for k, v in value)
+        elif isinstance(value, bool):
+            text = "1" if value else "0"
+        else:
+            text = str(value)
+        env["STREAMS_" + f.name.upper()] = text
+    return env
 
 
 def env_var_names() -> list[str]:

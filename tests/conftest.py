@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from streams.settings import REPO_ROOT, Settings
+from streams.settings import REPO_ROOT, Settings, to_env
 from tests.stack import StackInfo, provide_stack
 
 
@@ -43,6 +43,8 @@ def make_settings(stack: StackInfo, tmp_path: Path) -> Callable[..., Settings]:
             raw_topic=f"events.raw.{run}",
             dlq_topic=f"events.dlq.{run}",
             app_id=f"streams-test-{run}",
+            requests_topic=f"privacy.requests.{run}",
+            audit_topic=f"audit.{run}",
             tenants=frozenset({f"acme{run[:4]}", f"globex{run[:4]}"}),
             data_dir=tmp_path / f"worker-{run}",
             master_key_file=tmp_path / f"keys-{run}" / "master.key",
@@ -59,13 +61,7 @@ def make_settings(stack: StackInfo, tmp_path: Path) -> Callable[..., Settings]:
 def settings_env(s: Settings) -> dict[str, str]:
     """The environment that makes a worker process see exactly these settings."""
     env = dict(os.environ)
-    for f in dataclasses.fields(Settings):
-        value = getattr(s, f.name)
-        if isinstance(value, frozenset):
-            value = ",".join(sorted(value))
-        elif isinstance(value, bool):
-            value = "1" if value else "0"
-        env["STREAMS_" + f.name.upper()] = str(value)
+    env.update(to_env(s))
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

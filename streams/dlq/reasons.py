@@ -22,6 +22,8 @@ class Reason(str, Enum):
     KEY_MISMATCH = "key_mismatch"
     #: A transform raised on this event (a bug or a poison event); the stream goes on.
     PROCESSING_ERROR = "processing_error"
+    #: A record on privacy.requests is not a valid request (or its key is not its tenant/subject).
+    INVALID_REQUEST = "invalid_request"
 
 
 REASON_DOCS: dict[Reason, str] = {
@@ -33,4 +35,5 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.OVERSIZED: "record larger than STREAMS_MAX_EVENT_BYTES; not decoded",
     Reason.KEY_MISMATCH: "record key is not '<tenant_id>/<subject_id>' of the event",
     Reason.PROCESSING_ERROR: "a transform raised on this event; the stream goes on",
+    Reason.INVALID_REQUEST: "a privacy request that is malformed or keyed wrongly; nothing was changed",
 }

@@ -1,35 +1,43 @@
-"""One batch of raw records through the pipeline: process, deliver, store, then (and only then) ack.
+"""One batch of raw records through the pipeline: validate, consent, transform, deliver, store, then ack.
 
 The worker calls ``BatchPipeline.handle`` with each batch Faust gives it and
 acknowledges the batch's offsets after it returns. ``handle`` returns only
-when every record is in its tenant topic and the store, or in the DLQ: while
-a sink is down it retries with back-off instead of raising, because Faust's
-``take_events`` acknowledges a batch even when the consumer raises.
+when every record is in its tenant topic and the store, in the DLQ, or
+counted and audited as a consent drop. While a dependency is down it retries
+with back-off instead of raising, because Faust's ``take_events``
+acknowledges a batch even when the consumer raises.
+
+Steps: validate every record (pure); wait until privacy requests published so
+far are applied (order across the two topics); under the worker's privacy
+lock, read the batch's consent states, drop what is not allowed, fetch the
+remaining subjects' keys, transform, then write both sinks and audit the drops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Protocol, Sequence, TypeVar
 
-import redis
-
-from streams.dlq.record import encode_dlq
+from streams.consent.gate import ConsentGate
+from streams.consent.state import DropReason
 from streams.dlq.reasons import Reason
-from streams.ingest.processor import Accepted, EventProcessor, Rejected, SourceRef, Validated
-from streams.privacy.exceptions import KeyIntegrityError, KeyProviderError
-from streams.privacy.transforms import SubjectCipher
+from streams.dlq.record import encode_dlq
+from streams.ingest.processor import Accepted, Dropped, EventProcessor, Rejected, SourceRef, Validated
 from streams.ops.metrics import Metrics
+from streams.ops.retry import hold_back
+from streams.privacy.transforms import SubjectCipher
 from streams.settings import Settings
-from streams.sinks.exceptions import SinkUnavailable
 from streams.sinks.kafka_sink import KafkaSink, OutRecord
 from streams.sinks.store import StoreWriter
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,7 @@ class RawRecord:
 class BatchResult:
     accepted: int = 0
     rejected: Counter = field(default_factory=Counter)
+    dropped: Counter = field(default_factory=Counter)
     attempts: int = 1
 
 
@@ -55,30 +64,56 @@ class SubjectKeySource(Protocol):
     def subject_keys(self, tenant: str, subjects: Iterable[str], create: bool = True) -> dict[str, bytes]: ...
 
 
+class DropAudit(Protocol):
+    def append(self, action: str, tenant: str | None, subject_pseudonym: str | None, reason: str,
+               details: dict[str, Any] | None = None) -> Any: ...
+
+
 class BatchPipeline:
-    def __init__(self, settings: Settings, processor: EventProcessor, kafka: KafkaSink,
-                 store: StoreWriter, keys: SubjectKeySource, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: Settings, processor: EventProcessor, kafka: KafkaSink, store: StoreWriter,
+                 keys: SubjectKeySource, metrics: Metrics | None = None, gate: ConsentGate | None = None,
+                 audit: DropAudit | None = None, lock: asyncio.Lock | None = None) -> None:
         self.settings = settings
         self.processor = processor
         self.kafka = kafka
         self.store = store
         self.keys = keys
         self.metrics = metrics or Metrics()
+        self.gate = gate
+        self.audit = audit
+        self.lock = lock
 
-    async def outcomes(self, records: Sequence[RawRecord]) -> list[Accepted | Rejected]:
-        """Validate all, fetch the batch's subject keys (one call per tenant), then transform."""
+    async def _hold_back(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        return await hold_back(what, fn, self.metrics, self.settings.sink_retry_max_seconds)
+
+    async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    async def outcomes(self, records: Sequence[RawRecord]) -> list[Accepted | Rejected | Dropped]:
+        """Validate, gate on consent, fetch keys, transform. Call under the privacy lock."""
         validated = [self.processor.validate(r.key, r.value, SourceRef(r.topic, r.partition, r.offset, r.timestamp_ms))
                      for r in records]
+        subjects = {(v.tenant, v.subject) for v in validated if isinstance(v, Validated)}
+        drops: dict[int, DropReason] = {}
+        if self.gate is not None and subjects:
+            states = await self._hold_back("consent", lambda: self._thread(self.gate.states, subjects))
+            for i, v in enumerate(validated):
+                if isinstance(v, Validated):
+                    reason = self.gate.decide(states[(v.tenant, v.subject)], v.tenant, v.raw_entry.event_type)
+                    if reason is not None:
+                        drops[i] = reason
         wanted: dict[str, set[str]] = defaultdict(set)
-        for v in validated:
-            if isinstance(v, Validated):
+        for i, v in enumerate(validated):
+            if isinstance(v, Validated) and i not in drops:
                 wanted[v.tenant].add(v.subject)
         ciphers, failed = await self._ciphers(wanted)
         now_ms = int(time.time() * 1000)
-        out: list[Accepted | Rejected] = []
-        for v in validated:
+        out: list[Accepted | Rejected | Dropped] = []
+        for i, v in enumerate(validated):
             if not isinstance(v, Validated):
                 out.append(v)
+            elif i in drops:
+                out.append(Dropped(v.tenant, v.event_id, v.raw_entry.event_type, drops[i].value, v.source))
             elif v.tenant in failed:
                 out.append(self.processor.reject_validated(v, Reason.PROCESSING_ERROR, failed[v.tenant]))
             else:
@@ -86,33 +121,21 @@ class BatchPipeline:
         return out
 
     async def _ciphers(self, wanted: dict[str, set[str]]) -> tuple[dict[tuple[str, str], SubjectCipher], dict[str, str]]:
-        loop = asyncio.get_running_loop()
         ciphers: dict[tuple[str, str], SubjectCipher] = {}
         failed: dict[str, str] = {}
-        delay = 0.1
         for tenant, subjects in wanted.items():
-            while True:
-                try:
-                    keys = await loop.run_in_executor(None, self.keys.subject_keys, tenant, subjects)
-                    break
-                except (redis.RedisError, OSError, KeyProviderError, KeyIntegrityError) as exc:
-                    # The key store is down, or the master key is missing or wrong: a systemic fault,
-                    # not the events' — hold the batch back (lag grows, alerts fire) rather than
-                    # dead-letter every event of the tenant.
-                    self.metrics.inc("streams_sink_retries_total", sink="keys")
-                    log.warning("key store unavailable (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.settings.sink_retry_max_seconds)
-                except Exception as exc:  # a damaged wrapped key: these events go to the DLQ, the rest goes on
-                    log.error("subject keys of tenant %s unusable: %s", tenant, type(exc).__name__)
-                    failed[tenant] = f"{type(exc).__name__} getting the subject key"
-                    keys = {}
-                    break
+            try:
+                keys = await self._hold_back(
+                    "keys", lambda t=tenant, s=subjects: self._thread(self.keys.subject_keys, t, s))
+            except Exception as exc:  # not transient: these events go to the DLQ, the rest goes on
+                log.error("subject keys of tenant %s unusable: %s", tenant, type(exc).__name__)
+                failed[tenant] = f"{type(exc).__name__} getting the subject key"
+                continue
             for subject, key in keys.items():
                 ciphers[(tenant, subject)] = SubjectCipher(key)
         return ciphers, failed
 
-    def out_records(self, outcomes: Sequence[Accepted | Rejected]) -> list[OutRecord]:
+    def out_records(self, outcomes: Sequence[Accepted | Rejected | Dropped]) -> list[OutRecord]:
         out: list[OutRecord] = []
         for o in outcomes:
             if isinstance(o, Accepted):
@@ -121,40 +144,42 @@ class BatchPipeline:
                     [("event-type", o.event_type.encode()), ("event-id", o.event_id.encode()),
                      ("content-type", b"application/avro")],
                 ))
-            else:
+            elif isinstance(o, Rejected):
                 out.append(OutRecord(
                     self.settings.dlq_topic, o.tenant.encode() if o.tenant else None, encode_dlq(o),
                     [("reason", o.reason.value.encode()), ("content-type", b"application/json")],
                 ))
         return out
 
+    def _audit_drops(self, dropped: list[Dropped]) -> None:
+        by_tenant: dict[str, list[Dropped]] = defaultdict(list)
+        for d in dropped:
+            by_tenant[d.tenant].append(d)
+        for tenant, ds in by_tenant.items():
+            counts = Counter(d.reason for d in ds)
+            details: dict[str, Any] = {f"dropped_{r}": n for r, n in counts.items()}
+            details["event_ids"] = ",".join(d.event_id for d in ds)
+            self.audit.append("consent.drop", tenant, None, "events without consent for their purpose", details)
+
     async def handle(self, records: Sequence[RawRecord]) -> BatchResult:
-        outcomes = await self.outcomes(records)
-        accepted = [o for o in outcomes if isinstance(o, Accepted)]
-        result = BatchResult(accepted=len(accepted),
-                             rejected=Counter(o.reason.value for o in outcomes if isinstance(o, Rejected)))
-        out = self.out_records(outcomes)
-        delay = 0.1
-        pending = {"kafka": lambda: self.kafka.deliver_async(out),
-                   "store": lambda: self.store.write_batch(accepted)}
-        while pending:
-            # Both sinks at once (they are independent); retry only the one that failed.
-            names = list(pending)
-            results = await asyncio.gather(*(pending[n]() for n in names), return_exceptions=True)
-            for name, res in zip(names, results):
-                if isinstance(res, BaseException) and not isinstance(res, SinkUnavailable):
-                    raise res
-                if not isinstance(res, BaseException):
-                    del pending[name]
-                    continue
-                # Hold back: nothing of this batch is acked until both sinks took it.
-                self.metrics.inc("streams_sink_retries_total", help="Batch writes retried because a sink failed",
-                                 sink=name)
-                log.warning("%s sink unavailable (%s); retrying batch of %d in %.1fs", name, res, len(records), delay)
-            if pending:
-                result.attempts += 1
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.sink_retry_max_seconds)
+        if self.gate is not None:
+            await self._hold_back("privacy requests", lambda: self._thread(self.gate.wait_applied))
+        async with (self.lock if self.lock is not None else contextlib.nullcontext()):
+            outcomes = await self.outcomes(records)
+            accepted = [o for o in outcomes if isinstance(o, Accepted)]
+            dropped = [o for o in outcomes if isinstance(o, Dropped)]
+            result = BatchResult(accepted=len(accepted),
+                                 rejected=Counter(o.reason.value for o in outcomes if isinstance(o, Rejected)),
+                                 dropped=Counter(d.reason for d in dropped))
+            out = self.out_records(outcomes)
+            steps: dict[str, Callable[[], Awaitable[Any]]] = {
+                "kafka": lambda: self.kafka.deliver_async(out),
+                "store": lambda: self.store.write_batch(accepted),
+            }
+            if dropped and self.audit is not None:
+                steps["audit"] = lambda: self._thread(self._audit_drops, dropped)
+            # The steps are independent: run them at once; each holds back on its own faults.
+            await asyncio.gather(*(self._hold_back(name, fn) for name, fn in steps.items()))
         m = self.metrics
         m.inc("streams_events_processed_total", len(records), help="Raw events processed")
         for o in accepted:
@@ -162,4 +187,7 @@ class BatchPipeline:
                   tenant=o.tenant)
         for reason, n in result.rejected.items():
             m.inc("streams_events_dlq_total", n, help="Events sent to the DLQ", reason=reason)
+        for reason, n in result.dropped.items():
+            m.inc("streams_events_consent_dropped_total", n, help="Events dropped for want of consent (audited)",
+                  reason=reason)
         return result

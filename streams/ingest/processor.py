@@ -84,6 +84,17 @@ class Accepted:
 
 
 @dataclass(frozen=True)
+class Dropped:
+    """A valid event not processed for want of consent: counted and audited, never delivered."""
+
+    tenant: str
+    event_id: str
+    event_type: str
+    reason: str  # streams.consent.state.DropReason value
+    source: SourceRef
+
+
+@dataclass(frozen=True)
 class Rejected:
     """A DLQ outcome. Every text here is safe to log: no field values, no payload."""
 

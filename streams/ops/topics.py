@@ -42,6 +42,14 @@ def pipeline_topics(settings: Settings) -> list[TopicSpec]:
             "raw events from producers, keyed tenant/subject",
         ),
         TopicSpec(
+            settings.requests_topic, settings.partitions,
+            # Same partition count as events.raw: Faust co-partitions the two, so a subject's
+            # requests and events are handled by the same worker. The consent state they build
+            # lives in Redis; the topic is the log of who asked what (90 days).
+            {"cleanup.policy": "delete", "retention.ms": str(90 * DAY_MS)},
+            "privacy requests (consent, opt-out, erasure), keyed tenant/subject",
+        ),
+        TopicSpec(
             settings.dlq_topic, 1,
             # Long enough for an operator to triage; records carry no raw PII.
             {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},

@@ -53,6 +53,8 @@ CUSTOM = {
     "STREAMS_JAR_CACHE": ("/opt/jars", Path("/opt/jars")),
     "STREAMS_MASTER_KEY_FILE": ("/run/secrets/master.key", Path("/run/secrets/master.key")),
     "STREAMS_AUDIT_TOPIC": ("audit.x", "audit.x"),
+    "STREAMS_REQUESTS_TOPIC": ("req.x", "req.x"),
+    "STREAMS_TENANT_REGIMES": ("b=opt_in, a=opt_out", (("a", "opt_out"), ("b", "opt_in"))),
     "STREAMS_LOG_LEVEL": ("debug", "DEBUG"),
     "STREAMS_SINK_RETRY_MAX_SECONDS": ("30", 30.0),
 }
@@ -145,3 +147,10 @@ def test_tenant_topic():
 def test_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Settings().partitions = 9  # type: ignore[misc]
+
+
+def test_to_env_round_trips():
+    from streams.settings import to_env
+
+    s = Settings.from_env({k: v for k, (v, _) in CUSTOM.items()})
+    assert Settings.from_env(to_env(s)) == s

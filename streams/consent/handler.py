@@ -1,0 +1,131 @@
+"""Carrying out a privacy request: consent state, and for an erasure every copy, then a receipt.
+
+Called by the worker's privacy agent for each request on ``privacy.requests``
+(at least once: a request replayed after a crash runs again, every step is
+idempotent, and a receipt is written only once every step is done).
+
+Erasure steps, in order:
+1. ``state``     the subject is marked erased: its later events are dropped from now on
+2. ``store``     every store document of the subject and its index entries deleted
+3. ``tombstone`` a tombstone (key = subject, null value, headers saying why) on the tenant topic
+4. ``key``       the subject key destroyed: every token of the subject, in every copy, is irreversible
+5. ``aof``       Redis rewrites its AOF so the deleted values leave the disk
+6. ``audit``     the request and its steps written to the audit trail (pseudonym only)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+import redis
+
+from streams.audit.log import AuditLog
+from streams.consent.requests import PrivacyRequest
+from streams.consent.state import apply
+from streams.consent.store import ConsentStore
+from streams.privacy.keys import KeyStore
+from streams.sinks import store_keys as K
+from streams.sinks.kafka_sink import KafkaSink, OutRecord
+
+log = logging.getLogger(__name__)
+
+# Deletes a subject's documents and every index entry pointing at them, atomically.
+PURGE_SUBJECT_LUA = """
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+local n = 0
+for _, id in ipairs(ids) do
+  local evk = ARGV[1] .. 'ev:' .. id
+  local doc = redis.call('GET', evk)
+  if doc then
+    local ok, d = pcall(cjson.decode, doc)
+    if ok and type(d) == 'table' and d['event_type'] then
+      redis.call('ZREM', ARGV[1] .. 'type:' .. d['event_type'], id)
+    end
+    redis.call('DEL', evk)
+    n = n + 1
+  end
+  redis.call('ZREM', ARGV[1] .. 'time', id)
+end
+redis.call('DEL', KEYS[1])
+return n
+"""
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def rewrite_aof(client: redis.Redis, timeout: float = 60.0) -> dict[str, Any]:
+    """Start (or join) an AOF rewrite and wait until one that began after our deletes has finished."""
+    info = client.info("persistence")
+    if not info.get("aof_enabled"):
+        return {"aof": "disabled"}
+    try:
+        client.bgrewriteaof()  # schedules one if a rewrite is already running
+    except redis.ResponseError:
+        pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = client.info("persistence")
+        if not info.get("aof_rewrite_in_progress") and not info.get("aof_rewrite_scheduled"):
+            if info.get("aof_last_bgrewrite_status") != "ok":
+                raise RuntimeError("Redis AOF rewrite failed")
+            return {"aof": "rewritten"}
+        time.sleep(0.05)
+    raise TimeoutError(f"Redis AOF rewrite not finished in {timeout:.0f}s")
+
+
+class RequestHandler:
+    def __init__(self, tenant_topic: Callable[[str], str], client: redis.Redis, keys: KeyStore,
+                 pseudonyms: Callable[[str, str], str], consent: ConsentStore, kafka: KafkaSink,
+                 audit: AuditLog) -> None:
+        self.tenant_topic = tenant_topic
+        self.client = client
+        self.keys = keys
+        self.pseudonyms = pseudonyms
+        self.consent = consent
+        self.kafka = kafka
+        self.audit = audit
+
+    def handle(self, req: PrivacyRequest) -> dict[str, Any]:
+        """Run every step of ``req`` and return its receipt. Raises when a step fails (the
+        request is then retried, not acknowledged); a completed request is not run again."""
+        done = self.consent.receipt(req.tenant, req.request_id)
+        if done and done.get("status") == "done":
+            return done
+        who = self.pseudonyms(req.tenant, req.subject)
+        steps: list[dict[str, Any]] = []
+
+        def step(name: str, **detail: Any) -> None:
+            steps.append({"step": name, "at_ms": _now(), **detail})
+
+        state = apply(self.consent.state(req.tenant, who), req)
+        self.consent.put_state(req.tenant, who, state)
+        step("state", opted_out=state.opted_out, erased=state.erased, suppressed=state.suppressed,
+             granted=sorted(state.granted), revoked=sorted(state.revoked))
+
+        if req.type.erases:
+            deleted = self.client.eval(PURGE_SUBJECT_LUA, 1, K.subject_index(req.tenant, req.subject),
+                                       K.tenant_prefix(req.tenant))
+            step("store", deleted_events=int(deleted))
+            self.kafka.deliver([OutRecord(self.tenant_topic(req.tenant), req.subject.encode(), None, [
+                ("reason", b"erasure"), ("request-id", req.request_id.encode())])])
+            step("tombstone", topic=self.tenant_topic(req.tenant))
+            existed = self.keys.destroy_subject_key(req.tenant, req.subject)
+            step("key", destroyed=existed)
+            step("aof", **rewrite_aof(self.client))
+
+        self.audit.append(f"privacy.{req.type.value}", req.tenant, who, f"request {req.request_id}", {
+            "request_id": req.request_id, "filed_by": req.actor, "purpose": req.purpose,
+            "steps": ",".join(s["step"] for s in steps),
+        })
+        step("audit")
+        receipt = {
+            "request_id": req.request_id, "type": req.type.value, "tenant": req.tenant, "subject": who,
+            "purpose": req.purpose, "filed_at_ms": req.filed_at_ms, "filed_by": req.actor,
+            "status": "done", "completed_at_ms": _now(), "steps": steps,
+        }
+        self.consent.put_receipt(req.tenant, receipt)
+        return receipt

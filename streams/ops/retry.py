@@ -1,0 +1,40 @@
+"""Holding back: retry a step with back-off while a dependency is down, instead of failing the batch.
+
+Used wherever the worker must not acknowledge input before its effects are
+written: the ingest batch and the privacy agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable, TypeVar
+
+import redis
+
+from streams.audit.exceptions import AuditError
+from streams.consent.gate import RequestsNotApplied
+from streams.ops.metrics import Metrics
+from streams.privacy.exceptions import KeyIntegrityError, KeyProviderError
+from streams.sinks.exceptions import SinkUnavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Faults of the system, not of an event: retried, never raised.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    redis.RedisError, OSError, KeyProviderError, KeyIntegrityError, RequestsNotApplied, SinkUnavailable, AuditError,
+)
+
+
+async def hold_back(what: str, fn: Callable[[], Awaitable[T]], metrics: Metrics, max_delay: float) -> T:
+    """Run ``fn`` until it succeeds; TRANSIENT faults are logged and retried with back-off."""
+    delay = 0.1
+    while True:
+        try:
+            return await fn()
+        except TRANSIENT as exc:
+            metrics.inc("streams_sink_retries_total", help="Steps retried because a dependency failed", sink=what)
+            log.warning("%s unavailable (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)

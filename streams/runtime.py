@@ -1,0 +1,66 @@
+"""The worker's I/O components, built once from Settings at start (blocking: run it off the event loop).
+
+Kept apart from ``app.py`` so the Faust wiring stays short and the CLI can
+build the same components (a privacy request handler, say) without Faust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import redis
+
+from streams.audit.log import AuditLog
+from streams.consent.gate import ConsentGate, RequestsWatermarks
+from streams.consent.handler import RequestHandler
+from streams.consent.state import Regime
+from streams.consent.store import ConsentStore
+from streams.ingest.batch import BatchPipeline
+from streams.ingest.processor import EventProcessor
+from streams.ops.metrics import Metrics
+from streams.privacy.keys import KeyStore, LocalKeyFileProvider
+from streams.privacy.pseudonyms import Pseudonymizer
+from streams.schema.registry import SchemaRegistry
+from streams.settings import Settings
+from streams.sinks.kafka_sink import KafkaSink
+from streams.sinks.store import StoreWriter
+
+
+def purposes_of(registry: SchemaRegistry) -> dict[str, str]:
+    """Event type -> purpose: the default of the schema's ``purpose`` field (the schema is the policy)."""
+    out = {}
+    for e in registry:
+        for f in e.source["fields"]:
+            if f["name"] == "purpose" and isinstance(f.get("default"), str):
+                out[e.event_type] = f["default"]
+    return out
+
+
+@dataclass
+class Runtime:
+    pipeline: BatchPipeline
+    requests: RequestHandler
+    consent: ConsentStore
+    audit: AuditLog
+    lock: asyncio.Lock
+
+
+def build_runtime(settings: Settings, registry: SchemaRegistry, processor: EventProcessor, metrics: Metrics,
+                  actor: str) -> Runtime:
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    provider = LocalKeyFileProvider(settings.master_key_file)
+    provider.load()  # fail at start, not on the first event, if the master key is unusable
+    keys = KeyStore(client, provider)
+    pseudonyms = Pseudonymizer(client, provider)
+    consent = ConsentStore(client)
+    kafka = KafkaSink(settings.kafka_bootstrap)
+    audit = AuditLog(settings.kafka_bootstrap, settings.audit_topic, actor)
+    gate = ConsentGate(consent, pseudonyms, {t: Regime(settings.regime_of(t)) for t in settings.tenants},
+                       purposes_of(registry), settings.requests_topic,
+                       RequestsWatermarks(settings.kafka_bootstrap, settings.requests_topic))
+    lock = asyncio.Lock()
+    pipeline = BatchPipeline(settings, processor, kafka, StoreWriter(settings.redis_url), keys, metrics,
+                             gate=gate, audit=audit, lock=lock)
+    handler = RequestHandler(settings.tenant_topic, client, keys, pseudonyms, consent, kafka, audit)
+    return Runtime(pipeline, handler, consent, audit, lock)
