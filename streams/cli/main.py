@@ -331,6 +331,63 @@ def cmd_detokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_privacy(args: argparse.Namespace) -> int:
+    import redis
+
+    from streams.consent.exceptions import InvalidRequest
+    from streams.consent.requests import new_request
+    from streams.consent.store import ConsentStore
+    from streams.tenancy.names import validate_tenant_name
+
+    s = _settings()
+    tenant = validate_tenant_name(args.tenant)
+    if tenant not in s.tenants:
+        raise UsageError(f"unknown tenant {tenant}")
+    consent = ConsentStore(redis.Redis.from_url(s.redis_url, socket_timeout=5))
+    if args.action == "file":
+        if not args.subject or not args.type:
+            raise UsageError("file needs --type and --subject")
+        try:
+            req = new_request(args.type, tenant, args.subject, f"cli:{args.actor or _user()}", args.purpose,
+                              args.reason or "")
+        except InvalidRequest as exc:
+            raise UsageError(str(exc)) from None
+        from confluent_kafka import Producer
+
+        p = Producer({"bootstrap.servers": s.kafka_bootstrap, "enable.idempotence": True,
+                      "partitioner": "murmur2_random", "logger": logging.getLogger("streams.kafka.producer")})
+        errors: list[Any] = []
+        p.produce(s.requests_topic, req.to_json(), req.key, on_delivery=lambda err, _m: errors.append(err))
+        if p.flush(30) or errors[0] is not None:
+            raise UsageError(f"the request was not acknowledged by the broker: {errors[0] if errors else 'timeout'}")
+        print(req.request_id)
+        if args.wait:
+            deadline = time.monotonic() + args.wait
+            while time.monotonic() < deadline:
+                receipt = consent.receipt(tenant, req.request_id)
+                if receipt and receipt.get("status") == "done":
+                    print(json.dumps(receipt, indent=2))
+                    return 0
+                time.sleep(0.1)
+            print(f"not done after {args.wait:.0f}s; `streams privacy status {tenant} {req.request_id}` "
+                  "shows it when it is", file=sys.stderr)
+            return 1
+        return 0
+    if args.action == "status":
+        if not args.request_id:
+            raise UsageError("status needs --request-id")
+        receipt = consent.receipt(tenant, args.request_id)
+        if receipt is None:
+            print(json.dumps({"request_id": args.request_id, "status": "pending or unknown"}))
+            return 1
+        print(json.dumps(receipt, indent=2))
+        return 0
+    from streams.consent.report import compliance_report
+
+    print(json.dumps(compliance_report(redis.Redis.from_url(s.redis_url, socket_timeout=5), tenant), indent=2))
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     import redis
 
@@ -446,6 +503,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("token", help="a tok.<kind>.<data> value from a clean event")
     sp.add_argument("--reason", required=True, help="why the value is needed (kept in the audit trail; no PII)")
     sp.add_argument("--actor", help="who asks (default: the login name)")
+
+    sp = add("privacy", "file privacy requests, show their receipts, report per tenant", cmd_privacy,
+             "file: publish a request on the privacy requests topic and print its id (--wait N: wait up to N "
+             "seconds for its receipt). Types: grant/revoke (consent for --purpose), opt_out, opt_in, erase "
+             "(delete everything, block later events until opt_in), erase_and_suppress (block for good). "
+             "status: a request's receipt with each step and its time. report: the tenant's compliance report.")
+    sp.add_argument("action", choices=["file", "status", "report"])
+    sp.add_argument("tenant")
+    sp.add_argument("--type", choices=["grant", "revoke", "opt_out", "opt_in", "erase", "erase_and_suppress"])
+    sp.add_argument("--subject", help="the subject id (the tenant's id of the person)")
+    sp.add_argument("--purpose", help="for grant/revoke: analytics, ml_training, marketing, customer_support")
+    sp.add_argument("--reason", help="why (kept in the audit trail; no personal data)")
+    sp.add_argument("--actor", help="who files it (default: the login name)")
+    sp.add_argument("--request-id", help="for status")
+    sp.add_argument("--wait", type=float, help="for file: seconds to wait for the receipt")
 
     sp = add("keys", "show or rotate a tenant's key", cmd_keys,
              "show: the tenant key's current version. rotate: a new tenant key wraps every subject key; "

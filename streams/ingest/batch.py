@@ -151,6 +151,22 @@ class BatchPipeline:
                 ))
         return out
 
+    @staticmethod
+    def tenant_stats(outcomes: Sequence[Accepted | Rejected | Dropped]) -> dict[str, dict[str, int]]:
+        stats: dict[str, Counter] = defaultdict(Counter)
+        for o in outcomes:
+            if o.tenant is None:
+                continue  # not attributable to a tenant (no valid tenant id)
+            c = stats[o.tenant]
+            c["processed"] += 1
+            if isinstance(o, Accepted):
+                c["delivered"] += 1
+            elif isinstance(o, Dropped):
+                c[f"dropped_{o.reason}"] += 1
+            else:
+                c[f"dlq_{o.reason.value}"] += 1
+        return {t: dict(c) for t, c in stats.items()}
+
     def _audit_drops(self, dropped: list[Dropped]) -> None:
         by_tenant: dict[str, list[Dropped]] = defaultdict(list)
         for d in dropped:
@@ -180,6 +196,8 @@ class BatchPipeline:
                 steps["audit"] = lambda: self._thread(self._audit_drops, dropped)
             # The steps are independent: run them at once; each holds back on its own faults.
             await asyncio.gather(*(self._hold_back(name, fn) for name, fn in steps.items()))
+            stats = self.tenant_stats(outcomes)
+            await self._hold_back("stats", lambda: self.store.add_stats(stats))
         m = self.metrics
         m.inc("streams_events_processed_total", len(records), help="Raw events processed")
         for o in accepted:

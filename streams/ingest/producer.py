@@ -48,6 +48,9 @@ class EventProducer:
         self.topic = topic
         self.registry = registry
         self._producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5,
+                                   # Kafka's default partitioner (Java, aiokafka): events and privacy
+                                   # requests of a subject land on the same partition number.
+                                   "partitioner": "murmur2_random",
                                    "logger": logging.getLogger("streams.kafka.producer")})
         self.acked = 0
         self.failed = 0

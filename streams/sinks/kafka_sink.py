@@ -34,6 +34,7 @@ def producer_config(bootstrap: str, extra: dict[str, object] | None = None) -> d
     conf: dict[str, object] = {
         "bootstrap.servers": bootstrap,
         "enable.idempotence": True,  # acks=all, ordered retries, no duplicates from our own retries
+        "partitioner": "murmur2_random",  # Kafka's default, as Java and aiokafka consumers expect
         "linger.ms": 2,
         "compression.type": "lz4",
         "message.timeout.ms": 30000,

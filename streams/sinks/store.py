@@ -69,6 +69,11 @@ return n
 """
 
 
+def stats_key(tenant: str) -> str:
+    # Pipeline-only keyspace: the counts are the operator's, not the tenant's data.
+    return f"k:{{{tenant}}}:stats"
+
+
 def write_calls(events: Iterable[Accepted]) -> list[tuple[list[str], list[Any]]]:
     """(KEYS, ARGV) of WRITE_EVENTS_LUA per tenant: tenants live in different hash slots (Cluster-safe)."""
     by_tenant: dict[str, tuple[list[str], list[Any]]] = {}
@@ -102,6 +107,19 @@ class StoreWriter:
         except (redis.RedisError, OSError) as exc:
             raise SinkUnavailable(f"Redis write failed: {type(exc).__name__}") from None
         return sum(int(r) for r in replies)
+
+    async def add_stats(self, counts: dict[str, dict[str, int]]) -> None:
+        """Per-tenant counters for the compliance report (``k:{t}:stats``); at least once, like delivery."""
+        if not counts:
+            return
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for tenant, fields in counts.items():
+                for name, n in fields.items():
+                    pipe.hincrby(stats_key(tenant), name, n)
+            await pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            raise SinkUnavailable(f"Redis write failed: {type(exc).__name__}") from None
 
     async def ping(self) -> bool:
         try:

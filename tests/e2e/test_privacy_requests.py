@@ -1,0 +1,193 @@
+"""Consent by purpose, opt-out and erasure on a running worker, filed through the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import redis
+from confluent_kafka import Producer
+
+from streams.audit.log import read_all
+from streams.consent.requests import new_request
+from streams.ingest import samples
+from streams.ingest.producer import EventProducer, encode_event, event_key
+from streams.privacy.exceptions import KeyNotFound
+from streams.privacy.keys import KeyStore, LocalKeyFileProvider
+from streams.schema import codec
+from streams.schema.registry import SchemaRegistry
+from streams.sinks import store_keys as K
+from streams.sinks.store import StoreReader
+from tests.conftest import settings_env
+from tests.kafka_read import read_topic
+
+pytestmark = pytest.mark.e2e
+
+
+def _cli(s, *args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "streams.cli.main", *args], env=settings_env(s),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _file(s, tenant, type_, subject, *extra):
+    r = _cli(s, "privacy", "file", tenant, "--type", type_, "--subject", subject, "--wait", "60", *extra)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    return lines[0], json.loads("\n".join(lines[1:]))
+
+
+def _events_of(s, tenant, subject=None):
+    clean = SchemaRegistry.load_dir(s.schemas_dir / "clean")
+    out = []
+    for m in read_topic(s.kafka_bootstrap, s.tenant_topic(tenant), expect=None, timeout=30, idle=3):
+        if subject is not None and m.key() != subject.encode():
+            continue
+        out.append(None if m.value() is None else codec.decode(clean, m.value())[1])
+    return out
+
+
+def test_opt_in_regime_grant_and_revoke(make_settings, start_worker):
+    s0 = make_settings()
+    tenant = sorted(s0.tenants)[0]
+    s = dataclasses.replace(s0, tenant_regimes=((tenant, "opt_in"),))
+    registry = SchemaRegistry.load_dir(s.schemas_dir)
+    producer = EventProducer(s.kafka_bootstrap, s.raw_topic, registry)
+    start_worker(s)
+
+    e1 = samples.order(tenant, "c-1")  # analytics, no consent yet: dropped
+    producer.send(e1)
+    producer.flush()
+    _file(s, tenant, "grant", "c-1", "--purpose", "analytics")
+    e2 = samples.order(tenant, "c-1")
+    e3 = samples.support(tenant, "c-1")  # customer_support: not granted, dropped
+    producer.send(e2)
+    producer.send(e3)
+    producer.flush()
+    delivered = read_topic(s.kafka_bootstrap, s.tenant_topic(tenant), expect=1, timeout=60)
+    _file(s, tenant, "revoke", "c-1", "--purpose", "analytics")
+    e4 = samples.order(tenant, "c-1")
+    producer.send(e4)
+    producer.flush()
+    time.sleep(3)
+    ids = [str(ev["event_id"]) for ev in _events_of(s, tenant)]
+    assert ids == [e2["event_id"]], (ids, delivered)
+
+    # Drops are audited with their event ids and counted in the report.
+    drops = [rec for _, rec in read_all(s.kafka_bootstrap, s.audit_topic) if rec["action"] == "consent.drop"]
+    dropped_ids = ",".join(rec["details"]["event_ids"] for rec in drops)
+    for e in (e1, e3, e4):
+        assert e["event_id"] in dropped_ids
+    report = json.loads(_cli(s, "privacy", "report", tenant).stdout)
+    assert report["events"]["delivered"] == 1
+    assert report["events"]["dropped_for_consent"] == {"no_consent": 2, "consent_revoked": 1}
+    assert report["privacy_requests"]["by_type"] == {"grant": 1, "revoke": 1}
+
+
+def test_erasure_reaches_every_copy(make_settings, start_worker, stack):
+    s = make_settings()
+    tenant = sorted(s.tenants)[0]
+    registry = SchemaRegistry.load_dir(s.schemas_dir)
+    producer = EventProducer(s.kafka_bootstrap, s.raw_topic, registry)
+    mine = [samples.signup(tenant, "erase-me", email="erase.me@example.com"), samples.order(tenant, "erase-me"),
+            samples.support(tenant, "erase-me")]
+    other = samples.order(tenant, "keep-me")
+    for e in mine + [other]:
+        producer.send(e)
+    producer.flush()
+    start_worker(s)
+    read_topic(s.kafka_bootstrap, s.tenant_topic(tenant), expect=4, timeout=60)
+    token = next(ev for ev in _events_of(s, tenant, "erase-me") if ev and "email" in ev)["email"]
+    assert _cli(s, "detokenize", tenant, "erase-me", token, "--reason", "before erasure").stdout.strip() == \
+        "erase.me@example.com"
+
+    request_id, receipt = _file(s, tenant, "erase", "erase-me", "--reason", "ticket 1")
+    assert receipt["status"] == "done" and receipt["request_id"] == request_id
+    assert [st["step"] for st in receipt["steps"]] == ["state", "store", "tombstone", "key", "aof", "audit"]
+    assert receipt["steps"][1]["deleted_events"] == 3 and receipt["steps"][3]["destroyed"] is True
+    assert "erase-me" not in json.dumps(receipt)  # the receipt names the subject by pseudonym only
+
+    # Store: the subject's documents and index entries are gone; the other subject's stay.
+    reader = StoreReader.from_url(s.redis_url)
+    r = redis.Redis.from_url(s.redis_url, decode_responses=True)
+    assert reader.by_subject(tenant, "erase-me") == []
+    for e in mine:
+        assert reader.get(tenant, e["event_id"]) is None
+        assert r.zscore(K.time_index(tenant), e["event_id"]) is None
+        assert r.zscore(K.type_index(tenant, registry.by_name(e["schema"]).event_type), e["event_id"]) is None
+    assert reader.get(tenant, other["event_id"]) is not None
+    # Topic: the subject's last record is a tombstone saying why.
+    msgs = [m for m in read_topic(s.kafka_bootstrap, s.tenant_topic(tenant), expect=None, timeout=30)
+            if m.key() == b"erase-me"]
+    assert msgs[-1].value() is None and dict(msgs[-1].headers())["request-id"] == request_id.encode()
+    # Key: destroyed; earlier tokens are irreversible.
+    with pytest.raises(KeyNotFound):
+        KeyStore(redis.Redis.from_url(s.redis_url), LocalKeyFileProvider(s.master_key_file)).subject_key(tenant, "erase-me")
+    res = _cli(s, "detokenize", tenant, "erase-me", token, "--reason", "after erasure")
+    assert res.returncode == 2 and "erased" in res.stderr
+    # Redis AOF rewritten: the deleted documents are not on disk any more.
+    if stack.redis_dir is not None:
+        aof = b"".join(f.read_bytes() for f in stack.redis_dir.rglob("appendonly*") if f.is_file())
+        for e in mine:
+            assert e["event_id"].encode() not in aof
+        assert other["event_id"].encode() in aof
+    # Later events of the subject are dropped, and everything is audited.
+    late = samples.order(tenant, "erase-me")
+    producer.send(late)
+    producer.flush()
+    time.sleep(3)
+    assert reader.get(tenant, late["event_id"]) is None
+    actions = [rec["action"] for _, rec in read_all(s.kafka_bootstrap, s.audit_topic)]
+    assert "privacy.erase" in actions and "consent.drop" in actions
+    status = json.loads(_cli(s, "privacy", "status", tenant, "--request-id", request_id).stdout)
+    assert status["status"] == "done"
+    assert _cli(s, "audit", "verify").returncode == 0
+
+
+def test_events_published_after_an_erasure_never_arrive(make_settings, start_worker):
+    """The race: a stream of one subject's events, an erasure filed in the middle of it."""
+    s = make_settings(batch_size=50)
+    tenant = sorted(s.tenants)[0]
+    registry = SchemaRegistry.load_dir(s.schemas_dir)
+    start_worker(s)
+    p = Producer({"bootstrap.servers": s.kafka_bootstrap, "partitioner": "murmur2_random", "linger.ms": 1})
+    req = new_request("erase", tenant, "racer", "test:race")
+    sent_after: list[str] = []
+    sent_before: list[str] = []
+    acked = threading.Event()
+
+    def stream():
+        for i in range(400):
+            e = samples.order(tenant, "racer")
+            (sent_after if acked.is_set() else sent_before).append(e["event_id"])
+            p.produce(s.raw_topic, encode_event(registry, e, "avro"), event_key(e))
+            p.poll(0)
+            time.sleep(0.004)
+        p.flush(30)
+
+    t = threading.Thread(target=stream)
+    t.start()
+    time.sleep(0.6)
+    rp = Producer({"bootstrap.servers": s.kafka_bootstrap, "partitioner": "murmur2_random"})
+    rp.produce(s.requests_topic, req.to_json(), req.key)
+    assert rp.flush(30) == 0
+    acked.set()  # from here on, every event is published after the request was acknowledged
+    t.join()
+    deadline = time.time() + 60
+    reader = StoreReader.from_url(s.redis_url)
+    from streams.consent.store import ConsentStore
+
+    while time.time() < deadline and not (ConsentStore(redis.Redis.from_url(s.redis_url)).receipt(tenant, req.request_id) or {}).get("status") == "done":
+        time.sleep(0.2)
+    time.sleep(3)  # let the worker finish what it fetched
+    assert len(sent_before) > 10 and len(sent_after) > 100
+    events = _events_of(s, tenant, "racer")
+    delivered = [str(ev["event_id"]) for ev in events if ev is not None]
+    assert not set(delivered) & set(sent_after), "an event published after the erasure was delivered"
+    assert events and events[-1] is None, "records of the subject after its tombstone"
+    assert reader.by_subject(tenant, "racer") == []
+    assert all(reader.get(tenant, i) is None for i in sent_after + sent_before)
