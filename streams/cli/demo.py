@@ -152,6 +152,11 @@ def run_demo(settings: Settings, keep_running: bool = False, events: int = 20) -
                 fmt = "json" if i % 5 == 0 else "avro"
                 producer.send(makers[i % 3](tenant, f"demo-{run}-{i % 4}", rng), fmt)  # type: ignore[arg-type]
                 published[tenant] += 1
+        # Every demo subject gets a signup (with an email to show tokenization and detokenize).
+        for tenant in DEMO_TENANTS:
+            for i in range(4):
+                producer.send(samples.signup(tenant, f"demo-{run}-{i}", rng))
+                published[tenant] += 1
         bad = samples.bad_records("acme", registry, settings.max_event_bytes)
         for reason, key, value in bad:
             producer.send_raw(key, value)
@@ -189,12 +194,42 @@ def run_demo(settings: Settings, keep_running: bool = False, events: int = 20) -
         for d in docs[:4]:
             _say(f"      {d['event_type']:<16} event_id={d['event_id']} at {d['event']['event_time']}")
 
+        _step(8, "Privacy: tokens are reversible only through audited detokenize, until erasure")
+        token_doc = next((d for d in docs if d["event"].get("email")), None) or next(
+            (d for d in reader.by_subject("acme", subject, limit=50) if d["event"].get("email")), None)
+
+        def cli(*argv: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "streams.cli.main", *argv], env=env, capture_output=True,
+                                  text=True, timeout=120, cwd=REPO_ROOT)
+
+        if token_doc is not None:
+            token = token_doc["event"]["email"]
+            _say(f"    email in the clean event: {token[:40]}...")
+            r = cli("detokenize", "acme", subject, token, "--reason", "demo: support ticket", "--actor", "demo")
+            _say(f"    `streams detokenize acme {subject} <token> --reason ...` -> "
+                 f"{'(the original email, audited)' if r.returncode == 0 else r.stderr.strip()}")
+        r = cli("privacy", "file", "acme", "--type", "erase", "--subject", subject, "--reason", "demo erasure",
+                "--wait", "60")
+        if r.returncode == 0:
+            receipt = json.loads("\n".join(r.stdout.splitlines()[1:]))
+            steps = ", ".join(f"{st['step']}+{st['at_ms'] - receipt['filed_at_ms']}ms" for st in receipt["steps"])
+            _say(f"    `streams privacy file acme --type erase --subject {subject}` -> receipt {receipt['request_id']}")
+            _say(f"      steps: {steps}")
+            _say(f"    store now answers {len(reader.by_subject('acme', subject))} events for {subject}")
+            if token_doc is not None:
+                r2 = cli("detokenize", "acme", subject, token, "--reason", "demo: after erasure", "--actor", "demo")
+                _say(f"    detokenize after erasure -> {r2.stderr.strip().split(': ', 1)[-1]}")
+        else:
+            _say(f"    erasure not completed: {r.stderr.strip()[-300:]}")
+        r = cli("audit", "verify")
+        _say(f"    `streams audit verify` -> {r.stdout.strip()}")
+
         accounted = sum(published.values()) + len(bad)
-        _step(8, "Reconciliation")
+        _step(9, "Reconciliation")
         _say(f"    published {accounted} = delivered {sum(published.values())} + DLQ {len(dlq)}"
              f"{'  OK' if len(dlq) == len(bad) else '  (DLQ still filling)'}")
         _say("\n    Try: streams tail acme --from-beginning --max 5 | streams dlq --from-beginning --timeout 5"
-             " | streams store globex --type order_placed")
+             " | streams store globex --type order_placed | streams privacy report acme")
         if keep_running:
             _say("\nworker and stack keep running; Ctrl-C stops everything.")
             while worker.poll() is None:

@@ -55,7 +55,10 @@ def test_demo_runs_twice_leaves_nothing_running_and_logs_no_pii(tmp_path):
         outputs.append(r.stdout.decode())
         assert r.returncode == 0, f"run {run}: {r.stdout.decode()[-3000:]}\n{r.stderr.decode()[-3000:]}"
         out = r.stdout.decode()
-        assert "tenant.acme.events: 5 events" in out and "tenant.globex.events: 5 events" in out
+        # 5 events per tenant plus one signup for each of the 4 demo subjects
+        assert "tenant.acme.events: 9 events" in out and "tenant.globex.events: 9 events" in out
+        assert "(the original email, audited)" in out and "store now answers 0 events" in out
+        assert "steps: state+" in out and "audit trail OK" in out
         for reason in ("undecodable", "unknown_schema", "schema_violation", "missing_tenant",
                        "unknown_tenant", "oversized", "key_mismatch"):
             assert reason in out, reason
