@@ -69,10 +69,15 @@ def _regimes(raw: str) -> tuple[tuple[str, str], ...]:
     for part in (p.strip() for p in raw.split(",")):
         if not part:
             continue
+        from streams.tenancy.names import is_valid_tenant_name
+
         tenant, sep, regime = (x.strip() for x in part.partition("="))
-        if not sep or regime not in ("opt_in", "opt_out"):
+        if not sep or regime not in ("opt_in", "opt_out") or not is_valid_tenant_name(tenant):
             raise SettingsError(f"STREAMS_TENANT_REGIMES: expected <tenant>=opt_in|opt_out, got {part!r}")
-        out.append((tenant, regime))
+        if tenant in dict(out) and dict(out)[tenant] != regime:
+            raise SettingsError(f"STREAMS_TENANT_REGIMES: tenant {tenant} given two regimes")
+        if tenant not in dict(out):
+            out.append((tenant, regime))
     return tuple(sorted(out))
 
 

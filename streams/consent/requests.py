@@ -26,8 +26,8 @@ from streams.consent.exceptions import InvalidRequest
 from streams.tenancy.names import is_valid_tenant_name
 
 PURPOSES = ("analytics", "ml_training", "marketing", "customer_support")
-_SUBJECT_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_REQUEST_ID_RE = re.compile(r"^r-[0-9a-f]{32}$")
+_SUBJECT_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_REQUEST_ID_RE = re.compile(r"r-[0-9a-f]{32}")
 
 
 class RequestType(str, Enum):
@@ -87,7 +87,7 @@ def validate(obj: Any) -> PrivacyRequest:
     tenant, subject, purpose = obj.get("tenant"), obj.get("subject"), obj.get("purpose")
     if not isinstance(tenant, str) or not is_valid_tenant_name(tenant):
         raise InvalidRequest("tenant must be a tenant name")
-    if not isinstance(subject, str) or not _SUBJECT_RE.match(subject):
+    if not isinstance(subject, str) or not _SUBJECT_RE.fullmatch(subject):
         raise InvalidRequest("subject must be 1-128 of [A-Za-z0-9._:-]")
     if type_.needs_purpose:
         if purpose not in PURPOSES:
@@ -95,7 +95,7 @@ def validate(obj: Any) -> PrivacyRequest:
     elif purpose is not None:
         raise InvalidRequest(f"{type_.value} takes no purpose")
     request_id = obj.get("request_id")
-    if not isinstance(request_id, str) or not _REQUEST_ID_RE.match(request_id):
+    if not isinstance(request_id, str) or not _REQUEST_ID_RE.fullmatch(request_id):
         raise InvalidRequest("request_id must be r-<32 hex>")
     filed = obj.get("filed_at_ms")
     if not isinstance(filed, int) or isinstance(filed, bool) or filed <= 0:

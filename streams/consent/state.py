@@ -81,10 +81,12 @@ def apply(state: SubjectState, req: PrivacyRequest) -> SubjectState:
     elif t is RequestType.OPT_IN:
         # Lifts an opt-out, and an erasure's block, but never a suppression.
         s = replace(s, opted_out=False, erased=False)
+    # Erasure forgets grants but keeps revocations: they only ever restrict, and an opt-in
+    # after an erasure must not revive a purpose the subject had refused.
     elif t is RequestType.ERASE:
-        s = replace(s, erased=True, granted=frozenset(), revoked=frozenset())
+        s = replace(s, erased=True, granted=frozenset())
     elif t is RequestType.ERASE_AND_SUPPRESS:
-        s = replace(s, erased=True, suppressed=True, granted=frozenset(), revoked=frozenset())
+        s = replace(s, erased=True, suppressed=True, granted=frozenset())
     applied = (s.applied + (req.request_id,))[-MAX_APPLIED:]
     return replace(s, last_request=req.request_id, updated_at_ms=req.filed_at_ms, applied=applied)
 

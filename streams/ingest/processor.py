@@ -35,9 +35,9 @@ from streams.tenancy.names import is_valid_tenant_name
 
 # A key is echoed into the DLQ only when it is exactly <tenant name>/<subject id>; anything
 # else (an email used as subject id, say) could be personal data and is hashed.
-_SAFE_KEY = re.compile(r"^[a-z][a-z0-9-]{0,62}/[A-Za-z0-9._:-]{1,128}$")
+_SAFE_KEY = re.compile(r"[a-z][a-z0-9-]{0,62}/[A-Za-z0-9._:-]{1,128}")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-_SUBJECT_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_SUBJECT_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def key_hint(key: bytes | None) -> str | None:
         return None
     try:
         text = key.decode()
-        if _SAFE_KEY.match(text):
+        if _SAFE_KEY.fullmatch(text):
             return text
     except UnicodeDecodeError:
         pass
@@ -245,7 +245,7 @@ class EventProcessor:
             return self._reject(Reason.UNKNOWN_TENANT, "tenant_id is not an onboarded tenant", key, value,
                                 source, **ctx)
         ctx["tenant"] = tenant
-        if not _SUBJECT_RE.match(subject):
+        if not _SUBJECT_RE.fullmatch(subject):
             return self._reject(Reason.SCHEMA_VIOLATION, "field 'subject_id': expected 1-128 of [A-Za-z0-9._:-]",
                                 key, value, source, field="subject_id", **ctx)
         if ctx["event_id"] is None:

@@ -25,7 +25,7 @@ from streams.privacy.policy import FieldRule
 
 TOKEN_PREFIX = "tok"
 HASH_PREFIX = "hash"
-_TOKEN_RE = re.compile(r"^tok\.([a-z_]{1,32})\.([A-Za-z0-9_-]{20,})$")
+_TOKEN_RE = re.compile(r"tok\.([a-z_]{1,32})\.([A-Za-z0-9_-]{20,})")
 _EPOCH_DATE = dt.date(1970, 1, 1)
 
 
@@ -58,7 +58,7 @@ class SubjectCipher:
 
     def detokenize(self, token: str) -> tuple[str, str]:
         """Return (kind, value); raises TokenError for a malformed token or another subject's token."""
-        m = _TOKEN_RE.match(token)
+        m = _TOKEN_RE.fullmatch(token)
         if not m:
             raise TokenError("not a token (expected tok.<kind>.<data>)")
         kind, data = m.group(1), m.group(2)
@@ -73,7 +73,7 @@ class SubjectCipher:
 
 
 def token_kind(token: str) -> str | None:
-    m = _TOKEN_RE.match(token)
+    m = _TOKEN_RE.fullmatch(token)
     return m.group(1) if m else None
 
 

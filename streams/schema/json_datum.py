@@ -27,15 +27,15 @@ from streams.schema.registry import SchemaEntry, SchemaRegistry
 SCHEMA_KEY = "schema"
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
-_SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_SAFE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 MAX_DEPTH = 32
 
 
 def _safe(name: str) -> str:
     """A producer-supplied key, only if it looks like a field name (it could be PII)."""
-    return name if isinstance(name, str) and _SAFE_NAME.match(name) else "<invalid name>"
+    return name if isinstance(name, str) and _SAFE_NAME.fullmatch(name) else "<invalid name>"
 
 
 def _join(path: str, name: str) -> str:
@@ -174,7 +174,7 @@ def _timestamp(value: Any, path: str) -> dt.datetime:
 
 
 def _date(value: Any, path: str) -> dt.date:
-    if isinstance(value, str) and _DATE_RE.match(value):
+    if isinstance(value, str) and _DATE_RE.fullmatch(value):
         try:
             return dt.date.fromisoformat(value)
         except ValueError:
