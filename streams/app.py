@@ -13,7 +13,6 @@ from typing import Any
 import faust
 from aiohttp.web import Response
 
-from streams.consent.apply import apply_privacy_request
 from streams.ingest.batch import RawRecord
 from streams.ingest.processor import EventProcessor
 from streams.ops.metrics import Metrics
@@ -56,29 +55,31 @@ def create_app(settings: Settings) -> faust.App:
         settings.raw_topic, key_type=bytes, value_type=bytes,
         key_serializer="raw", value_serializer="raw", partitions=settings.partitions,
     )
-    requests_topic = app.topic(
-        settings.requests_topic, key_type=bytes, value_type=bytes,
-        key_serializer="raw", value_serializer="raw", partitions=settings.partitions,
-    )
     state: dict[str, Runtime] = {}
+
+    def own_partitions() -> set[int]:
+        # The partition numbers of events.raw this worker owns; it applies the same numbers of
+        # privacy.requests (streams.consent.applier).
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.raw_topic}
 
     @app.task
     async def _open_sinks() -> None:
         state["rt"] = await asyncio.get_running_loop().run_in_executor(
-            None, build_runtime, settings, registry, processor, metrics, f"worker:{settings.app_id}")
+            None, build_runtime, settings, registry, processor, metrics, f"worker:{settings.app_id}",
+            own_partitions)
 
     async def runtime() -> Runtime:
         while "rt" not in state:
             await asyncio.sleep(0.01)
         return state["rt"]
 
-    @app.agent(requests_topic, name="privacy")
-    async def privacy(stream: faust.StreamT) -> None:
-        rt = await runtime()
-        loop = asyncio.get_running_loop()
-        async for event in stream.events():
-            m = event.message
-            await apply_privacy_request(rt, loop, settings, m.value, m.key, m.partition, m.offset, metrics)
+    @app.timer(interval=0.1)
+    async def apply_privacy_requests() -> None:
+        # When no events flow, requests are still carried out within ~100 ms.
+        rt = state.get("rt")
+        if rt is not None and not rt.lock.locked():
+            async with rt.lock:
+                await rt.pipeline.apply_requests()
 
     @app.agent(raw_topic, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Callable
 
 import redis
 
 from streams.audit.log import AuditLog
-from streams.consent.gate import ConsentGate, RequestsWatermarks
+from streams.consent.applier import RequestsApplier
+from streams.consent.gate import ConsentGate
 from streams.consent.handler import RequestHandler
 from streams.consent.state import Regime
 from streams.consent.store import ConsentStore
@@ -41,13 +43,14 @@ def purposes_of(registry: SchemaRegistry) -> dict[str, str]:
 class Runtime:
     pipeline: BatchPipeline
     requests: RequestHandler
+    applier: RequestsApplier
     consent: ConsentStore
     audit: AuditLog
     lock: asyncio.Lock
 
 
 def build_runtime(settings: Settings, registry: SchemaRegistry, processor: EventProcessor, metrics: Metrics,
-                  actor: str) -> Runtime:
+                  actor: str, own_partitions: Callable[[], set[int]]) -> Runtime:
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     provider = LocalKeyFileProvider(settings.master_key_file)
     provider.load()  # fail at start, not on the first event, if the master key is unusable
@@ -57,10 +60,11 @@ def build_runtime(settings: Settings, registry: SchemaRegistry, processor: Event
     kafka = KafkaSink(settings.kafka_bootstrap)
     audit = AuditLog(settings.kafka_bootstrap, settings.audit_topic, actor)
     gate = ConsentGate(consent, pseudonyms, {t: Regime(settings.regime_of(t)) for t in settings.tenants},
-                       purposes_of(registry), settings.requests_topic,
-                       RequestsWatermarks(settings.kafka_bootstrap, settings.requests_topic))
+                       purposes_of(registry))
+    handler = RequestHandler(settings.tenant_topic, client, keys, pseudonyms, consent, kafka, audit)
+    applier = RequestsApplier(settings.kafka_bootstrap, settings.requests_topic, settings.dlq_topic, settings.tenants,
+                              client, consent, handler, kafka, metrics)
     lock = asyncio.Lock()
     pipeline = BatchPipeline(settings, processor, kafka, StoreWriter(settings.redis_url), keys, metrics,
-                             gate=gate, audit=audit, lock=lock)
-    handler = RequestHandler(settings.tenant_topic, client, keys, pseudonyms, consent, kafka, audit)
-    return Runtime(pipeline, handler, consent, audit, lock)
+                             gate=gate, audit=audit, lock=lock, applier=applier, own_partitions=own_partitions)
+    return Runtime(pipeline, handler, applier, consent, audit, lock)

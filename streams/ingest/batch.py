@@ -23,6 +23,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Protocol, Sequence, TypeVar
 
+from streams.consent.applier import RequestsApplier
 from streams.consent.gate import ConsentGate
 from streams.consent.state import DropReason
 from streams.dlq.reasons import Reason
@@ -70,9 +71,11 @@ class DropAudit(Protocol):
 
 
 class BatchPipeline:
-    def __init__(self, settings: Settings, processor: EventProcessor, kafka: KafkaSink, store: StoreWriter,
+    def __init__(self, settings: Settings, processor: EventProcessor, kafka: KafkaSink, store: StoreWriter,  # noqa: PLR0913
                  keys: SubjectKeySource, metrics: Metrics | None = None, gate: ConsentGate | None = None,
-                 audit: DropAudit | None = None, lock: asyncio.Lock | None = None) -> None:
+                 audit: DropAudit | None = None, lock: asyncio.Lock | None = None,
+                 applier: RequestsApplier | None = None,
+                 own_partitions: Callable[[], set[int]] | None = None) -> None:
         self.settings = settings
         self.processor = processor
         self.kafka = kafka
@@ -82,6 +85,8 @@ class BatchPipeline:
         self.gate = gate
         self.audit = audit
         self.lock = lock
+        self.applier = applier
+        self.own_partitions = own_partitions or (lambda: set())
 
     async def _hold_back(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
         return await hold_back(what, fn, self.metrics, self.settings.sink_retry_max_seconds)
@@ -177,10 +182,22 @@ class BatchPipeline:
             details["event_ids"] = ",".join(d.event_id for d in ds)
             self.audit.append("consent.drop", tenant, None, "events without consent for their purpose", details)
 
+    async def apply_requests(self) -> None:
+        """Apply the privacy requests published so far on this worker's partitions (under the lock)."""
+        if self.applier is not None:
+            own = self.own_partitions() | set()
+            await self._hold_back("privacy requests", lambda: self._thread(self.applier.catch_up, own))
+
     async def handle(self, records: Sequence[RawRecord]) -> BatchResult:
-        if self.gate is not None:
-            await self._hold_back("privacy requests", lambda: self._thread(self.gate.wait_applied))
+        if self.applier is not None:
+            # Other workers' partitions first, outside the lock: their timers need no lock of ours.
+            own = self.own_partitions() | {r.partition for r in records}
+            others = set(self.applier.ends.partitions) - own
+            await self._hold_back("privacy requests", lambda: self._thread(self.applier.wait_applied, others))
         async with (self.lock if self.lock is not None else contextlib.nullcontext()):
+            if self.applier is not None:
+                await self._hold_back("privacy requests", lambda: self._thread(
+                    self.applier.catch_up, self.own_partitions() | {r.partition for r in records}))
             outcomes = await self.outcomes(records)
             accepted = [o for o in outcomes if isinstance(o, Accepted)]
             dropped = [o for o in outcomes if isinstance(o, Dropped)]

@@ -1,46 +1,68 @@
-"""The ordering gate against the real broker and Redis: ingest waits for published requests to be applied."""
+"""The requests applier and the ordering gate against the real broker and Redis."""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 import redis
 from confluent_kafka import Producer
 
-from streams.consent.gate import ConsentGate, RequestsNotApplied, RequestsWatermarks
+from streams.consent.gate import RequestsNotApplied
 from streams.consent.requests import new_request
-from streams.consent.state import DropReason, Regime, SubjectState
-from streams.consent.store import ConsentStore
+from streams.consent.state import DropReason
+from streams.ingest.processor import EventProcessor
+from streams.ops.metrics import Metrics
+from streams.runtime import build_runtime
+from streams.schema.registry import SchemaRegistry
 
 pytestmark = pytest.mark.integration
 
 
-def test_gate_waits_until_requests_are_applied(make_settings):
-    s = make_settings()
-    tenant = sorted(s.tenants)[0]
-    store = ConsentStore(redis.Redis.from_url(s.redis_url))
-    gate = ConsentGate(store, lambda t, subj: f"p_{subj}", {tenant: Regime.OPT_OUT}, {"order_placed": "analytics"},
-                       s.requests_topic, RequestsWatermarks(s.kafka_bootstrap, s.requests_topic))
-    gate.wait_applied(timeout=1)  # nothing published yet: nothing to wait for
-
-    req = new_request("opt_out", tenant, "g-1", "test")
+def _publish(s, req) -> tuple[int, int]:
     p = Producer({"bootstrap.servers": s.kafka_bootstrap, "partitioner": "murmur2_random"})
     delivered = []
     p.produce(s.requests_topic, req.to_json(), req.key, on_delivery=lambda e, m: delivered.append(m))
     p.flush(10)
-    partition, offset = delivered[0].partition(), delivered[0].offset()
+    return delivered[0].partition(), delivered[0].offset()
 
-    started = time.monotonic()
+
+def test_requests_are_applied_in_order_and_gate_the_batch(make_settings):
+    s = make_settings()
+    tenant = sorted(s.tenants)[0]
+    registry = SchemaRegistry.load_dir(s.schemas_dir)
+    rt = build_runtime(s, registry, EventProcessor(registry, s.tenants, s.max_event_bytes), Metrics(), "test",
+                       lambda: set())
+    applier, gate = rt.applier, rt.pipeline.gate
+    assert applier.behind() == {}
+    applier.wait_applied(applier.ends.partitions, timeout=1)  # nothing published: nothing to wait for
+
+    opt_out = new_request("opt_out", tenant, "g-1", "test")
+    partition, offset = _publish(s, opt_out)
+    assert applier.behind() == {partition: (0, offset + 1)}
     with pytest.raises(RequestsNotApplied):
-        gate.wait_applied(timeout=0.5)  # published, not applied: ingest must not go on
-    assert time.monotonic() - started >= 0.5
+        applier.wait_applied([partition], timeout=0.3)  # published, not applied: a batch must not go on
 
-    store.put_state(tenant, "p_g-1", SubjectState(opted_out=True))
-    store.mark_applied(s.requests_topic, partition, offset + 1)
-    gate.wait_applied(timeout=1)
+    # Another worker holds the partition's lease: this one must not apply it, nor go on.
+    lease = f"privacy:lease:{s.requests_topic}:{partition}"
+    r = redis.Redis.from_url(s.redis_url)
+    r.set(lease, "someone-else", px=5000)
+    with pytest.raises(RequestsNotApplied):
+        applier.catch_up([partition])
+    r.delete(lease)
+
+    assert applier.catch_up([partition]) == 1
+    applier.wait_applied([partition], timeout=1)
+    assert rt.consent.receipt(tenant, opt_out.request_id)["status"] == "done"
     state = gate.states([(tenant, "g-1")])[(tenant, "g-1")]
     assert gate.decide(state, tenant, "order_placed") is DropReason.OPTED_OUT
-    # The applied offset never moves back (a replay after a crash).
-    store.mark_applied(s.requests_topic, partition, 0)
-    assert store.applied(s.requests_topic, [partition])[partition] == offset + 1
+
+    # A replay (the applied offset rewound, as after a crash) changes nothing and never moves it back.
+    assert applier.catch_up([partition]) == 0
+    rt.consent.mark_applied(s.requests_topic, partition, 0)
+    assert rt.consent.applied(s.requests_topic, [partition])[partition] == offset + 1
+
+    # An invalid request goes to the DLQ and is passed over.
+    p = Producer({"bootstrap.servers": s.kafka_bootstrap, "partitioner": "murmur2_random"})
+    p.produce(s.requests_topic, b'{"type": "erase"}', f"{tenant}/g-1".encode(), partition=partition)
+    p.flush(10)
+    assert applier.catch_up([partition]) == 1
+    assert applier.behind([partition]) == {}

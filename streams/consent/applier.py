@@ -1,0 +1,159 @@
+"""Applying privacy requests: read ``privacy.requests`` from the offset applied so far and carry each out.
+
+Why not a Faust agent: a Faust worker has one consumer for all its topics,
+and an agent that does not take events (the ingest agent waiting for requests
+to be applied) fills its buffer and stops the fetcher for every topic, the
+requests included: measured as a deadlock under load. So requests are read
+here, with a consumer of our own (manual assignment, no group), by the worker
+that owns the same partition number of ``events.raw``: before each ingest
+batch (under the worker's privacy lock, so batches and requests of a worker
+never interleave) and on a 100 ms timer when no events flow.
+
+Progress is the ``privacy:applied:<topic>:<partition>`` offset in Redis,
+moved forward only after a request is fully carried out; a Redis lease per
+partition keeps two workers (during a rebalance) from applying the same
+partition at once. A request replayed after a crash runs again (every step is
+idempotent; a completed request's receipt short-cuts it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from typing import Iterable
+
+import redis
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from streams.consent.exceptions import InvalidRequest
+from streams.consent.gate import RequestsNotApplied
+from streams.consent.handler import RequestHandler
+from streams.consent.requests import parse
+from streams.consent.store import ConsentStore
+from streams.dlq.reasons import Reason
+from streams.dlq.record import encode_dlq
+from streams.ingest.processor import Rejected, SourceRef, key_hint
+from streams.ops.metrics import Metrics
+from streams.sinks.kafka_sink import KafkaSink, OutRecord
+
+log = logging.getLogger(__name__)
+
+_RELEASE_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+LEASE_MS = 30_000
+
+
+class EndOffsets:
+    """End offsets of a topic's partitions, in one ListOffsets round trip."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self._admin = AdminClient({"bootstrap.servers": bootstrap, "logger": logging.getLogger("streams.kafka.admin")})
+        md = self._admin.list_topics(topic, timeout=30)
+        if topic not in md.topics or md.topics[topic].error is not None:
+            raise RequestsNotApplied(f"topic {topic} is not available")
+        self.partitions = sorted(md.topics[topic].partitions)
+
+    def __call__(self, partitions: Iterable[int] | None = None) -> dict[int, int]:
+        ps = self.partitions if partitions is None else sorted(set(partitions) & set(self.partitions))
+        if not ps:
+            return {}
+        futures = self._admin.list_offsets({TopicPartition(self.topic, p): OffsetSpec.latest() for p in ps},
+                                           request_timeout=10)
+        return {tp.partition: f.result().offset for tp, f in futures.items()}
+
+
+class RequestsApplier:
+    def __init__(self, bootstrap: str, topic: str, dlq_topic: str, tenants: frozenset[str], client: redis.Redis,
+                 consent: ConsentStore, handler: RequestHandler, kafka: KafkaSink, metrics: Metrics) -> None:
+        self.topic = topic
+        self.dlq_topic = dlq_topic
+        self.tenants = tenants
+        self.client = client
+        self.consent = consent
+        self.handler = handler
+        self.kafka = kafka
+        self.metrics = metrics
+        self.ends = EndOffsets(bootstrap, topic)
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "streams-requests-reader",
+                                   "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                                   "logger": logging.getLogger("streams.kafka.consumer")})
+        self._token = uuid.uuid4().hex
+
+    def behind(self, partitions: Iterable[int] | None = None) -> dict[int, tuple[int, int]]:
+        """Partitions whose requests are not all applied: {partition: (applied, end)}."""
+        ends = self.ends(partitions)
+        applied = self.consent.applied(self.topic, ends)
+        return {p: (applied[p], end) for p, end in ends.items() if applied[p] < end}
+
+    def wait_applied(self, partitions: Iterable[int], timeout: float = 10.0) -> None:
+        """Wait until the requests published so far on ``partitions`` (other workers') are applied."""
+        ps = list(partitions)
+        if not ps:
+            return
+        deadline = time.monotonic() + timeout
+        ends = self.ends(ps)
+        while True:
+            applied = self.consent.applied(self.topic, ends)
+            behind = [p for p, end in ends.items() if applied[p] < end]
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise RequestsNotApplied(f"privacy requests not yet applied on partitions {behind}")
+            time.sleep(0.005)
+
+    def catch_up(self, partitions: Iterable[int]) -> int:
+        """Apply every request of ``partitions`` published so far. Raises RequestsNotApplied when
+        another worker holds a partition's lease (the caller retries); other faults propagate."""
+        done = 0
+        for p, (applied, end) in sorted(self.behind(partitions).items()):
+            lease = f"privacy:lease:{self.topic}:{p}"
+            if not self.client.set(lease, self._token, nx=True, px=LEASE_MS):
+                raise RequestsNotApplied(f"partition {p} of {self.topic} is being applied by another worker")
+            try:
+                done += self._apply_range(p, self.consent.applied(self.topic, [p])[p], end)
+            finally:
+                self.client.eval(_RELEASE_LUA, 1, lease, self._token)
+        return done
+
+    def _apply_range(self, partition: int, start: int, end: int) -> int:
+        n = 0
+        self._consumer.assign([TopicPartition(self.topic, partition, start)])
+        deadline = time.monotonic() + 30
+        position = start
+        while position < end:
+            if time.monotonic() > deadline:
+                raise RequestsNotApplied(f"could not read {self.topic}[{partition}] up to {end}")
+            for msg in self._consumer.consume(100, 0.5):
+                if msg.error():
+                    continue
+                self._apply_one(msg.value(), msg.key(), partition, msg.offset())
+                self.consent.mark_applied(self.topic, partition, msg.offset() + 1)
+                position = msg.offset() + 1
+                n += 1
+        return n
+
+    def _apply_one(self, value: bytes | None, key: bytes | None, partition: int, offset: int) -> None:
+        try:
+            req = parse(value)
+            if key != req.key:
+                raise InvalidRequest("record key must be '<tenant>/<subject>' of the request")
+            if req.tenant not in self.tenants:
+                raise InvalidRequest("tenant is not an onboarded tenant")
+        except InvalidRequest as exc:
+            rej = Rejected(reason=Reason.INVALID_REQUEST, detail=str(exc), source=SourceRef(self.topic, partition, offset),
+                           payload_size=len(value or b""),
+                           payload_sha256=hashlib.sha256(value).hexdigest() if value else None, key_hint=key_hint(key))
+            self.kafka.deliver([OutRecord(self.dlq_topic, None, encode_dlq(rej), [("reason", rej.reason.value.encode())])])
+            self.metrics.inc("streams_events_dlq_total", reason=rej.reason.value)
+            return
+        started = time.monotonic()
+        self.handler.handle(req)
+        self.metrics.inc("streams_privacy_requests_total", help="Privacy requests carried out", type=req.type.value)
+        log.info("privacy request %s (%s) done in %.0f ms", req.request_id, req.type.value,
+                 (time.monotonic() - started) * 1000)
+
+    def close(self) -> None:
+        self._consumer.close()
