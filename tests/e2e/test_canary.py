@@ -1,12 +1,15 @@
-"""Canary test: planted PII goes through the valid and invalid paths and is found in the clear nowhere it must not be.
+"""Canary test: planted PII goes through every path and is found in the clear nowhere it must not be.
 
-Searched: every tenant-topic record, every DLQ record, the broker's segment
-files of those topics, every Redis value and the Redis AOF, and the worker's
-log. Only events.raw may hold raw PII (it is the input, kept 7 days).
+Paths: valid (delivered), invalid (DLQ), consent-dropped (an opted-out
+subject), erased (a subject erased after delivery). Searched: every
+tenant-topic record, every DLQ record, every audit record, the broker's
+segment files of those topics, every Redis value and the Redis AOF, and the
+worker's log. Only events.raw may hold raw PII (it is the input, kept 7 days).
 """
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -65,22 +68,38 @@ def test_no_canary_in_clean_outputs(make_settings, start_worker, stack):
     # Invalid events carrying the same canaries: schema violation, unknown tenant, key mismatch.
     bad = [dict(valid[0], birth_date=CANARIES["email"]), dict(valid[0], tenant_id="nosuch"),
            dict(valid[1], subject_id="someone-else")]
-    import json
-
     for b in bad:
         producer.send_raw(f"{tenant}/{valid[0]['subject_id']}".encode(), json.dumps(b).encode())
     producer.flush()
     worker = start_worker(s)
-
     tenant_msgs = read_topic(s.kafka_bootstrap, s.tenant_topic(tenant), expect=len(valid), timeout=60)
+    assert len(tenant_msgs) == len(valid)
+
+    # Consent-dropped path: an opted-out subject's events carrying the canaries.
+    from tests.e2e.test_privacy_requests import _file
+
+    _file(s, tenant, "opt_out", "canary-dropped")
+    for e in _planted(tenant, 1):
+        producer.send(dict(e, subject_id="canary-dropped"))
+    producer.flush()
+    # Erased path: one of the delivered subjects is erased.
+    _file(s, tenant, "erase", "canary-0")
+    tenant_msgs = read_topic(s.kafka_bootstrap, s.tenant_topic(tenant), expect=len(valid) + 1, timeout=60)
     dlq_msgs = read_topic(s.kafka_bootstrap, s.dlq_topic, expect=len(bad), timeout=60)
-    assert len(tenant_msgs) == len(valid) and len(dlq_msgs) == len(bad)
+    assert len(dlq_msgs) == len(bad)
+    assert any(m.value() is None for m in tenant_msgs)  # the erasure's tombstone
+    from streams.audit.log import read_all
+
+    audit = read_all(s.kafka_bootstrap, s.audit_topic)
+    assert any(rec["action"] == "consent.drop" for _, rec in audit)
     worker.stop()
 
     needles = _needles()
     haystacks: dict[str, bytes] = {}
     for m in tenant_msgs:
-        haystacks[f"{s.tenant_topic(tenant)}@{m.offset()}"] = m.value() + (m.key() or b"")
+        haystacks[f"{s.tenant_topic(tenant)}@{m.offset()}"] = (m.value() or b"") + (m.key() or b"")
+    for pos, rec in audit:
+        haystacks[f"{s.audit_topic}@{pos}"] = json.dumps(rec).encode()
     for m in dlq_msgs:
         haystacks[f"{s.dlq_topic}@{m.offset()}"] = m.value() + (m.key() or b"")
     r = redis.Redis.from_url(s.redis_url)
@@ -94,7 +113,7 @@ def test_no_canary_in_clean_outputs(make_settings, start_worker, stack):
         haystacks[k.decode()] = k
     haystacks["worker.log"] = worker.log_path.read_bytes()
     for log_dir in stack.kafka_log_dirs:  # segment files of the clean topics, as on disk
-        for topic in (s.tenant_topic(tenant), s.dlq_topic):
+        for topic in (s.tenant_topic(tenant), s.dlq_topic, s.audit_topic):
             for seg in log_dir.glob(f"{topic}-*/*.log"):
                 haystacks[str(seg)] = seg.read_bytes()
     if stack.redis_dir is not None:
