@@ -354,7 +354,9 @@ def cmd_privacy(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
         from confluent_kafka import Producer
 
-        p = Producer({"bootstrap.servers": s.kafka_bootstrap, "enable.idempotence": True,
+        # Not idempotent: acquiring a producer id costs up to a second, and a duplicate of this one
+        # record is harmless (requests are applied once per request id).
+        p = Producer({"bootstrap.servers": s.kafka_bootstrap, "acks": "all",
                       "partitioner": "murmur2_random", "logger": logging.getLogger("streams.kafka.producer")})
         errors: list[Any] = []
         p.produce(s.requests_topic, req.to_json(), req.key, on_delivery=lambda err, _m: errors.append(err))

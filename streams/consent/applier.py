@@ -126,7 +126,8 @@ class RequestsApplier:
         while position < end:
             if time.monotonic() > deadline:
                 raise RequestsNotApplied(f"could not read {self.topic}[{partition}] up to {end}")
-            for msg in self._consumer.consume(100, 0.5):
+            # Ask for exactly what is missing: consume() waits its whole timeout for a larger count.
+            for msg in self._consumer.consume(min(100, end - position), 0.5):
                 if msg.error():
                     continue
                 self._apply_one(msg.value(), msg.key(), partition, msg.offset())

@@ -11,10 +11,17 @@ Erasure steps, in order:
 4. ``key``       the subject key destroyed: every token of the subject, in every copy, is irreversible
 5. ``aof``       Redis rewrites its AOF so the deleted values leave the disk
 6. ``audit``     the request and its steps written to the audit trail (pseudonym only)
+
+Steps 1-4 run under the worker's privacy lock (no ingest batch interleaves);
+the receipt is then ``pending`` and the request queued in Redis
+(``privacy:pending-aof``). Steps 5-6 run outside the lock in
+``finish_pending``: one AOF rewrite serves every erasure queued before it, and
+the receipt turns ``done`` only after both.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any, Callable
@@ -24,7 +31,7 @@ import redis
 from streams.audit.log import AuditLog
 from streams.consent.requests import PrivacyRequest
 from streams.consent.state import apply
-from streams.consent.store import ConsentStore
+from streams.consent.store import ConsentStore, receipt_key, requests_index
 from streams.privacy.keys import KeyStore
 from streams.sinks import store_keys as K
 from streams.sinks.kafka_sink import KafkaSink, OutRecord
@@ -51,6 +58,9 @@ end
 redis.call('DEL', KEYS[1])
 return n
 """
+
+
+PENDING_AOF = "privacy:pending-aof"
 
 
 def _now() -> int:
@@ -95,6 +105,8 @@ class RequestHandler:
         done = self.consent.receipt(req.tenant, req.request_id)
         if done and done.get("status") == "done":
             return done
+        if done and done.get("status") == "pending" and self.client.sismember(PENDING_AOF, f"{req.tenant}|{req.request_id}"):
+            return done  # replayed after its deletes were done: only the AOF step is left, and it is queued
         who = self.pseudonyms(req.tenant, req.subject)
         steps: list[dict[str, Any]] = []
 
@@ -115,17 +127,51 @@ class RequestHandler:
             step("tombstone", topic=self.tenant_topic(req.tenant))
             existed = self.keys.destroy_subject_key(req.tenant, req.subject)
             step("key", destroyed=existed)
-            step("aof", **rewrite_aof(self.client))
+            # The AOF rewrite takes as long as the whole store takes to write out: it runs after
+            # the worker's lock is released (finish_pending), shared by every erasure before it.
+            receipt = self._receipt(req, who, steps, "pending")
+            pipe = self.client.pipeline(transaction=True)
+            pipe.set(receipt_key(req.tenant, req.request_id), json.dumps(receipt, separators=(",", ":")))
+            pipe.zadd(requests_index(req.tenant), {req.request_id: req.filed_at_ms})
+            pipe.sadd(PENDING_AOF, f"{req.tenant}|{req.request_id}")
+            pipe.execute()
+            return receipt
 
-        self.audit.append(f"privacy.{req.type.value}", req.tenant, who, f"request {req.request_id}", {
-            "request_id": req.request_id, "filed_by": req.actor, "purpose": req.purpose,
-            "steps": ",".join(s["step"] for s in steps),
-        })
-        step("audit")
-        receipt = {
+        return self._complete(req.tenant, self._receipt(req, who, steps, "pending"))
+
+    def _receipt(self, req: PrivacyRequest, who: str, steps: list[dict[str, Any]], status: str) -> dict[str, Any]:
+        return {
             "request_id": req.request_id, "type": req.type.value, "tenant": req.tenant, "subject": who,
             "purpose": req.purpose, "filed_at_ms": req.filed_at_ms, "filed_by": req.actor,
-            "status": "done", "completed_at_ms": _now(), "steps": steps,
+            "status": status, "steps": steps,
         }
-        self.consent.put_receipt(req.tenant, receipt)
+
+    def _complete(self, tenant: str, receipt: dict[str, Any]) -> dict[str, Any]:
+        """Audit the request with its steps, then mark its receipt done (the last thing written)."""
+        self.audit.append(f"privacy.{receipt['type']}", tenant, receipt["subject"], f"request {receipt['request_id']}", {
+            "request_id": receipt["request_id"], "filed_by": receipt["filed_by"], "purpose": receipt["purpose"],
+            "steps": ",".join(s["step"] for s in receipt["steps"]),
+        })
+        receipt["steps"].append({"step": "audit", "at_ms": _now()})
+        receipt["status"] = "done"
+        receipt["completed_at_ms"] = _now()
+        self.consent.put_receipt(tenant, receipt)
         return receipt
+
+    def finish_pending(self) -> int:
+        """Complete erasures waiting for the AOF rewrite: one rewrite for all of them. Durable:
+        the pending set is in Redis, so a worker that crashed leaves them to the next run."""
+        members = self.client.smembers(PENDING_AOF)
+        if not members:
+            return 0
+        aof = rewrite_aof(self.client)  # starts after every pending erasure's deletes
+        done = 0
+        for m in sorted(x.decode() if isinstance(x, bytes) else x for x in members):
+            tenant, _, request_id = m.partition("|")
+            receipt = self.consent.receipt(tenant, request_id)
+            if receipt is not None and receipt.get("status") != "done":
+                receipt["steps"].append({"step": "aof", "at_ms": _now(), **aof})
+                self._complete(tenant, receipt)
+                done += 1
+            self.client.srem(PENDING_AOF, m)
+        return done

@@ -66,3 +66,25 @@ def test_requests_are_applied_in_order_and_gate_the_batch(make_settings):
     p.flush(10)
     assert applier.catch_up([partition]) == 1
     assert applier.behind([partition]) == {}
+
+
+def test_erasure_receipt_is_done_only_after_the_aof_rewrite(make_settings):
+    s = make_settings()
+    tenant = sorted(s.tenants)[0]
+    registry = SchemaRegistry.load_dir(s.schemas_dir)
+    rt = build_runtime(s, registry, EventProcessor(registry, s.tenants, s.max_event_bytes), Metrics(), "test",
+                       lambda: set())
+    erase = new_request("erase", tenant, "aof-1", "test")
+    partition, _ = _publish(s, erase)
+    assert rt.applier.catch_up([partition]) == 1
+    pending = rt.consent.receipt(tenant, erase.request_id)
+    assert pending["status"] == "pending"
+    assert [st["step"] for st in pending["steps"]] == ["state", "store", "tombstone", "key"]
+    # A replay now (crash before the offset was stored) does not redo or lose anything.
+    assert rt.requests.handle(erase)["status"] == "pending"
+    assert rt.requests.finish_pending() == 1
+    done = rt.consent.receipt(tenant, erase.request_id)
+    assert done["status"] == "done"
+    assert [st["step"] for st in done["steps"]] == ["state", "store", "tombstone", "key", "aof", "audit"]
+    assert done["steps"][4]["aof"] == "rewritten"
+    assert rt.requests.finish_pending() == 0
