@@ -3,7 +3,7 @@
     python bench/pipeline_bench.py [--events 60000] [--latency-seconds 10]
 
 On the real broker and Redis (its own local stack under .stack-bench on
-ports 39092/36379, stopped afterwards unless --keep-stack):
+ports 17092/17379, stopped afterwards unless --keep-stack):
 
 (a) baseline: one process, confluent-kafka consume -> decode -> validate ->
     encode -> produce, the same pure code (EventProcessor) without Faust;
@@ -337,8 +337,8 @@ def main() -> int:
 
     run = uuid.uuid4().hex[:6]
     stack_dir = ROOT / ".stack-bench"
-    base_env = {"STREAMS_STACK_DIR": str(stack_dir), "STREAMS_KAFKA_BOOTSTRAP": "127.0.0.1:39092",
-                "STREAMS_REDIS_URL": "redis://127.0.0.1:36379/0"}
+    base_env = {"STREAMS_STACK_DIR": str(stack_dir), "STREAMS_KAFKA_BOOTSTRAP": "127.0.0.1:17092",
+                "STREAMS_REDIS_URL": "redis://127.0.0.1:17379/0"}
     s = Settings.from_env(base_env)
     s = dataclasses.replace(s, raw_topic=f"bench.raw.{run}", dlq_topic=f"bench.dlq.{run}",
                             requests_topic=f"bench.req.{run}", audit_topic=f"bench.audit.{run}",

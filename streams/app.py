@@ -16,7 +16,6 @@ from aiohttp.web import Response
 from streams.ingest.batch import RawRecord
 from streams.ingest.processor import EventProcessor
 from streams.ops.metrics import Metrics
-from streams.ops.retry import hold_back
 from streams.runtime import Runtime, build_runtime
 from streams.schema.registry import SchemaRegistry
 from streams.settings import Settings
@@ -81,14 +80,6 @@ def create_app(settings: Settings) -> faust.App:
         if rt is not None and not rt.lock.locked():
             async with rt.lock:
                 await rt.pipeline.apply_requests()
-
-    @app.timer(interval=0.1)
-    async def finish_erasures() -> None:
-        # AOF rewrite and receipts of erasures, outside the privacy lock (streams.consent.handler).
-        rt = state.get("rt")
-        if rt is not None:
-            await hold_back("erasure finish", lambda: asyncio.get_running_loop().run_in_executor(
-                None, rt.requests.finish_pending), metrics, settings.sink_retry_max_seconds)
 
     @app.agent(raw_topic, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:

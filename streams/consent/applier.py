@@ -116,6 +116,11 @@ class RequestsApplier:
                 done += self._apply_range(p, self.consent.applied(self.topic, [p])[p], end)
             finally:
                 self.client.eval(_RELEASE_LUA, 1, lease, self._token)
+        if done:
+            # AOF rewrite + receipts of the erasures just carried out (and of any a crash left
+            # pending): one rewrite for all. Measured: doing this from a separate 100 ms loop in
+            # the worker raised end-to-end latency from ~0.1 s to ~1.5 s; cause not yet found.
+            self.handler.finish_pending()
         return done
 
     def _apply_range(self, partition: int, start: int, end: int) -> int:

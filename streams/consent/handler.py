@@ -12,11 +12,11 @@ Erasure steps, in order:
 5. ``aof``       Redis rewrites its AOF so the deleted values leave the disk
 6. ``audit``     the request and its steps written to the audit trail (pseudonym only)
 
-Steps 1-4 run under the worker's privacy lock (no ingest batch interleaves);
-the receipt is then ``pending`` and the request queued in Redis
-(``privacy:pending-aof``). Steps 5-6 run outside the lock in
-``finish_pending``: one AOF rewrite serves every erasure queued before it, and
-the receipt turns ``done`` only after both.
+Steps 1-4 run per request; the receipt is then ``pending`` and the request
+queued in Redis (``privacy:pending-aof``, durable across a crash). Steps 5-6
+run in ``finish_pending`` once the applier has carried out the requests it
+read: one AOF rewrite serves every erasure queued before it, and the receipt
+turns ``done`` only after both.
 """
 
 from __future__ import annotations

@@ -123,6 +123,24 @@ def _stop_pidfile(pidfile: Path, name: str, timeout: float = 20.0) -> bool:
     return True
 
 
+def _wait_ports_free(ports: list[int], timeout: float) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    busy = ports
+    while time.monotonic() < deadline:
+        busy = []
+        for port in ports:
+            with socket.socket() as s:
+                s.settimeout(0.5)
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    busy.append(port)
+        if not busy:
+            return
+        time.sleep(0.5)
+    raise StackError(f"ports {busy} are in use by another process; stop it or choose other ports")
+
+
 def _spawn(cmd: list[str], logfile: Path, pidfile: Path, env: dict[str, str] | None = None) -> int:
     logfile.parent.mkdir(parents=True, exist_ok=True)
     with open(logfile, "ab") as out:
@@ -243,6 +261,8 @@ class LocalKafka(_ManagedProcess):
             )
             if r.returncode != 0:
                 raise StackError(f"formatting the Kafka log dir failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+        _, port = _port_of_bootstrap(self.settings.kafka_bootstrap)
+        _wait_ports_free([port, port + 1], timeout=30)  # a broker just stopped may still hold them
         _spawn([java, *jvm, "-cp", cp, "kafka.Kafka", str(props)], self.home / "stdout.log", self.pidfile)
         self.wait_ready(timeout)
 
