@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streams.privacy.exceptions import PolicyError
-from streams.privacy.policy import rules_of
+from streams.privacy.policy import rules_of, walk_fields
 
 # Name fragments of personal data (matched on snake_case / camelCase words).
 PII_NAME_PATTERNS = {
@@ -59,29 +59,16 @@ def lint_schema(source: dict[str, Any], schema_name: str | None = None) -> list[
     rules_of(source)  # an invalid annotation is an error of its own
     findings: list[LintFinding] = []
 
-    def walk_type(t: Any, path: str) -> None:
-        branches = t if isinstance(t, list) else [t]
-        for b in branches:
-            if isinstance(b, dict):
-                if b.get("type") == "record":
-                    walk_record(b, path)
-                elif b.get("type") == "array":
-                    walk_type(b["items"], path + "[]")
-                elif b.get("type") == "map":
-                    walk_type(b["values"], path + "{}")
+    def visit(f: dict[str, Any], path: str) -> bool:
+        if "pii" in f:
+            return False  # annotated (or explicitly "none"): judged by the policy
+        kind = _looks_like(f["name"])
+        # A record-typed field (an address record, say) is judged by its own fields.
+        if kind and not _is_container(f["type"]) and f["name"] not in ("tenant_id", "subject_id", "event_id"):
+            findings.append(LintFinding(schema_name, path, kind))
+        return True
 
-    def walk_record(rec: dict[str, Any], prefix: str) -> None:
-        for f in rec.get("fields", []):
-            path = f"{prefix}.{f['name']}" if prefix else f["name"]
-            if "pii" in f:
-                continue
-            kind = _looks_like(f["name"])
-            # A record-typed field (an address record, say) is judged by its own fields.
-            if kind and not _is_container(f["type"]) and f["name"] not in ("tenant_id", "subject_id", "event_id"):
-                findings.append(LintFinding(schema_name, path, kind))
-            walk_type(f["type"], path)
-
-    walk_record(source, "")
+    walk_fields(source, visit)
     return findings
 
 

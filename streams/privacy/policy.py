@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from streams.privacy.exceptions import PolicyError
 
@@ -77,39 +77,47 @@ def _check(rule: FieldRule) -> None:
                           f"(masks exist for: {', '.join(sorted(MASKS))})")
 
 
+def walk_fields(record: dict[str, Any], visit: Callable[[dict[str, Any], str], bool], prefix: str = "") -> None:
+    """Call ``visit(field, path)`` for every field, depth first; descend into a field's records,
+    arrays (path ``name[]``) and maps (``name{}``) when it returns True."""
+
+    def walk_type(t: Any, path: str) -> None:
+        for branch in (t if isinstance(t, list) else [t]):
+            if isinstance(branch, dict):
+                if branch.get("type") == "record":
+                    walk_fields(branch, visit, path)
+                elif branch.get("type") == "array":
+                    walk_type(branch["items"], path + "[]")
+                elif branch.get("type") == "map":
+                    walk_type(branch["values"], path + "{}")
+
+    for f in record.get("fields", []):
+        path = f"{prefix}.{f['name']}" if prefix else f["name"]
+        if visit(f, path):
+            walk_type(f["type"], path)
+
+
 def rules_of(schema_source: dict[str, Any]) -> list[FieldRule]:
     """Every annotated field of a raw schema, validated. Raises PolicyError naming the field."""
     rules: list[FieldRule] = []
 
-    def walk_type(t: Any, path: str) -> None:
-        _, base = _split_nullable(t)
-        if isinstance(base, dict):
-            if base.get("type") == "record":
-                walk_record(base, path)
-            elif base.get("type") == "array":
-                walk_type(base["items"], path + "[]")
-            elif base.get("type") == "map":
-                walk_type(base["values"], path + "{}")
+    def visit(f: dict[str, Any], path: str) -> bool:
+        kind, transform = f.get("pii"), f.get("transform")
+        if kind is None and transform is not None:
+            raise PolicyError(f"field '{path}': 'transform' without 'pii'")
+        if kind is None or kind == NOT_PII:
+            return True  # look inside (a record may hold annotated fields)
+        if kind not in PII_KINDS:
+            raise PolicyError(f"field '{path}': unknown pii kind '{kind}' (known: {', '.join(PII_KINDS)})")
+        if transform not in TRANSFORMS:
+            raise PolicyError(f"field '{path}': pii field needs 'transform', one of {', '.join(TRANSFORMS)}")
+        nullable, base = _split_nullable(f["type"])
+        rule = FieldRule(path, kind, transform, nullable, base)
+        _check(rule)
+        rules.append(rule)
+        return False
 
-    def walk_record(rec: dict[str, Any], prefix: str) -> None:
-        for f in rec.get("fields", []):
-            path = f"{prefix}.{f['name']}" if prefix else f["name"]
-            kind, transform = f.get("pii"), f.get("transform")
-            if kind is None and transform is not None:
-                raise PolicyError(f"field '{path}': 'transform' without 'pii'")
-            if kind is not None and kind != NOT_PII:
-                if kind not in PII_KINDS:
-                    raise PolicyError(f"field '{path}': unknown pii kind '{kind}' (known: {', '.join(PII_KINDS)})")
-                if transform not in TRANSFORMS:
-                    raise PolicyError(f"field '{path}': pii field needs 'transform', one of {', '.join(TRANSFORMS)}")
-                nullable, base = _split_nullable(f["type"])
-                rule = FieldRule(path, kind, transform, nullable, base)
-                _check(rule)
-                rules.append(rule)
-            else:
-                walk_type(f["type"], path)
-
-    walk_record(schema_source, "")
+    walk_fields(schema_source, visit)
     return rules
 
 
@@ -139,29 +147,18 @@ def derive_clean_fields(schema_source: dict[str, Any]) -> dict[str, Any]:
     rules = {r.path: r for r in rules_of(schema_source)}
     src = copy.deepcopy(schema_source)
 
-    def walk_type(t: Any, path: str) -> None:
-        _, base = _split_nullable(t)
-        if isinstance(base, dict):
-            if base.get("type") == "record":
-                walk_record(base, path)
-            elif base.get("type") == "array":
-                walk_type(base["items"], path + "[]")
-            elif base.get("type") == "map":
-                walk_type(base["values"], path + "{}")
+    def visit(f: dict[str, Any], path: str) -> bool:
+        rule = rules.get(path)
+        if rule is None:
+            return True
+        f["type"] = clean_field_type(rule)
+        f["doc"] = clean_field_doc(rule)
+        if "default" in f:
+            if rule.nullable:
+                f["default"] = None
+            else:
+                del f["default"]
+        return False
 
-    def walk_record(rec: dict[str, Any], prefix: str) -> None:
-        for f in rec.get("fields", []):
-            path = f"{prefix}.{f['name']}" if prefix else f["name"]
-            rule = rules.get(path)
-            if rule is None:
-                walk_type(f["type"], path)
-                continue
-            f["type"] = clean_field_type(rule)
-            f["doc"] = clean_field_doc(rule)
-            if "default" in f:
-                f["default"] = None if rule.nullable else f["default"]
-                if not rule.nullable:
-                    del f["default"]
-
-    walk_record(src, "")
+    walk_fields(src, visit)
     return src
