@@ -38,6 +38,7 @@ from streams.sinks.store import StoreWriter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+DROP_IDS_PER_RECORD = 25
 
 
 
@@ -182,10 +183,12 @@ class BatchPipeline:
         for d in dropped:
             by_tenant[d.tenant].append(d)
         for tenant, ds in by_tenant.items():
-            counts = Counter(d.reason for d in ds)
-            details: dict[str, Any] = {f"dropped_{r}": n for r, n in counts.items()}
-            details["event_ids"] = ",".join(d.event_id for d in ds)
-            self.audit.append("consent.drop", tenant, None, "events without consent for their purpose", details)
+            # An audit value holds at most 1000 characters: 25 event ids (36 characters + comma) a record.
+            for i in range(0, len(ds), DROP_IDS_PER_RECORD):
+                chunk = ds[i:i + DROP_IDS_PER_RECORD]
+                details: dict[str, Any] = {f"dropped_{r}": n for r, n in Counter(d.reason for d in chunk).items()}
+                details["event_ids"] = ",".join(d.event_id for d in chunk)
+                self.audit.append("consent.drop", tenant, None, "events without consent for their purpose", details)
 
     async def apply_requests(self) -> None:
         """Apply the privacy requests published so far on this worker's partitions (under the lock)."""

@@ -248,3 +248,24 @@ def test_regimes_refuse_invalid_tenant_names(raw):
 def test_regimes_refuse_conflicting_duplicates():
     with pytest.raises(SettingsError, match="STREAMS_TENANT_REGIMES"):
         _regimes("globex=opt_in,globex=opt_out")
+
+
+def test_many_drops_are_audited_in_records_the_chain_accepts():
+    """A batch with hundreds of consent drops: every event id audited, every record valid for the chain."""
+    import uuid as _uuid
+
+    from streams.audit.chain import AuditChain
+    from streams.ingest.batch import BatchPipeline
+    from streams.ingest.processor import Dropped, SourceRef
+
+    chain = AuditChain("test:chain")
+
+    class ChainAudit:  # appends to a real (in-memory) chain, which validates each record
+        def append(self, action, tenant, subject_pseudonym, reason, details=None):
+            return chain.append("test", action, tenant, subject_pseudonym, reason, details)
+
+    drops = [Dropped("acme", str(_uuid.uuid4()), "order_placed", "erased", SourceRef("raw", 0, i)) for i in range(260)]
+    pipeline = BatchPipeline.__new__(BatchPipeline)
+    pipeline.audit = ChainAudit()
+    pipeline._audit_drops(drops)
+    assert chain.seq == 10  # 260 ids, 25 a record -> 11 records, seq 0..10
