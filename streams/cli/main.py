@@ -296,6 +296,15 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- privacy
 
+def _onboarded_tenant(s: Settings, name: str) -> str:
+    from streams.tenancy.names import validate_tenant_name
+
+    tenant = validate_tenant_name(name)
+    if tenant not in s.tenants:
+        raise UsageError(f"unknown tenant {tenant} (onboarded: {', '.join(sorted(s.tenants))})")
+    return tenant
+
+
 def _user() -> str:
     import getpass
 
@@ -312,12 +321,9 @@ def cmd_detokenize(args: argparse.Namespace) -> int:
     from streams.privacy.detokenize import Detokenizer, DetokenizeRefused
     from streams.privacy.keys import KeyStore, LocalKeyFileProvider
     from streams.privacy.pseudonyms import Pseudonymizer
-    from streams.tenancy.names import validate_tenant_name
 
     s = _settings()
-    tenant = validate_tenant_name(args.tenant)
-    if tenant not in s.tenants:
-        raise UsageError(f"unknown tenant {tenant}")
+    tenant = _onboarded_tenant(s, args.tenant)
     provider = LocalKeyFileProvider(s.master_key_file, create=False)
     client = redis.Redis.from_url(s.redis_url, socket_timeout=5)
     actor = f"cli:{args.actor or _user()}"
@@ -337,12 +343,9 @@ def cmd_privacy(args: argparse.Namespace) -> int:
     from streams.consent.exceptions import InvalidRequest
     from streams.consent.requests import new_request
     from streams.consent.store import ConsentStore
-    from streams.tenancy.names import validate_tenant_name
 
     s = _settings()
-    tenant = validate_tenant_name(args.tenant)
-    if tenant not in s.tenants:
-        raise UsageError(f"unknown tenant {tenant}")
+    tenant = _onboarded_tenant(s, args.tenant)
     consent = ConsentStore(redis.Redis.from_url(s.redis_url, socket_timeout=5))
     if args.action == "file":
         if not args.subject or not args.type:
@@ -394,12 +397,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
     import redis
 
     from streams.privacy.keys import KeyStore, LocalKeyFileProvider
-    from streams.tenancy.names import validate_tenant_name
 
     s = _settings()
-    tenant = validate_tenant_name(args.tenant)
-    if tenant not in s.tenants:
-        raise UsageError(f"unknown tenant {tenant}")
+    tenant = _onboarded_tenant(s, args.tenant)
     store = KeyStore(redis.Redis.from_url(s.redis_url, socket_timeout=30),
                      LocalKeyFileProvider(s.master_key_file, create=False))
     if args.action == "rotate":

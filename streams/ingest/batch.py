@@ -193,7 +193,7 @@ class BatchPipeline:
     async def apply_requests(self) -> None:
         """Apply the privacy requests published so far on this worker's partitions (under the lock)."""
         if self.applier is not None:
-            own = self.own_partitions() | set()
+            own = self.own_partitions()
             await self._hold_back("privacy requests", lambda: self._thread(self.applier.catch_up, own))
 
     async def handle(self, records: Sequence[RawRecord]) -> BatchResult:
