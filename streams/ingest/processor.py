@@ -61,8 +61,7 @@ class Validated:
     datum: dict[str, Any] = field(repr=False)
     source: SourceRef
     key: bytes | None
-    payload_size: int
-    payload_sha256: str = field(repr=False)
+    value: bytes = field(repr=False)  # the raw record, for a DLQ record's size and hash if a later step rejects it
 
 
 @dataclass(frozen=True)
@@ -200,8 +199,9 @@ class EventProcessor:
             return self.reject_validated(v, Reason.PROCESSING_ERROR, f"{type(exc).__name__} in the transform")
 
     def reject_validated(self, v: Validated, reason: Reason, detail: str) -> Rejected:
-        return Rejected(reason=reason, detail=detail, source=v.source, payload_size=v.payload_size,
-                        payload_sha256=v.payload_sha256, key_hint=key_hint(v.key), tenant=v.tenant,
+        # The hash is computed here, not at validation: only the few events rejected late need it.
+        return Rejected(reason=reason, detail=detail, source=v.source, payload_size=len(v.value),
+                        payload_sha256=hashlib.sha256(v.value).hexdigest(), key_hint=key_hint(v.key), tenant=v.tenant,
                         event_id=v.event_id, event_type=v.raw_entry.event_type,
                         schema_fingerprint=v.raw_entry.fingerprint_hex)
 
@@ -257,8 +257,7 @@ class EventProcessor:
                                 key, value, source, **ctx)
 
         return Validated(tenant=tenant, subject=subject, event_id=ctx["event_id"], raw_entry=raw_entry,
-                         datum=datum, source=source, key=key, payload_size=len(value),
-                         payload_sha256=hashlib.sha256(value).hexdigest())
+                         datum=datum, source=source, key=key, value=value)
 
     def _finish(self, v: Validated, cipher: SubjectCipher, now_ms: int | None) -> Accepted:
         raw_entry, source = v.raw_entry, v.source
