@@ -10,10 +10,15 @@ from confluent_kafka import Consumer, Message
 
 def read_topic(bootstrap: str, topic: str, expect: int | None = None, timeout: float = 60.0,
                idle: float = 3.0) -> list[Message]:
-    """All records of ``topic`` from the start: until ``expect`` are read, or ``idle`` s pass with none new."""
+    """All records of ``topic`` from the start: until ``expect`` are read, or ``idle`` s pass with none new.
+
+    The idle clock starts only once partitions are assigned: right after a broker restart the group
+    coordinator can take longer than ``idle`` to load, and an empty read then would be a false answer.
+    """
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-read-{uuid.uuid4().hex[:8]}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    c.subscribe([topic])
+    assigned: list[bool] = []
+    c.subscribe([topic], on_assign=lambda _c, parts: assigned.append(bool(parts)))
     out: list[Message] = []
     deadline = time.monotonic() + timeout
     last_new = time.monotonic()
@@ -31,6 +36,8 @@ def read_topic(bootstrap: str, topic: str, expect: int | None = None, timeout: f
                         if m is not None and not m.error():
                             out.append(m)
                     break
+            elif not any(assigned):
+                last_new = time.monotonic()
             elif expect is None and time.monotonic() - last_new > idle:
                 break
     finally:

@@ -85,7 +85,7 @@ def test_demo_runs_twice_leaves_nothing_running_and_logs_no_pii(tmp_path):
     stack = LocalStack(s)
     stack.up()
     try:
-        dlq = read_topic(s.kafka_bootstrap, s.dlq_topic, expect=None, timeout=30)
+        dlq = read_topic(s.kafka_bootstrap, s.dlq_topic, expect=2 * 9, timeout=90)
     finally:
         stack.down()
     assert len(dlq) == 2 * 9
