@@ -4,9 +4,10 @@
 
 Records are Avro single-object encoded (Avro spec): 0xC3 0x01, the writer
 schema's 8-byte CRC-64-AVRO fingerprint (little-endian), then the Avro body.
-Keys are subject ids; a record with a null value is a tombstone (erasure):
-drop what you hold for that subject. Consumers de-duplicate by event_id
-(delivery is at least once).
+Keys are "<subject id>/<event id>" (a subject's events share a partition, in
+order); a record with a null value is a tombstone (erasure): drop the event with
+that key. The topic is compacted, so an erased event also leaves the broker.
+Consumers de-duplicate by event_id (delivery is at least once).
 """
 
 import argparse
@@ -66,7 +67,10 @@ def main():
             if msg.error():
                 raise SystemExit(f"kafka error: {msg.error()}")
             if msg.value() is None:
-                print(json.dumps({"tombstone": msg.key().decode()}))
+                subject, _, event_id = msg.key().decode().partition("/")
+                headers = dict(msg.headers() or [])
+                print(json.dumps({"tombstone": {"subject": subject, "event_id": event_id,
+                                                "reason": headers.get("reason", b"").decode()}}))
             else:
                 name, event = decode(by_fp, msg.value())
                 print(json.dumps({"schema": name, "event": event}, default=str))

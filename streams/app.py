@@ -81,6 +81,23 @@ def create_app(settings: Settings) -> faust.App:
             async with rt.lock:
                 await rt.pipeline.apply_requests()
 
+    if settings.raw_prune_interval > 0:
+        @app.timer(interval=settings.raw_prune_interval)
+        async def prune_raw_events() -> None:
+            # Raw PII stays only until processed (streams.ingest.raw_pruning). Best effort:
+            # a failure is retried at the next tick, the topic's retention is the backstop.
+            rt = state.get("rt")
+            if rt is None:
+                return
+            try:
+                moved = await asyncio.get_running_loop().run_in_executor(None, rt.raw_pruner.prune)
+            except Exception as exc:
+                log.warning("pruning processed raw events failed: %s", type(exc).__name__)
+                return
+            if moved:
+                metrics.inc("streams_raw_prunes_total", len(moved),
+                            help="Partitions of events.raw whose processed records were deleted")
+
     @app.agent(raw_topic, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
         p = (await runtime()).pipeline

@@ -20,7 +20,9 @@ from streams.consent.state import Regime
 from streams.consent.store import ConsentStore
 from streams.ingest.batch import BatchPipeline
 from streams.ingest.processor import EventProcessor
+from streams.ingest.raw_pruning import RawPruner
 from streams.ops.metrics import Metrics
+from streams.ops.topics import admin_client
 from streams.privacy.keys import KeyStore, LocalKeyFileProvider
 from streams.privacy.pseudonyms import Pseudonymizer
 from streams.schema.registry import SchemaRegistry
@@ -47,6 +49,7 @@ class Runtime:
     consent: ConsentStore
     audit: AuditLog
     lock: asyncio.Lock
+    raw_pruner: RawPruner
 
 
 def build_runtime(settings: Settings, registry: SchemaRegistry, processor: EventProcessor, metrics: Metrics,
@@ -67,4 +70,5 @@ def build_runtime(settings: Settings, registry: SchemaRegistry, processor: Event
     lock = asyncio.Lock()
     pipeline = BatchPipeline(settings, processor, kafka, StoreWriter(settings.redis_url), keys, metrics,
                              gate=gate, audit=audit, lock=lock, applier=applier, own_partitions=own_partitions)
-    return Runtime(pipeline, handler, applier, consent, audit, lock)
+    pruner = RawPruner(admin_client(settings), settings.raw_topic, settings.app_id)
+    return Runtime(pipeline, handler, applier, consent, audit, lock, pruner)

@@ -40,7 +40,7 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(env: Mapping[str, str], name: str, default: float, allow_zero: bool = False) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -48,8 +48,15 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise SettingsError(f"{name} must be a finite number > 0, got {raw!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise SettingsError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {raw!r}")
+    return value
+
+
+def _ratio(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if value > 1:
+        raise SettingsError(f"{name} must be in (0, 1], got {value}")
     return value
 
 
@@ -151,6 +158,23 @@ class Settings:
     log_level: str = "INFO"
     #: STREAMS_SINK_RETRY_MAX_SECONDS - cap of the back-off while a sink is down.
     sink_retry_max_seconds: float = 5.0
+    # How soon erased data leaves the broker's disk. Kafka never compacts or deletes the
+    # active segment, and deletes files only ``file.delete.delay.ms`` after it let them go.
+    #: STREAMS_TENANT_RETENTION_MS - how long a tenant topic keeps clean events (compact,delete).
+    tenant_retention_ms: int = 30 * 24 * 3600 * 1000
+    #: STREAMS_SEGMENT_MS - segment roll time of events.raw and the tenant topics.
+    segment_ms: int = 3600 * 1000
+    #: STREAMS_MAX_COMPACTION_LAG_MS - a tombstoned record is compacted away within this time.
+    max_compaction_lag_ms: int = 6 * 3600 * 1000
+    #: STREAMS_MIN_CLEANABLE_DIRTY_RATIO - tenant topics: dirty share that triggers compaction.
+    min_cleanable_dirty_ratio: float = 0.1
+    #: STREAMS_TOMBSTONE_RETENTION_MS - how long tenant consumers can still see a tombstone.
+    tombstone_retention_ms: int = 24 * 3600 * 1000
+    #: STREAMS_FILE_DELETE_DELAY_MS - broker's delay before removing a deleted segment file.
+    file_delete_delay_ms: int = 60 * 1000
+    #: STREAMS_RAW_PRUNE_INTERVAL - seconds between deletions of processed records from events.raw
+    #: (0 disables: raw events then stay for the topic's retention).
+    raw_prune_interval: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -184,6 +208,13 @@ class Settings:
             kafka_version=env.get("STREAMS_KAFKA_VERSION") or d.kafka_version,
             log_level=(env.get("STREAMS_LOG_LEVEL") or d.log_level).upper(),
             sink_retry_max_seconds=_float(env, "STREAMS_SINK_RETRY_MAX_SECONDS", d.sink_retry_max_seconds),
+            tenant_retention_ms=_int(env, "STREAMS_TENANT_RETENTION_MS", d.tenant_retention_ms, 1000),
+            segment_ms=_int(env, "STREAMS_SEGMENT_MS", d.segment_ms, 100),
+            max_compaction_lag_ms=_int(env, "STREAMS_MAX_COMPACTION_LAG_MS", d.max_compaction_lag_ms, 100),
+            min_cleanable_dirty_ratio=_ratio(env, "STREAMS_MIN_CLEANABLE_DIRTY_RATIO", d.min_cleanable_dirty_ratio),
+            tombstone_retention_ms=_int(env, "STREAMS_TOMBSTONE_RETENTION_MS", d.tombstone_retention_ms, 0),
+            file_delete_delay_ms=_int(env, "STREAMS_FILE_DELETE_DELAY_MS", d.file_delete_delay_ms, 0),
+            raw_prune_interval=_float(env, "STREAMS_RAW_PRUNE_INTERVAL", d.raw_prune_interval, allow_zero=True),
         )
 
     def regime_of(self, tenant: str) -> str:

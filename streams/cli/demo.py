@@ -172,7 +172,9 @@ def run_demo(settings: Settings, keep_running: bool = False, events: int = 20) -
             _say(f"    {settings.tenant_topic(tenant)}: {len(msgs)} events")
             for m in msgs[:3]:
                 name, ev = decoder.decode(m.value())
-                _say(f"      key={m.key().decode():<14} {name.rsplit('.', 1)[-1]:<15} {_short(ev)[:150]}")
+                subject, _, event_id = m.key().decode().partition("/")  # key: <subject>/<event id>
+                _say(f"      key={subject + '/' + event_id[:8] + '…':<22} {name.rsplit('.', 1)[-1]:<15} "
+                     f"{_short(ev)[:140]}")
 
         _step(6, "Dead-letter queue (events.dlq): reason codes, no payload")
         dlq = _read_from(settings.kafka_bootstrap, settings.dlq_topic, dlq_start, len(bad), 60)

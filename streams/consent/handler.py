@@ -6,8 +6,12 @@ idempotent, and a receipt is written only once every step is done).
 
 Erasure steps, in order:
 1. ``state``     the subject is marked erased: its later events are dropped from now on
-2. ``store``     every store document of the subject and its index entries deleted
-3. ``tombstone`` a tombstone (key = subject, null value, headers saying why) on the tenant topic
+2. ``tombstone`` one tombstone per event of the subject on the tenant topic (key ``<subject>/<event
+                 id>``, null value, headers saying why); the topic is compacted, so the broker then
+                 removes the events from its disk. The event ids come from the store's subject
+                 index, which holds every delivered event (a batch is in the store before it is
+                 in the topic), so this step comes before the store's purge.
+3. ``store``     every store document of the subject and its index entries deleted
 4. ``key``       the subject key destroyed: every token of the subject, in every copy, is irreversible
 5. ``aof``       Redis rewrites its AOF so the deleted values leave the disk
 6. ``audit``     the request and its steps written to the audit trail (pseudonym only)
@@ -35,6 +39,7 @@ from streams.consent.store import ConsentStore, receipt_key, requests_index
 from streams.privacy.keys import KeyStore
 from streams.sinks import store_keys as K
 from streams.sinks.kafka_sink import KafkaSink, OutRecord
+from streams.sinks.tenant_keys import record_key
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +124,15 @@ class RequestHandler:
              granted=sorted(state.granted), revoked=sorted(state.revoked))
 
         if req.type.erases:
-            deleted = self.client.eval(PURGE_SUBJECT_LUA, 1, K.subject_index(req.tenant, req.subject),
-                                       K.tenant_prefix(req.tenant))
+            index = K.subject_index(req.tenant, req.subject)
+            event_ids = sorted(x.decode() if isinstance(x, bytes) else x for x in self.client.zrange(index, 0, -1))
+            headers = [("reason", b"erasure"), ("request-id", req.request_id.encode())]
+            topic = self.tenant_topic(req.tenant)
+            self.kafka.deliver([OutRecord(topic, record_key(req.subject, e), None, headers,
+                                          partition_key=req.subject.encode()) for e in event_ids])
+            step("tombstone", topic=topic, events=len(event_ids))
+            deleted = self.client.eval(PURGE_SUBJECT_LUA, 1, index, K.tenant_prefix(req.tenant))
             step("store", deleted_events=int(deleted))
-            self.kafka.deliver([OutRecord(self.tenant_topic(req.tenant), req.subject.encode(), None, [
-                ("reason", b"erasure"), ("request-id", req.request_id.encode())])])
-            step("tombstone", topic=self.tenant_topic(req.tenant))
             existed = self.keys.destroy_subject_key(req.tenant, req.subject)
             step("key", destroyed=existed)
             # The AOF rewrite takes as long as the whole store takes to write out: it runs after

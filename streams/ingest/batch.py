@@ -154,6 +154,7 @@ class BatchPipeline:
                     self.settings.tenant_topic(o.tenant), o.key, o.value,
                     [("event-type", o.event_type.encode()), ("event-id", o.event_id.encode()),
                      ("content-type", b"application/avro")],
+                    partition_key=o.partition_key,
                 ))
             elif isinstance(o, Rejected):
                 out.append(OutRecord(
@@ -220,14 +221,15 @@ class BatchPipeline:
                                  rejected=Counter(o.reason.value for o in outcomes if isinstance(o, Rejected)),
                                  dropped=Counter(d.reason for d in dropped))
             out = self.out_records(outcomes)
-            steps: dict[str, Callable[[], Awaitable[Any]]] = {
-                "kafka": lambda: self.kafka.deliver_async(out),
-                "store": lambda: self.store.write_batch(accepted),
-            }
+            # The store first, then the topic: every event in a tenant topic is then in the store's
+            # subject index, which is where an erasure finds the events to tombstone (a crash between
+            # the two leaves at most an extra tombstone, never an event the erasure cannot find).
+            sinks = self._hold_back("store", lambda: self.store.write_batch(accepted))
             if dropped and self.audit is not None:
-                steps["audit"] = lambda: self._thread(self._audit_drops, dropped)
-            # The steps are independent: run them at once; each holds back on its own faults.
-            await asyncio.gather(*(self._hold_back(name, fn) for name, fn in steps.items()))
+                await asyncio.gather(sinks, self._hold_back("audit", lambda: self._thread(self._audit_drops, dropped)))
+            else:
+                await sinks
+            await self._hold_back("kafka", lambda: self.kafka.deliver_async(out))
             stats = self.tenant_stats(outcomes)
             await self._hold_back("stats", lambda: self.store.add_stats(stats))
         m = self.metrics

@@ -31,6 +31,7 @@ from streams.schema.clean import LINEAGE_FIELD, derive_clean
 from streams.schema.exceptions import DecodeError, SchemaViolation, UnknownSchemaError
 from streams.schema.json_datum import decode_json
 from streams.schema.registry import SchemaEntry, SchemaRegistry
+from streams.sinks.tenant_keys import record_key
 from streams.tenancy.names import is_valid_tenant_name
 
 # A key is echoed into the DLQ only when it is exactly <tenant name>/<subject id>; anything
@@ -78,7 +79,12 @@ class Accepted:
 
     @property
     def key(self) -> bytes:
-        """Tenant topics are keyed by subject: a subject's events stay in order on one partition."""
+        """One key per event (compaction keeps every event; an erasure tombstones each)."""
+        return record_key(self.subject, self.event_id)
+
+    @property
+    def partition_key(self) -> bytes:
+        """Partitioned by subject: a subject's events stay in order on one partition."""
         return self.subject.encode()
 
 

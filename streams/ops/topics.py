@@ -35,9 +35,11 @@ def pipeline_topics(settings: Settings) -> list[TopicSpec]:
     return [
         TopicSpec(
             settings.raw_topic, settings.partitions,
-            # Raw events hold PII in the clear: keep them only as long as a
-            # replay after an outage needs (7 days), never compacted.
+            # Raw events hold PII in the clear. The workers delete what they have processed
+            # (streams.ingest.raw_pruning); retention is only the backstop for a stopped pipeline.
+            # Short segments, because the broker removes only whole segments that are not active.
             {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS),
+             "segment.ms": str(settings.segment_ms), "file.delete.delay.ms": str(settings.file_delete_delay_ms),
              "max.message.bytes": str(max(settings.max_event_bytes * 4, 1048588))},
             "raw events from producers, keyed tenant/subject",
         ),
@@ -64,12 +66,27 @@ def audit_topics(settings: Settings) -> list[TopicSpec]:
     return [audit_topic_spec(settings.audit_topic)]
 
 
+def tenant_topic_config(settings: Settings) -> dict[str, str]:
+    """Compacted, so an erasure's tombstones remove the subject's records from the disk; each
+    record has its own key (``<subject>/<event id>``), so compaction never merges two events.
+    ``delete`` as well: clean events also age out after the tenant's retention."""
+    return {
+        "cleanup.policy": "compact,delete",
+        "retention.ms": str(settings.tenant_retention_ms),
+        "segment.ms": str(settings.segment_ms),
+        "max.compaction.lag.ms": str(settings.max_compaction_lag_ms),
+        "min.cleanable.dirty.ratio": str(settings.min_cleanable_dirty_ratio),
+        "delete.retention.ms": str(settings.tombstone_retention_ms),
+        "file.delete.delay.ms": str(settings.file_delete_delay_ms),
+    }
+
+
 def tenant_topics(settings: Settings, tenant: str) -> list[TopicSpec]:
     return [
         TopicSpec(
-            settings.tenant_topic(tenant), settings.tenant_partitions,
-            {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
-            f"clean events of tenant {tenant}, Avro single-object, keyed by subject",
+            settings.tenant_topic(tenant), settings.tenant_partitions, tenant_topic_config(settings),
+            f"clean events of tenant {tenant}, Avro single-object, keyed <subject>/<event id>, "
+            "partitioned by subject",
         )
     ]
 

@@ -18,6 +18,7 @@ from typing import Sequence
 from confluent_kafka import KafkaError, Producer
 
 from streams.sinks.exceptions import SinkUnavailable
+from streams.sinks.partitioning import partition_for
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ class OutRecord:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    # Place the record where Kafka's default partitioner would put this key (not ``key``).
+    partition_key: bytes | None = None
 
 
 def producer_config(bootstrap: str, extra: dict[str, object] | None = None) -> dict[str, object]:
@@ -51,6 +54,20 @@ class KafkaSink:
     def __init__(self, bootstrap: str, extra: dict[str, object] | None = None) -> None:
         self._producer = Producer(producer_config(bootstrap, extra))
         self._lock = threading.Lock()  # one batch in flight at a time: flush() waits for exactly it
+        self._partitions: dict[str, int] = {}
+
+    def partition_count(self, topic: str, timeout: float = 10.0) -> int:
+        """Partitions of ``topic``, from the broker once (the project never shrinks a topic)."""
+        n = self._partitions.get(topic)
+        if n is None:
+            try:
+                md = self._producer.list_topics(topic, timeout=timeout).topics.get(topic)
+            except Exception as exc:  # KafkaException: broker unreachable
+                raise SinkUnavailable(f"no metadata for topic {topic}: {exc}") from None
+            if md is None or md.error is not None or not md.partitions:
+                raise SinkUnavailable(f"no metadata for topic {topic}: {md.error if md else 'unknown topic'}")
+            n = self._partitions[topic] = len(md.partitions)
+        return n
 
     def deliver(self, records: Sequence[OutRecord], timeout: float = 30.0) -> None:
         """Produce ``records`` and return once the broker acknowledged all of them.
@@ -70,9 +87,13 @@ class KafkaSink:
                     failed.append(err)
 
             for r in records:
+                extra = {}
+                if r.partition_key is not None:
+                    extra["partition"] = partition_for(r.partition_key, self.partition_count(r.topic))
                 while True:
                     try:
-                        self._producer.produce(r.topic, r.value, r.key, headers=r.headers, on_delivery=on_delivery)
+                        self._producer.produce(r.topic, r.value, r.key, headers=r.headers, on_delivery=on_delivery,
+                                               **extra)
                         pending[0] += 1
                         break
                     except BufferError:

@@ -4,7 +4,8 @@ Paths: valid (delivered), invalid (DLQ), consent-dropped (an opted-out
 subject), erased (a subject erased after delivery). Searched: every
 tenant-topic record, every DLQ record, every audit record, the broker's
 segment files of those topics, every Redis value and the Redis AOF, and the
-worker's log. Only events.raw may hold raw PII (it is the input, kept 7 days).
+worker's log. Only events.raw may hold raw PII (the input; this test turns its pruning off
+to show that the search finds the canaries there).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from streams.ingest import samples
 from streams.ingest.producer import EventProducer
 from streams.schema.registry import SchemaRegistry
 from tests.kafka_read import read_topic
+from tests.kafka_segments import haystack, partition_files
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +60,8 @@ def _planted(tenant: str, n: int) -> list[dict]:
 
 
 def test_no_canary_in_clean_outputs(make_settings, start_worker, stack):
-    s = make_settings()
+    # Raw records stay (no pruning) so the test can show its search finds the canaries there.
+    s = make_settings(raw_prune_interval=0)
     tenant = sorted(s.tenants)[0]
     registry = SchemaRegistry.load_dir(s.schemas_dir)
     valid = _planted(tenant, 4)
@@ -84,10 +87,11 @@ def test_no_canary_in_clean_outputs(make_settings, start_worker, stack):
     producer.flush()
     # Erased path: one of the delivered subjects is erased.
     _file(s, tenant, "erase", "canary-0")
-    tenant_msgs = read_topic(s.kafka_bootstrap, s.tenant_topic(tenant), expect=len(valid) + 1, timeout=60)
+    erased = sum(e["subject_id"] == "canary-0" for e in valid)
+    tenant_msgs = read_topic(s.kafka_bootstrap, s.tenant_topic(tenant), expect=len(valid) + erased, timeout=60)
     dlq_msgs = read_topic(s.kafka_bootstrap, s.dlq_topic, expect=len(bad), timeout=60)
     assert len(dlq_msgs) == len(bad)
-    assert any(m.value() is None for m in tenant_msgs)  # the erasure's tombstone
+    assert sum(m.value() is None for m in tenant_msgs) == erased  # the erasure's tombstones
     from streams.audit.log import read_all
 
     audit = read_all(s.kafka_bootstrap, s.audit_topic)
@@ -112,10 +116,10 @@ def test_no_canary_in_clean_outputs(make_settings, start_worker, stack):
     for k in r.scan_iter(match=f"k:{{{tenant}}}:*", count=1000):
         haystacks[k.decode()] = k
     haystacks["worker.log"] = worker.log_path.read_bytes()
-    for log_dir in stack.kafka_log_dirs:  # segment files of the clean topics, as on disk
-        for topic in (s.tenant_topic(tenant), s.dlq_topic, s.audit_topic):
-            for seg in log_dir.glob(f"{topic}-*/*.log"):
-                haystacks[str(seg)] = seg.read_bytes()
+    # Segment files of the clean topics, as on disk, with their compressed batches opened.
+    for topic in (s.tenant_topic(tenant), s.dlq_topic, s.audit_topic):
+        for seg in partition_files(stack.kafka_log_dirs, topic):
+            haystacks[str(seg)] = haystack(seg)
     if stack.redis_dir is not None:
         r.bgrewriteaof()
         for f in stack.redis_dir.rglob("appendonly*"):

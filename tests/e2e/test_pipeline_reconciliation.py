@@ -13,6 +13,7 @@ from streams.ingest import samples
 from streams.ingest.producer import EventProducer, encode_event, event_key
 from streams.schema.registry import SchemaRegistry
 from streams.sinks import store_keys
+from streams.sinks.partitioning import partition_for
 from tests.kafka_read import read_topic
 
 pytestmark = pytest.mark.e2e
@@ -57,7 +58,9 @@ def test_mixed_batch_reconciles_exactly_once(make_settings, start_worker, stack)
             lin = event["lineage"]
             places[(lin["source_partition"], lin["source_offset"])] += 1
             assert event["tenant_id"] == t
-            assert m.key() == event["subject_id"].encode()
+            # keyed by event, partitioned by subject (Kafka's default partitioner on the subject id)
+            assert m.key() == f"{event['subject_id']}/{event['event_id']}".encode()
+            assert m.partition() == partition_for(event["subject_id"].encode(), s.tenant_partitions)
             delivered_ids[str(event["event_id"])] = t
     dlq_docs = [json.loads(m.value()) for m in dlq]
     for d in dlq_docs:

@@ -24,6 +24,7 @@ from streams.schema.registry import SchemaRegistry
 from streams.sinks import store_keys as K
 from streams.sinks.store import StoreReader
 from tests.conftest import settings_env
+from streams.sinks.tenant_keys import split_key
 from tests.kafka_read import read_topic
 
 pytestmark = pytest.mark.e2e
@@ -52,14 +53,29 @@ def _wait_for_drops(s, events, timeout: float = 60.0) -> str:
         time.sleep(0.5)
 
 
-def _events_of(s, tenant, subject=None):
+def _records_of(s, tenant, subject=None):
+    """(event id, decoded clean event or None for a tombstone) of the tenant topic, in order."""
     clean = SchemaRegistry.load_dir(s.schemas_dir / "clean")
     out = []
     for m in read_topic(s.kafka_bootstrap, s.tenant_topic(tenant), expect=None, timeout=30, idle=3):
-        if subject is not None and m.key() != subject.encode():
+        subj, event_id = split_key(m.key())
+        if subject is not None and subj != subject:
             continue
-        out.append(None if m.value() is None else codec.decode(clean, m.value())[1])
+        out.append((event_id, None if m.value() is None else codec.decode(clean, m.value())[1]))
     return out
+
+
+def _events_of(s, tenant, subject=None):
+    return [ev for _, ev in _records_of(s, tenant, subject) if ev is not None]
+
+
+def _tombstoned_after_delivery(records) -> bool:
+    """Every delivered event has a tombstone with its key later in the topic (vacuously true
+    when the erasure was applied before any of them was processed)."""
+    last_value: dict[str, bool] = {}
+    for event_id, ev in records:
+        last_value[event_id] = ev is not None
+    return not any(last_value.values())
 
 
 def test_opt_in_regime_grant_and_revoke(make_settings, start_worker):
@@ -109,14 +125,15 @@ def test_erasure_reaches_every_copy(make_settings, start_worker, stack):
     producer.flush()
     start_worker(s)
     read_topic(s.kafka_bootstrap, s.tenant_topic(tenant), expect=4, timeout=60)
-    token = next(ev for ev in _events_of(s, tenant, "erase-me") if ev and "email" in ev)["email"]
+    token = next(ev for ev in _events_of(s, tenant, "erase-me") if "email" in ev)["email"]
     assert _cli(s, "detokenize", tenant, "erase-me", token, "--reason", "before erasure").stdout.strip() == \
         "erase.me@example.com"
 
     request_id, receipt = _file(s, tenant, "erase", "erase-me", "--reason", "ticket 1")
     assert receipt["status"] == "done" and receipt["request_id"] == request_id
-    assert [st["step"] for st in receipt["steps"]] == ["state", "store", "tombstone", "key", "aof", "audit"]
-    assert receipt["steps"][1]["deleted_events"] == 3 and receipt["steps"][3]["destroyed"] is True
+    assert [st["step"] for st in receipt["steps"]] == ["state", "tombstone", "store", "key", "aof", "audit"]
+    assert receipt["steps"][1]["events"] == 3 and receipt["steps"][2]["deleted_events"] == 3
+    assert receipt["steps"][3]["destroyed"] is True
     assert "erase-me" not in json.dumps(receipt)  # the receipt names the subject by pseudonym only
 
     # Store: the subject's documents and index entries are gone; the other subject's stay.
@@ -128,10 +145,13 @@ def test_erasure_reaches_every_copy(make_settings, start_worker, stack):
         assert r.zscore(K.time_index(tenant), e["event_id"]) is None
         assert r.zscore(K.type_index(tenant, registry.by_name(e["schema"]).event_type), e["event_id"]) is None
     assert reader.get(tenant, other["event_id"]) is not None
-    # Topic: the subject's last record is a tombstone saying why.
+    # Topic: each of the subject's events is followed by a tombstone of its key, saying why.
     msgs = [m for m in read_topic(s.kafka_bootstrap, s.tenant_topic(tenant), expect=None, timeout=30)
-            if m.key() == b"erase-me"]
-    assert msgs[-1].value() is None and dict(msgs[-1].headers())["request-id"] == request_id.encode()
+            if split_key(m.key())[0] == "erase-me"]
+    assert len(msgs) == 6 and {m.key() for m in msgs[3:]} == {m.key() for m in msgs[:3]}
+    for m in msgs[3:]:
+        assert m.value() is None and dict(m.headers())["request-id"] == request_id.encode()
+        assert dict(m.headers())["reason"] == b"erasure"
     # Key: destroyed; earlier tokens are irreversible.
     with pytest.raises(KeyNotFound):
         KeyStore(redis.Redis.from_url(s.redis_url), LocalKeyFileProvider(s.master_key_file)).subject_key(tenant, "erase-me")
@@ -200,9 +220,9 @@ def test_events_published_after_an_erasure_never_arrive(make_settings, start_wor
         time.sleep(0.2)
     assert int(stats.hget(stats_key(tenant), "processed") or 0) >= 400
     assert len(sent_before) > 10 and len(sent_after) > 100
-    events = _events_of(s, tenant, "racer")
-    delivered = [str(ev["event_id"]) for ev in events if ev is not None]
+    records = _records_of(s, tenant, "racer")
+    delivered = [str(ev["event_id"]) for _, ev in records if ev is not None]
     assert not set(delivered) & set(sent_after), "an event published after the erasure was delivered"
-    assert events and events[-1] is None, "records of the subject after its tombstone"
+    assert _tombstoned_after_delivery(records), "an event of the subject without a tombstone after it"
     assert reader.by_subject(tenant, "racer") == []
     assert all(reader.get(tenant, i) is None for i in sent_after + sent_before)

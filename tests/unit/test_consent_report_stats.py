@@ -159,8 +159,10 @@ def test_out_records_over_a_mix(pipeline, mix):
         assert r.value is not None
         for i in drop_ids:
             assert i not in r.value
-    # Accepted are keyed by subject; DLQ records by tenant (or nothing).
-    assert {r.key for r in tenant_recs} == {b"u-1", b"u-2", b"u-3"}
+    # Accepted are keyed by event and placed by subject; DLQ records keyed by tenant (or nothing).
+    accepted = [o for o in mix if isinstance(o, Accepted)]
+    assert {r.key for r in tenant_recs} == {f"{o.subject}/{o.event_id}".encode() for o in accepted}
+    assert {r.partition_key for r in tenant_recs} == {b"u-1", b"u-2", b"u-3"}
     assert sorted((r.key for r in dlq_recs), key=lambda k: k or b"") == [None, None, b"acme", b"globex", b"globex"]
 
 

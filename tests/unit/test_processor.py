@@ -104,7 +104,8 @@ def test_accepted(proc, registry, clean_registry, maker, fmt):
     assert isinstance(a, Accepted), a
     raw = registry.by_name(event["schema"])
 
-    assert a.key == b"u00042" and a.subject == "u00042" and a.tenant == "acme"
+    assert a.key == f"u00042/{event['event_id']}".encode() and a.partition_key == b"u00042"
+    assert a.subject == "u00042" and a.tenant == "acme"
     assert a.event_id == event["event_id"] and a.event_type == raw.event_type
     assert a.event_time_ms == event["event_time"]
     assert a.source is SRC

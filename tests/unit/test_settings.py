@@ -57,6 +57,13 @@ CUSTOM = {
     "STREAMS_TENANT_REGIMES": ("b=opt_in, a=opt_out", (("a", "opt_out"), ("b", "opt_in"))),
     "STREAMS_LOG_LEVEL": ("debug", "DEBUG"),
     "STREAMS_SINK_RETRY_MAX_SECONDS": ("30", 30.0),
+    "STREAMS_TENANT_RETENTION_MS": ("86400000", 86400000),
+    "STREAMS_SEGMENT_MS": ("500", 500),
+    "STREAMS_MAX_COMPACTION_LAG_MS": ("1000", 1000),
+    "STREAMS_MIN_CLEANABLE_DIRTY_RATIO": ("0.01", 0.01),
+    "STREAMS_TOMBSTONE_RETENTION_MS": ("0", 0),
+    "STREAMS_FILE_DELETE_DELAY_MS": ("0", 0),
+    "STREAMS_RAW_PRUNE_INTERVAL": ("0", 0.0),
 }
 
 
@@ -154,3 +161,15 @@ def test_to_env_round_trips():
 
     s = Settings.from_env({k: v for k, (v, _) in CUSTOM.items()})
     assert Settings.from_env(to_env(s)) == s
+
+
+@pytest.mark.parametrize("raw", ["0", "1.5", "-0.1", "x"])
+def test_dirty_ratio_must_be_a_ratio(raw):
+    with pytest.raises(SettingsError, match="STREAMS_MIN_CLEANABLE_DIRTY_RATIO"):
+        Settings.from_env({"STREAMS_MIN_CLEANABLE_DIRTY_RATIO": raw})
+
+
+def test_raw_pruning_can_be_turned_off_but_not_negative():
+    assert Settings.from_env({"STREAMS_RAW_PRUNE_INTERVAL": "0"}).raw_prune_interval == 0
+    with pytest.raises(SettingsError, match=">= 0"):
+        Settings.from_env({"STREAMS_RAW_PRUNE_INTERVAL": "-1"})
