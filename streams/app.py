@@ -11,14 +11,18 @@ import logging
 from typing import Any
 
 import faust
+import redis
 from aiohttp.web import Response
 
+from streams.api.faust_views import register_api
+from streams.api.service import DataApi, build_data_api
 from streams.ingest.batch import RawRecord
 from streams.ingest.processor import EventProcessor
 from streams.ops.metrics import Metrics
 from streams.runtime import Runtime, build_runtime
 from streams.schema.registry import SchemaRegistry
 from streams.settings import Settings
+from streams.tenancy.registry import TenantDirectory
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +36,18 @@ def _raw_record(event: Any) -> RawRecord:
 def create_app(settings: Settings) -> faust.App:
     """Build the worker's Faust app. Schemas are loaded here, so a bad schema file fails at start."""
     registry = SchemaRegistry.load_dir(settings.schemas_dir)
-    processor = EventProcessor(registry, settings.tenants, settings.max_event_bytes)
+    # Configured tenants plus those onboarded at run time (`streams tenants create`), re-read by a timer.
+    tenants = TenantDirectory(settings.tenants, dict(settings.tenant_regimes),
+                              redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5),
+                              auto_refresh=False)
+    processor = EventProcessor(registry, tenants, settings.max_event_bytes)
     metrics = Metrics()
 
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
+        broker_credentials=(faust.SASLCredentials(username=settings.kafka_username, password=settings.kafka_password,
+                                                  mechanism="SCRAM-SHA-512") if settings.kafka_secure else None),
         datadir=str(settings.data_dir),
         store="memory://",
         web_enabled=settings.web_enabled,
@@ -56,6 +66,7 @@ def create_app(settings: Settings) -> faust.App:
         key_serializer="raw", value_serializer="raw", partitions=settings.partitions,
     )
     state: dict[str, Runtime] = {}
+    api: dict[str, DataApi] = {}
 
     def own_partitions() -> set[int]:
         # The partition numbers of events.raw this worker owns; it applies the same numbers of
@@ -66,7 +77,11 @@ def create_app(settings: Settings) -> faust.App:
     async def _open_sinks() -> None:
         state["rt"] = await asyncio.get_running_loop().run_in_executor(
             None, build_runtime, settings, registry, processor, metrics, f"worker:{settings.app_id}",
-            own_partitions)
+            own_partitions, tenants)
+        # The data API once the runtime exists (until then its pages answer 503). Tenants: the live
+        # directory (configured + onboarded), re-read by the refresh_tenants timer.
+        api["api"] = await asyncio.get_running_loop().run_in_executor(
+            None, build_data_api, settings, state["rt"].audit, lambda: frozenset(tenants))
 
     async def runtime() -> Runtime:
         while "rt" not in state:
@@ -98,6 +113,10 @@ def create_app(settings: Settings) -> faust.App:
                 metrics.inc("streams_raw_prunes_total", len(moved),
                             help="Partitions of events.raw whose processed records were deleted")
 
+    @app.timer(interval=2.0)
+    async def refresh_tenants() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, tenants.refresh)
+
     @app.agent(raw_topic, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
         p = (await runtime()).pipeline
@@ -124,6 +143,8 @@ def create_app(settings: Settings) -> faust.App:
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Response:
         return web.text(metrics.render(), content_type="text/plain")
+
+    register_api(app, lambda: api.get("api"))
 
     app.streams_metrics = metrics  # type: ignore[attr-defined]
     return app

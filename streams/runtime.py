@@ -16,7 +16,6 @@ from streams.audit.log import AuditLog
 from streams.consent.applier import RequestsApplier
 from streams.consent.gate import ConsentGate
 from streams.consent.handler import RequestHandler
-from streams.consent.state import Regime
 from streams.consent.store import ConsentStore
 from streams.ingest.batch import BatchPipeline
 from streams.ingest.processor import EventProcessor
@@ -29,6 +28,7 @@ from streams.schema.registry import SchemaRegistry
 from streams.settings import Settings
 from streams.sinks.kafka_sink import KafkaSink
 from streams.sinks.store import StoreWriter
+from streams.tenancy.registry import TenantDirectory
 
 
 def purposes_of(registry: SchemaRegistry) -> dict[str, str]:
@@ -53,19 +53,22 @@ class Runtime:
 
 
 def build_runtime(settings: Settings, registry: SchemaRegistry, processor: EventProcessor, metrics: Metrics,
-                  actor: str, own_partitions: Callable[[], set[int]]) -> Runtime:
+                  actor: str, own_partitions: Callable[[], set[int]],
+                  tenants: TenantDirectory | None = None) -> Runtime:
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    if tenants is None:
+        tenants = TenantDirectory(settings.tenants, dict(settings.tenant_regimes), client)
+    tenants.refresh(force=True)
     provider = LocalKeyFileProvider(settings.master_key_file)
     provider.load()  # fail at start, not on the first event, if the master key is unusable
     keys = KeyStore(client, provider)
     pseudonyms = Pseudonymizer(client, provider)
     consent = ConsentStore(client)
-    kafka = KafkaSink(settings.kafka_bootstrap)
-    audit = AuditLog(settings.kafka_bootstrap, settings.audit_topic, actor)
-    gate = ConsentGate(consent, pseudonyms, {t: Regime(settings.regime_of(t)) for t in settings.tenants},
-                       purposes_of(registry))
+    kafka = KafkaSink(settings.kafka())
+    audit = AuditLog(settings.kafka(), settings.audit_topic, actor)
+    gate = ConsentGate(consent, pseudonyms, tenants.regimes(), purposes_of(registry))
     handler = RequestHandler(settings.tenant_topic, client, keys, pseudonyms, consent, kafka, audit)
-    applier = RequestsApplier(settings.kafka_bootstrap, settings.requests_topic, settings.dlq_topic, settings.tenants,
+    applier = RequestsApplier(settings.kafka(), settings.requests_topic, settings.dlq_topic, tenants,
                               client, consent, handler, kafka, metrics)
     lock = asyncio.Lock()
     pipeline = BatchPipeline(settings, processor, kafka, StoreWriter(settings.redis_url), keys, metrics,

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
+
+from streams.ops.kafka_client import sasl_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,6 +52,15 @@ def _float(env: Mapping[str, str], name: str, default: float, allow_zero: bool =
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise SettingsError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {raw!r}")
+    return value
+
+
+def _security(raw: str, password: str) -> str:
+    value = raw.strip().upper()
+    if value not in ("PLAINTEXT", "SASL_PLAINTEXT"):
+        raise SettingsError(f"STREAMS_KAFKA_SECURITY must be PLAINTEXT or SASL_PLAINTEXT, got {raw!r}")
+    if value == "SASL_PLAINTEXT" and not password:
+        raise SettingsError("STREAMS_KAFKA_SECURITY=SASL_PLAINTEXT needs STREAMS_KAFKA_PASSWORD")
     return value
 
 
@@ -175,6 +186,13 @@ class Settings:
     #: STREAMS_RAW_PRUNE_INTERVAL - seconds between deletions of processed records from events.raw
     #: (0 disables: raw events then stay for the topic's retention).
     raw_prune_interval: float = 5.0
+    # The secure broker (DESIGN decision 8): SASL/SCRAM-SHA-512 and ACLs. PLAINTEXT for the demo.
+    #: STREAMS_KAFKA_SECURITY - PLAINTEXT, or SASL_PLAINTEXT (SCRAM-SHA-512 with the user below).
+    kafka_security: str = "PLAINTEXT"
+    #: STREAMS_KAFKA_USERNAME - the pipeline's and operator's SCRAM user (a super user of the broker).
+    kafka_username: str = "admin"
+    #: STREAMS_KAFKA_PASSWORD - its password (required with SASL_PLAINTEXT; never logged).
+    kafka_password: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -215,7 +233,21 @@ class Settings:
             tombstone_retention_ms=_int(env, "STREAMS_TOMBSTONE_RETENTION_MS", d.tombstone_retention_ms, 0),
             file_delete_delay_ms=_int(env, "STREAMS_FILE_DELETE_DELAY_MS", d.file_delete_delay_ms, 0),
             raw_prune_interval=_float(env, "STREAMS_RAW_PRUNE_INTERVAL", d.raw_prune_interval, allow_zero=True),
+            kafka_security=_security(env.get("STREAMS_KAFKA_SECURITY") or d.kafka_security,
+                                     env.get("STREAMS_KAFKA_PASSWORD") or ""),
+            kafka_username=env.get("STREAMS_KAFKA_USERNAME") or d.kafka_username,
+            kafka_password=env.get("STREAMS_KAFKA_PASSWORD") or d.kafka_password,
         )
+
+    @property
+    def kafka_secure(self) -> bool:
+        return self.kafka_security == "SASL_PLAINTEXT"
+
+    def kafka(self) -> dict[str, str]:
+        """Connection settings for any librdkafka client (``streams.ops.kafka_client``)."""
+        if self.kafka_secure:
+            return sasl_config(self.kafka_bootstrap, self.kafka_username, self.kafka_password)
+        return {"bootstrap.servers": self.kafka_bootstrap}
 
     def regime_of(self, tenant: str) -> str:
         return dict(self.tenant_regimes).get(tenant, "opt_out")

@@ -15,13 +15,42 @@ from typing import Callable, Iterator
 import pytest
 
 from streams.settings import REPO_ROOT, Settings, to_env
-from tests.stack import StackInfo, provide_stack
+from tests.stack import StackInfo, provide_secure_stack, provide_stack
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[StackInfo]:
     with provide_stack() as info:
         yield info
+
+
+@pytest.fixture(scope="session")
+def secure_stack() -> Iterator[tuple[StackInfo, Settings]]:
+    """Started only by the tests that ask for it (SASL/SCRAM broker with ACLs, Redis ACL users)."""
+    with provide_secure_stack() as info:
+        yield info
+
+
+@pytest.fixture
+def make_secure_settings(secure_stack: tuple[StackInfo, Settings], tmp_path: Path) -> Callable[..., Settings]:
+    """Like make_settings, against the secure stack, as the pipeline's (super) user."""
+    from streams.ops.topics import ensure_topics
+
+    _, base = secure_stack
+
+    def make(**overrides: object) -> Settings:
+        run = uuid.uuid4().hex[:8]
+        s = dataclasses.replace(
+            base, raw_topic=f"events.raw.{run}", dlq_topic=f"events.dlq.{run}", app_id=f"streams-test-{run}",
+            requests_topic=f"privacy.requests.{run}", audit_topic=f"audit.{run}", tenants=frozenset(),
+            data_dir=tmp_path / f"worker-{run}", master_key_file=tmp_path / f"keys-{run}" / "master.key",
+            web_enabled=False, batch_within=0.01,
+        )
+        s = dataclasses.replace(s, **overrides)
+        ensure_topics(s)
+        return s
+
+    return make
 
 
 def unique(prefix: str) -> str:

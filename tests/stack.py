@@ -24,6 +24,12 @@ from streams.settings import REPO_ROOT, Settings
 TEST_STACK_DIR = REPO_ROOT / ".stack-test"
 TEST_KAFKA_PORT = 19092
 TEST_REDIS_PORT = 16379
+# The secure stack (SASL/SCRAM + ACLs on the broker, ACL users on Redis) for isolation tests.
+SECURE_STACK_DIR = REPO_ROOT / ".stack-test-secure"
+SECURE_KAFKA_PORT = 19192
+SECURE_REDIS_PORT = 16479
+SECURE_ADMIN_PASSWORD = "test-admin-secret-0001"  # test-only credentials of a throwaway local stack
+SECURE_REDIS_PASSWORD = "test-redis-secret-0001"
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,36 @@ def _local_stack() -> Iterator[StackInfo]:
             (stack.kafka.home / "server.log", stack.kafka.home / "stdout.log", stack.redis.home / "redis.log"),
             stack.redis.home, "local",
         )
+    finally:
+        if started and not os.environ.get("STREAMS_TEST_KEEP_STACK"):
+            stack.down()
+
+
+def secure_settings_env() -> dict[str, str]:
+    return {
+        "STREAMS_STACK_DIR": str(SECURE_STACK_DIR),
+        "STREAMS_KAFKA_BOOTSTRAP": f"127.0.0.1:{SECURE_KAFKA_PORT}",
+        "STREAMS_REDIS_URL": f"redis://streams:{SECURE_REDIS_PASSWORD}@127.0.0.1:{SECURE_REDIS_PORT}/0",
+        "STREAMS_KAFKA_SECURITY": "SASL_PLAINTEXT",
+        "STREAMS_KAFKA_USERNAME": "admin",
+        "STREAMS_KAFKA_PASSWORD": SECURE_ADMIN_PASSWORD,
+    }
+
+
+@contextlib.contextmanager
+def provide_secure_stack() -> Iterator[tuple[StackInfo, Settings]]:
+    """The project's own local stack in its secure mode (what `docker compose` runs with the secure
+    profile): the isolation tests need the broker's authorizer and Redis ACL users."""
+    from streams.ops.localstack import LocalStack
+
+    settings = Settings.from_env(secure_settings_env())
+    stack = LocalStack(settings)
+    started = not all(stack.status().values())
+    stack.up()
+    try:
+        yield StackInfo(settings.kafka_bootstrap, settings.redis_url, (stack.kafka.log_dir,),
+                        (stack.kafka.home / "server.log", stack.redis.home / "redis.log"),
+                        stack.redis.home, "local-secure"), settings
     finally:
         if started and not os.environ.get("STREAMS_TEST_KEEP_STACK"):
             stack.down()

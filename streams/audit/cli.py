@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TextIO
 
+from streams.ops.kafka_client import KafkaTarget
 from streams.audit.chain import verify
 from streams.audit.exceptions import AuditError
 from streams.audit.log import read_all
 
 
-def verify_command(bootstrap: str, topic: str, out: TextIO) -> int:
+def verify_command(bootstrap: KafkaTarget, topic: str, out: TextIO) -> int:
     """Print the verdict on the audit trail of ``topic``; 0 when it is intact, 1 otherwise.
 
     Intact: ``audit trail OK: N records in K chains, head <hash>``. Broken: one

@@ -47,6 +47,7 @@ from typing import Any, Mapping
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from streams.ops.kafka_client import KafkaTarget, client_config
 from streams.audit.chain import (
     AuditChain,
     decode_record,
@@ -82,9 +83,9 @@ def audit_topic_spec(name: str = DEFAULT_AUDIT_TOPIC) -> TopicSpec:
 
 # ---------------------------------------------------------------- reading
 
-def _consumer(bootstrap: str) -> Consumer:
+def _consumer(target: KafkaTarget) -> Consumer:
     return Consumer({
-        "bootstrap.servers": bootstrap,
+        **client_config(target),
         "group.id": f"streams-audit-read-{uuid.uuid4().hex[:8]}",  # assign() only: never joins or commits
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
@@ -104,10 +105,20 @@ def _partitions(consumer: Consumer, topic: str, timeout: float) -> list[int]:
 
 
 def _watermarks(consumer: Consumer, topic: str, partition: int, timeout: float) -> tuple[int, int]:
-    try:
-        return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout, cached=False)
-    except KafkaException as exc:
-        raise AuditError(f"cannot read the offsets of {topic}[{partition}]: {exc}") from None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout, cached=False)
+        except KafkaException as exc:
+            # Right after a topic's creation or a broker's start its leader may still be loading it.
+            err = exc.args[0]
+            transient = err.retriable() or err.code() in (KafkaError.NOT_LEADER_FOR_PARTITION,
+                                                          KafkaError.LEADER_NOT_AVAILABLE,
+                                                          KafkaError.UNKNOWN_TOPIC_OR_PART)
+            if transient and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            raise AuditError(f"cannot read the offsets of {topic}[{partition}]: {exc}") from None
 
 
 def _read_range(consumer: Consumer, topic: str, partition: int, start: int, end: int,
@@ -144,7 +155,7 @@ def _read_range(consumer: Consumer, topic: str, partition: int, start: int, end:
         consumer.unassign()
 
 
-def read_all(bootstrap: str, topic: str = DEFAULT_AUDIT_TOPIC, timeout: float = 60.0) -> list[Positioned]:
+def read_all(bootstrap: KafkaTarget, topic: str = DEFAULT_AUDIT_TOPIC, timeout: float = 60.0) -> list[Positioned]:
     """Every record of the audit topic up to its current end, as ``((partition, offset), record)``.
 
     ``record`` is the decoded JSON, or None for a message that is not JSON.
@@ -175,7 +186,7 @@ class AuditLog:
     Thread-safe: appends are serialized.
     """
 
-    def __init__(self, bootstrap: str, topic: str = DEFAULT_AUDIT_TOPIC, actor: str = "streams", *,
+    def __init__(self, bootstrap: KafkaTarget, topic: str = DEFAULT_AUDIT_TOPIC, actor: str = "streams", *,
                  chain_id: str | None = None, timeout: float = 30.0) -> None:
         if not actor:
             raise AuditError("an audit log needs an actor")

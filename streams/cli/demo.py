@@ -33,10 +33,10 @@ def _step(n: int, text: str) -> None:
     _say(f"\n\033[1m[{n}] {text}\033[0m" if sys.stdout.isatty() else f"\n[{n}] {text}")
 
 
-def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+def _end_offsets(kafka: dict[str, str], topic: str) -> dict[int, int]:
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "streams-demo-offsets"})
+    c = Consumer({**kafka, "group.id": "streams-demo-offsets"})
     try:
         for attempt in range(20):  # right after a broker start, leadership may still be moving
             try:
@@ -52,10 +52,10 @@ def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         c.close()
 
 
-def _read_from(bootstrap: str, topic: str, start: dict[int, int], expect: int, timeout: float) -> list[Any]:
+def _read_from(kafka: dict[str, str], topic: str, start: dict[int, int], expect: int, timeout: float) -> list[Any]:
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"streams-demo-{uuid.uuid4().hex[:6]}",
+    c = Consumer({**kafka, "group.id": f"streams-demo-{uuid.uuid4().hex[:6]}",
                   "enable.auto.commit": False})
     c.assign([TopicPartition(topic, p, o) for p, o in start.items()])
     out: list[Any] = []
@@ -125,8 +125,8 @@ def run_demo(settings: Settings, keep_running: bool = False, events: int = 20) -
 
         registry = SchemaRegistry.load_dir(settings.schemas_dir)
         decoder = CleanDecoder.from_dir(settings.schemas_dir / "clean")
-        start = {t: _end_offsets(settings.kafka_bootstrap, settings.tenant_topic(t)) for t in DEMO_TENANTS}
-        dlq_start = _end_offsets(settings.kafka_bootstrap, settings.dlq_topic)
+        start = {t: _end_offsets(settings.kafka(), settings.tenant_topic(t)) for t in DEMO_TENANTS}
+        dlq_start = _end_offsets(settings.kafka(), settings.dlq_topic)
 
         _step(3, "Starting a pipeline worker (Faust): `streams worker`")
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +143,7 @@ def run_demo(settings: Settings, keep_running: bool = False, events: int = 20) -
 
         run = uuid.uuid4().hex[:4]
         _step(4, f"Publishing {events} valid events per tenant ({', '.join(DEMO_TENANTS)}) and one bad event of each kind")
-        producer = EventProducer(settings.kafka_bootstrap, settings.raw_topic, registry)
+        producer = EventProducer(settings.kafka(), settings.raw_topic, registry)
         rng = random.Random()
         makers = [samples.signup, samples.order, samples.support]
         published: Counter = Counter()
@@ -167,7 +167,7 @@ def run_demo(settings: Settings, keep_running: bool = False, events: int = 20) -
 
         _step(5, "Clean tenant streams (tenant.<t>.events, Avro, decoded with schemas/clean/ only)")
         for tenant in DEMO_TENANTS:
-            msgs = _read_from(settings.kafka_bootstrap, settings.tenant_topic(tenant), start[tenant],
+            msgs = _read_from(settings.kafka(), settings.tenant_topic(tenant), start[tenant],
                               published[tenant], 60)
             _say(f"    {settings.tenant_topic(tenant)}: {len(msgs)} events")
             for m in msgs[:3]:
@@ -177,7 +177,7 @@ def run_demo(settings: Settings, keep_running: bool = False, events: int = 20) -
                      f"{_short(ev)[:140]}")
 
         _step(6, "Dead-letter queue (events.dlq): reason codes, no payload")
-        dlq = _read_from(settings.kafka_bootstrap, settings.dlq_topic, dlq_start, len(bad), 60)
+        dlq = _read_from(settings.kafka(), settings.dlq_topic, dlq_start, len(bad), 60)
         for m in dlq:
             d = json.loads(m.value())
             src = d["source"]

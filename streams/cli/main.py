@@ -143,7 +143,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
             encoded.append((event_key(e), encode_event(registry, e, args.format)))
         except SchemaError as exc:
             raise UsageError(f"event {i}: {exc}; nothing was published") from None
-    producer = EventProducer(s.kafka_bootstrap, s.raw_topic, registry)
+    producer = EventProducer(s.kafka(), s.raw_topic, registry)
     for key, value in encoded:
         producer.send_raw(key, value)
     producer.flush()
@@ -160,7 +160,7 @@ def _consume(s: Settings, topic: str, on_record: Callable[[Any], None], args: ar
     from confluent_kafka import Consumer, KafkaError
 
     consumer = Consumer({
-        "bootstrap.servers": s.kafka_bootstrap,
+        **s.kafka(),
         "group.id": f"streams-cli-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest" if args.from_beginning else "latest",
@@ -299,9 +299,14 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 def _onboarded_tenant(s: Settings, name: str) -> str:
     from streams.tenancy.names import validate_tenant_name
 
+    import redis
+
+    from streams.tenancy.registry import TenantDirectory
+
     tenant = validate_tenant_name(name)
-    if tenant not in s.tenants:
-        raise UsageError(f"unknown tenant {tenant} (onboarded: {', '.join(sorted(s.tenants))})")
+    known = TenantDirectory(s.tenants, dict(s.tenant_regimes), redis.Redis.from_url(s.redis_url, socket_timeout=5))
+    if tenant not in known:
+        raise UsageError(f"unknown tenant {tenant} (onboarded: {', '.join(known)})")
     return tenant
 
 
@@ -327,7 +332,7 @@ def cmd_detokenize(args: argparse.Namespace) -> int:
     provider = LocalKeyFileProvider(s.master_key_file, create=False)
     client = redis.Redis.from_url(s.redis_url, socket_timeout=5)
     actor = f"cli:{args.actor or _user()}"
-    with AuditLog(s.kafka_bootstrap, s.audit_topic, actor) as audit:
+    with AuditLog(s.kafka(), s.audit_topic, actor) as audit:
         d = Detokenizer(KeyStore(client, provider), audit, Pseudonymizer(client, provider))
         try:
             value = d.detokenize(tenant, args.subject, args.token, actor, args.reason)
@@ -359,7 +364,7 @@ def cmd_privacy(args: argparse.Namespace) -> int:
 
         # Not idempotent: acquiring a producer id costs up to a second, and a duplicate of this one
         # record is harmless (requests are applied once per request id).
-        p = Producer({"bootstrap.servers": s.kafka_bootstrap, "acks": "all",
+        p = Producer({**s.kafka(), "acks": "all",
                       "partitioner": "murmur2_random", "logger": logging.getLogger("streams.kafka.producer")})
         errors: list[Any] = []
         p.produce(s.requests_topic, req.to_json(), req.key, on_delivery=lambda err, _m: errors.append(err))
@@ -415,7 +420,44 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from streams.audit.cli import verify_command
 
     s = _settings()
-    return verify_command(s.kafka_bootstrap, s.audit_topic, sys.stdout)
+    return verify_command(s.kafka(), s.audit_topic, sys.stdout)
+
+
+# ---------------------------------------------------------------- tenants
+
+def cmd_tenants(args: argparse.Namespace) -> int:
+    from streams.audit.log import AuditLog
+    from streams.tenancy.onboarding import build_service
+
+    s = _settings()
+    actor = f"cli:{args.actor or _user()}"
+    with AuditLog(s.kafka(), s.audit_topic, actor) as audit:
+        svc = build_service(s, actor, lambda: audit)
+        if args.action == "list":
+            print(json.dumps(svc.list(), indent=2))
+            return 0
+        if not args.name:
+            raise UsageError(f"`tenants {args.action}` needs a tenant NAME")
+        if args.action == "create":
+            roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+            bad = [r for r in roles if r not in ("reader", "detokenizer")]
+            if bad:
+                raise UsageError(f"--roles: unknown role {bad[0]!r} (reader, detokenizer)")
+            result = svc.create(args.name, args.regime, roles)
+        elif args.action == "describe":
+            result = svc.describe(args.name)
+        elif args.action == "rotate-credentials":
+            result = svc.rotate_credentials(args.name)
+        else:  # delete
+            if not args.yes:
+                raise UsageError(f"deleting erases every event, key and credential of {args.name}; "
+                                 "add --yes to confirm")
+            result = svc.delete(args.name)
+    if result.get("credentials"):
+        print("credentials below are shown once; store them now (only hashes or salted verifiers are kept)",
+              file=sys.stderr)
+    print(json.dumps(result, indent=2))
+    return 0
 
 
 # ---------------------------------------------------------------- demo
@@ -531,6 +573,22 @@ def build_parser() -> argparse.ArgumentParser:
              "verify: read the whole audit topic and check every chain; names the record where a chain is "
              "broken (modified, removed, reordered or foreign). Exit status 1 on a break.")
     sp.add_argument("action", choices=["verify"])
+
+    sp = add("tenants", "onboard, list, describe, rotate credentials of, or delete tenants", cmd_tenants,
+             "create NAME: topics, Kafka SCRAM user and prefixed ACLs (secure broker), a Redis ACL user limited "
+             "to the tenant's keyspace, API keys (--roles), consent regime and tenant key; idempotent: a re-run "
+             "completes what is missing and shows only credentials it made. list / describe NAME: what exists "
+             "(never secrets). rotate-credentials NAME: new Kafka and Redis passwords and API keys; the old "
+             "ones stop working. delete NAME --yes: shreds the tenant's keys, revokes its credentials, deletes "
+             "its topics and store, rewrites the AOF, and prints a receipt with each step's time.")
+    sp.add_argument("action", choices=["create", "list", "describe", "rotate-credentials", "delete"])
+    sp.add_argument("name", nargs="?", help="tenant name: lowercase letters, digits, '-', starting with a letter")
+    sp.add_argument("--regime", choices=["opt_out", "opt_in"], default="opt_out",
+                    help="create: consent regime (opt_in: nothing is processed before consent)")
+    sp.add_argument("--roles", default="reader",
+                    help="create: API key roles, comma-separated: reader, detokenizer (default reader)")
+    sp.add_argument("--yes", action="store_true", help="delete: confirm")
+    sp.add_argument("--actor", help="who does it (default: the login name; kept in the audit trail)")
 
     sp = add("demo", "run the whole pipeline on the local stack with sample events", cmd_demo,
              "Start the local stack and a worker, publish sample events for two tenants (plus one bad event "

@@ -28,6 +28,7 @@ import redis
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from streams.ops.kafka_client import KafkaTarget, client_config
 from streams.consent.exceptions import InvalidRequest
 from streams.consent.gate import RequestsNotApplied
 from streams.consent.handler import RequestHandler
@@ -48,9 +49,9 @@ LEASE_MS = 30_000
 class EndOffsets:
     """End offsets of a topic's partitions, in one ListOffsets round trip."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: KafkaTarget, topic: str) -> None:
         self.topic = topic
-        self._admin = AdminClient({"bootstrap.servers": bootstrap, "logger": logging.getLogger("streams.kafka.admin")})
+        self._admin = AdminClient({**client_config(bootstrap), "logger": logging.getLogger("streams.kafka.admin")})
         md = self._admin.list_topics(topic, timeout=30)
         if topic not in md.topics or md.topics[topic].error is not None:
             raise RequestsNotApplied(f"topic {topic} is not available")
@@ -66,7 +67,7 @@ class EndOffsets:
 
 
 class RequestsApplier:
-    def __init__(self, bootstrap: str, topic: str, dlq_topic: str, tenants: frozenset[str], client: redis.Redis,
+    def __init__(self, bootstrap: KafkaTarget, topic: str, dlq_topic: str, tenants: frozenset[str], client: redis.Redis,
                  consent: ConsentStore, handler: RequestHandler, kafka: KafkaSink, metrics: Metrics) -> None:
         self.topic = topic
         self.dlq_topic = dlq_topic
@@ -77,7 +78,7 @@ class RequestsApplier:
         self.kafka = kafka
         self.metrics = metrics
         self.ends = EndOffsets(bootstrap, topic)
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "streams-requests-reader",
+        self._consumer = Consumer({**client_config(bootstrap), "group.id": "streams-requests-reader",
                                    "enable.auto.commit": False, "auto.offset.reset": "earliest",
                                    "logger": logging.getLogger("streams.kafka.consumer")})
         self._token = uuid.uuid4().hex

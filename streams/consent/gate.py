@@ -30,7 +30,7 @@ class RequestsNotApplied(TimeoutError):
 class ConsentGate:
     consent: ConsentStore
     pseudonyms: Callable[[str, str], str]
-    regimes: Mapping[str, Regime]
+    regimes: Mapping[str, Regime | str]  # a live view (streams.tenancy.registry.RegimeView) in the worker
     purposes: Mapping[str, str]  # event type -> purpose
 
     def states(self, subjects: Iterable[tuple[str, str]]) -> dict[tuple[str, str], SubjectState]:
@@ -45,4 +45,4 @@ class ConsentGate:
         return out
 
     def decide(self, state: SubjectState, tenant: str, event_type: str) -> DropReason | None:
-        return decide(state, self.purposes.get(event_type, ""), self.regimes.get(tenant, Regime.OPT_OUT))
+        return decide(state, self.purposes.get(event_type, ""), Regime(self.regimes.get(tenant, Regime.OPT_OUT)))

@@ -21,7 +21,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Collection, Iterable
 
 from streams.dlq.reasons import Reason
 from streams.privacy.policy import rules_of
@@ -155,9 +155,11 @@ def _safe_uuid(value: Any) -> str | None:
 class EventProcessor:
     """Decides the fate of each raw record. Build once per worker; thread-safe (no state)."""
 
-    def __init__(self, registry: SchemaRegistry, tenants: Iterable[str], max_event_bytes: int) -> None:
+    def __init__(self, registry: SchemaRegistry, tenants: Collection[str], max_event_bytes: int) -> None:
         self.registry = registry
-        self.tenants = frozenset(tenants)
+        # A live collection (streams.tenancy.registry.TenantDirectory) is kept as it is: tenants
+        # onboarded at run time are then known without a restart.
+        self.tenants = frozenset(tenants) if isinstance(tenants, (list, tuple, set)) else tenants
         self.max_event_bytes = max_event_bytes
         # Clean schemas and policies derived once; keyed by raw fingerprint. An invalid
         # annotation raises PolicyError here, at start, not on the first event.

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Literal
 
 from confluent_kafka import Producer
 
+from streams.ops.kafka_client import KafkaTarget, client_config
 from streams.schema import codec
 from streams.schema.exceptions import UnknownSchemaError
 from streams.schema.json_datum import SCHEMA_KEY, to_datum
@@ -44,10 +45,10 @@ def encode_event(registry: SchemaRegistry, event: dict[str, Any], fmt: WireForma
 class EventProducer:
     """Publishes and waits for the broker's acknowledgement of every event."""
 
-    def __init__(self, bootstrap: str, topic: str, registry: SchemaRegistry) -> None:
+    def __init__(self, bootstrap: KafkaTarget, topic: str, registry: SchemaRegistry) -> None:
         self.topic = topic
         self.registry = registry
-        self._producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5,
+        self._producer = Producer({**client_config(bootstrap), "enable.idempotence": True, "linger.ms": 5,
                                    # Kafka's default partitioner (Java, aiokafka): events and privacy
                                    # requests of a subject land on the same partition number.
                                    "partitioner": "murmur2_random",

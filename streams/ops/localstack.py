@@ -10,8 +10,10 @@ process survives a Ctrl-C of the demo or the end of a test session.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,6 +26,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from streams.ops.exceptions import StackError
+from streams.ops.kafka_client import SCRAM_MECHANISM
 from streams.settings import REPO_ROOT, Settings
 
 log = logging.getLogger(__name__)
@@ -219,7 +222,34 @@ class LocalKafka(_ManagedProcess):
             "log.cleaner.backoff.ms": "1000",
             "log.retention.check.interval.ms": "10000",
         }
+        if self.settings.kafka_secure:
+            props.update(self._secure_properties(port))
         return "".join(f"{k}={v}\n" for k, v in props.items())
+
+    def _secure_properties(self, port: int) -> dict[str, str]:
+        """SASL/SCRAM on the client listener and ACLs enforced (DESIGN decision 8).
+
+        The controller listener stays PLAINTEXT on 127.0.0.1: SCRAM credentials live in the
+        metadata log the controller serves, so it cannot authenticate with them. The broker's
+        own calls to it arrive as ANONYMOUS, which is therefore a super user; it is reachable
+        only from this machine. Every other principal needs an ACL for anything at all.
+        """
+        s = self.settings
+        _check_scram_secret(s.kafka_username, s.kafka_password)
+        jaas = (f'org.apache.kafka.common.security.scram.ScramLoginModule required '
+                f'username="{s.kafka_username}" password="{s.kafka_password}";')
+        return {
+            "listeners": f"SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{port + 1}",
+            "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{port}",
+            "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
+            f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": jaas,
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": f"User:{s.kafka_username};User:ANONYMOUS",
+        }
 
     def _log4j(self) -> str:
         return (
@@ -233,6 +263,16 @@ class LocalKafka(_ManagedProcess):
             "rootLogger.appenderRef.file.ref = FILE\n"
             "logger.kafka.name = org.apache.kafka\n"
             "logger.kafka.level = WARN\n"
+            # The authorizer's audit log: every denied operation, with principal and resource.
+            "appender.auth.type = File\n"
+            "appender.auth.name = AUTH\n"
+            f"appender.auth.fileName = {self.home / 'kafka-authorizer.log'}\n"
+            "appender.auth.layout.type = PatternLayout\n"
+            "appender.auth.layout.pattern = [%d] %p %m (%c)%n\n"
+            "logger.authorizer.name = kafka.authorizer.logger\n"
+            "logger.authorizer.level = INFO\n"
+            "logger.authorizer.additivity = false\n"
+            "logger.authorizer.appenderRef.auth.ref = AUTH\n"
         )
 
     def _java(self) -> str:
@@ -249,18 +289,36 @@ class LocalKafka(_ManagedProcess):
         java = self._java()
         self.home.mkdir(parents=True, exist_ok=True)
         props = self.home / "server.properties"
+        props.touch(mode=0o600)  # holds the SCRAM password in the secure mode
+        props.chmod(0o600)
         props.write_text(self.server_properties())
+        mode_file = self.home / "security"
+        mode = self.settings.kafka_security
         (self.home / "log4j2.properties").write_text(self._log4j())
         cp = f"{libs}/*"
         jvm = ["-Xms256m", "-Xmx768m", "-XX:+UseSerialGC", f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}"]
         if not (self.log_dir / "meta.properties").exists():
+            extra = []
+            if self.settings.kafka_secure:
+                # SCRAM users live in the metadata log: the first one is written at format time.
+                extra = ["--add-scram", f"{SCRAM_MECHANISM}=[name={self.settings.kafka_username},"
+                                        f"password={self.settings.kafka_password}]"]
             r = subprocess.run(
-                [java, *jvm, "-cp", cp, "kafka.tools.StorageTool", "format", "-t", _kafka_cluster_id(),
-                 "-c", str(props), "--standalone"],
+                [java, *jvm, "-cp", cp, "kafka.tools.StorageTool", "format",
+                 # "=" form: a random id may start with "-", which the tool's parser takes for an option
+                 f"--cluster-id={_kafka_cluster_id()}",
+                 "-c", str(props), "--standalone", *extra],
                 capture_output=True, text=True,
             )
             if r.returncode != 0:
-                raise StackError(f"formatting the Kafka log dir failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+                out = (r.stdout[-2000:] + r.stderr[-2000:]).replace(self.settings.kafka_password or "\0", "***")
+                raise StackError(f"formatting the Kafka log dir failed:\n{out}")
+            mode_file.write_text(mode)
+        elif (mode_file.read_text().strip() if mode_file.exists() else "PLAINTEXT") != mode:
+            raise StackError(f"the stack in {self.settings.stack_dir} was set up for "
+                             f"{mode_file.read_text().strip() if mode_file.exists() else 'PLAINTEXT'}, not {mode}: "
+                             "its users live in the broker's metadata. Use another STREAMS_STACK_DIR, or "
+                             "`streams stack wipe` first")
         _, port = _port_of_bootstrap(self.settings.kafka_bootstrap)
         _wait_ports_free([port, port + 1], timeout=30)  # a broker just stopped may still hold them
         _spawn([java, *jvm, "-cp", cp, "kafka.Kafka", str(props)], self.home / "stdout.log", self.pidfile)
@@ -270,7 +328,7 @@ class LocalKafka(_ManagedProcess):
         """Ready means the AdminClient gets metadata, not that a port is open."""
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap, "log_level": 0,
+        admin = AdminClient({**self.settings.kafka(), "log_level": 0,
                              "logger": logging.getLogger("streams.ops.admin")})
         deadline = time.monotonic() + timeout
         last: Exception | None = None
@@ -286,6 +344,14 @@ class LocalKafka(_ManagedProcess):
             time.sleep(0.5)
         raise StackError(f"Kafka not ready after {timeout:.0f}s ({last}); see {self.home / 'server.log'}")
 
+
+
+def _check_scram_secret(username: str, password: str) -> None:
+    """The storage tool's ``--add-scram`` and the JAAS line have their own quoting: keep both plain."""
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", username):
+        raise StackError("STREAMS_KAFKA_USERNAME: 1-64 of letters, digits, '.', '_', '-'")
+    if not re.fullmatch(r"[A-Za-z0-9._~-]{12,128}", password):
+        raise StackError("STREAMS_KAFKA_PASSWORD: 12-128 of letters, digits, '.', '_', '~', '-' for the local stack")
 
 
 def _kafka_cluster_id() -> str:
@@ -320,14 +386,45 @@ class LocalRedis(_ManagedProcess):
                 "appendfsync everysec",
                 'appendfilename "appendonly.aof"',
                 f"logfile {self.home / 'redis.log'}",
+                *self._acl_lines(),
             ]
         )
+
+    @property
+    def acl_file(self) -> Path:
+        return self.home / "users.acl"
+
+    def _acl_lines(self) -> list[str]:
+        """With a user and password in STREAMS_REDIS_URL, ACLs live in ``users.acl``: that user has
+        every right, the passwordless default user is off, and tenant users added at onboarding
+        (``ACL SETUSER`` + ``ACL SAVE``) survive a restart."""
+        return [f"aclfile {self.acl_file}"] if urlparse(self.settings.redis_url).password else []
+
+    def _write_acl_file(self) -> None:
+        url = urlparse(self.settings.redis_url)
+        if not url.password:
+            return
+        user = url.username or "default"
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", user) or not re.fullmatch(r"[A-Za-z0-9._~-]{12,128}", url.password):
+            raise StackError("STREAMS_REDIS_URL: user 1-64 and password 12-128 of letters, digits, '.', '_', '~', '-' "
+                             "for the local stack")
+        keep = []
+        if self.acl_file.exists():  # tenant users saved by onboarding stay
+            keep = [line for line in self.acl_file.read_text().splitlines()
+                    if line.split()[:2] not in (["user", user], ["user", "default"])]
+        lines = [f"user {user} on #{hashlib.sha256(url.password.encode()).hexdigest()} ~* &* +@all"]
+        if user != "default":
+            lines.append("user default off nopass resetkeys -@all")
+        self.acl_file.touch(mode=0o600)
+        self.acl_file.write_text("\n".join(lines + keep) + "\n")
 
     def start(self, timeout: float = 20.0) -> None:
         if not self.running():
             binary = ensure_redis_server()
             self.home.mkdir(parents=True, exist_ok=True)
             conf = self.home / "redis.conf"
+            _wait_ports_free([self.port], timeout=10)  # e.g. a redis-server whose pid file was deleted
+            self._write_acl_file()
             conf.write_text(self.config())
             _spawn([binary, str(conf)], self.home / "stdout.log", self.pidfile)
         self.wait_ready(timeout)

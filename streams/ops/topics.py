@@ -99,7 +99,7 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap,
+    return AdminClient({**settings.kafka(),
                         "logger": logging.getLogger("streams.kafka.admin")})
 
 

@@ -514,6 +514,11 @@ class KeyStore:
         cur = self._r.hget(tenant_hash_key(tenant), "current")
         return None if cur is None else int(_text(cur))
 
+    def ensure_tenant_key(self, tenant: str) -> int:
+        """Create the tenant key if there is none (onboarding); returns the current version."""
+        validate_tenant_name(tenant)
+        return self._current_tenant_key(tenant)[0]
+
     def rotate_tenant_key(self, tenant: str) -> RotationReport:
         """New tenant-key version, made current; every subject key re-wrapped under it; old versions deleted.
 

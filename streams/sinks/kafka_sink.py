@@ -17,6 +17,7 @@ from typing import Sequence
 
 from confluent_kafka import KafkaError, Producer
 
+from streams.ops.kafka_client import KafkaTarget, client_config
 from streams.sinks.exceptions import SinkUnavailable
 from streams.sinks.partitioning import partition_for
 
@@ -33,9 +34,9 @@ class OutRecord:
     partition_key: bytes | None = None
 
 
-def producer_config(bootstrap: str, extra: dict[str, object] | None = None) -> dict[str, object]:
+def producer_config(target: KafkaTarget, extra: dict[str, object] | None = None) -> dict[str, object]:
     conf: dict[str, object] = {
-        "bootstrap.servers": bootstrap,
+        **client_config(target),
         "enable.idempotence": True,  # acks=all, ordered retries, no duplicates from our own retries
         "partitioner": "murmur2_random",  # Kafka's default, as Java and aiokafka consumers expect
         "linger.ms": 2,
@@ -51,8 +52,8 @@ def producer_config(bootstrap: str, extra: dict[str, object] | None = None) -> d
 class KafkaSink:
     """Thread-confined librdkafka producer with a blocking ``deliver`` and an async wrapper."""
 
-    def __init__(self, bootstrap: str, extra: dict[str, object] | None = None) -> None:
-        self._producer = Producer(producer_config(bootstrap, extra))
+    def __init__(self, target: KafkaTarget, extra: dict[str, object] | None = None) -> None:
+        self._producer = Producer(producer_config(target, extra))
         self._lock = threading.Lock()  # one batch in flight at a time: flush() waits for exactly it
         self._partitions: dict[str, int] = {}
 

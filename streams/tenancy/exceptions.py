@@ -7,3 +7,11 @@ class TenancyError(Exception):
 
 class InvalidTenantName(TenancyError, ValueError):
     """A tenant name breaks the naming rule (it ends up in topic names and keys)."""
+
+
+class TenantNotFound(TenancyError, LookupError):
+    """No tenant of that name is onboarded."""
+
+
+class OnboardingError(TenancyError):
+    """A step of onboarding, rotation or deletion failed; re-running the command is safe."""

@@ -471,3 +471,42 @@ def test_docker_compose_config_validates() -> None:
     r = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+# ---------------------------------------------------------------- the secure override
+
+SECURE = REPO_ROOT / "deploy" / "compose.secure.yml"
+
+
+def _interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's ${VAR:?message} and ${VAR} with the given values."""
+    return re.sub(r"\$\{([A-Z0-9_]+)(:\?[^}]*)?\}", lambda m: env[m.group(1)], value)
+
+
+def test_secure_override_builds_secure_settings_for_worker_and_topics(dockerfile) -> None:
+    doc = yaml.safe_load(SECURE.read_text())
+    secrets = {"STREAMS_KAFKA_PASSWORD": "kafka-pass-0123", "STREAMS_REDIS_PASSWORD": "redis-pass-0123"}
+    for name in ("worker", "topics"):
+        env = {k: _interpolate(str(v), secrets) for k, v in doc["services"][name]["environment"].items()}
+        s = Settings.from_env({**dockerfile_env(dockerfile), **env})
+        assert s.kafka_secure and s.kafka_password == "kafka-pass-0123" and s.kafka_username == "admin"
+        assert s.redis_url == "redis://streams:redis-pass-0123@redis:6379/0"
+    assert set(STREAMS_VAR.findall(SECURE.read_text())) - {"STREAMS_REDIS_PASSWORD"} <= set(env_var_names())
+
+
+def test_secure_kafka_script_matches_the_local_stack() -> None:
+    """The compose broker is configured like `streams stack` in its secure mode."""
+    from streams.ops.localstack import LocalKafka
+
+    script = (REPO_ROOT / "deploy" / "kafka" / "secure-start.sh").read_text()
+    local = LocalKafka(Settings(kafka_security="SASL_PLAINTEXT", kafka_password="kafka-pass-0123"))._secure_properties(9092)
+    for key in ("authorizer.class.name", "allow.everyone.if.no.acl.found", "sasl.enabled.mechanisms",
+                "sasl.mechanism.inter.broker.protocol"):
+        assert f"{key}={local[key]}" in script, key
+    assert "super.users=User:admin;User:ANONYMOUS" in script and "--add-scram" in script
+    doc = yaml.safe_load(SECURE.read_text())
+    mounted = [v.split(":")[0] for v in doc["services"]["kafka"]["volumes"] + doc["services"]["redis"]["volumes"]]
+    for path in mounted:
+        if path.startswith("./"):
+            assert (REPO_ROOT / path).is_file(), path
+    assert "--aclfile" in (REPO_ROOT / "deploy" / "redis" / "secure-start.sh").read_text()

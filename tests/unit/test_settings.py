@@ -64,7 +64,12 @@ CUSTOM = {
     "STREAMS_TOMBSTONE_RETENTION_MS": ("0", 0),
     "STREAMS_FILE_DELETE_DELAY_MS": ("0", 0),
     "STREAMS_RAW_PRUNE_INTERVAL": ("0", 0.0),
+    "STREAMS_KAFKA_SECURITY": ("sasl_plaintext", "SASL_PLAINTEXT"),
+    "STREAMS_KAFKA_USERNAME": ("pipeline", "pipeline"),
+    "STREAMS_KAFKA_PASSWORD": ("s3cret-pass-word", "s3cret-pass-word"),
 }
+# Variables that only make sense with another one.
+COMPANIONS = {"STREAMS_KAFKA_SECURITY": {"STREAMS_KAFKA_PASSWORD": "s3cret-pass-word"}}
 
 
 def test_env_var_names_cover_every_field():
@@ -77,7 +82,7 @@ def test_env_var_names_cover_every_field():
 def test_each_variable_is_read(var):
     raw, expected = CUSTOM[var]
     field = var.removeprefix("STREAMS_").lower()
-    s = Settings.from_env({var: raw})
+    s = Settings.from_env({var: raw, **COMPANIONS.get(var, {})})
     assert getattr(s, field) == expected
     assert getattr(Settings(), field) != expected  # the variable really changed something
 
@@ -173,3 +178,16 @@ def test_raw_pruning_can_be_turned_off_but_not_negative():
     assert Settings.from_env({"STREAMS_RAW_PRUNE_INTERVAL": "0"}).raw_prune_interval == 0
     with pytest.raises(SettingsError, match=">= 0"):
         Settings.from_env({"STREAMS_RAW_PRUNE_INTERVAL": "-1"})
+
+
+def test_sasl_needs_a_password_and_never_shows_it():
+    with pytest.raises(SettingsError, match="STREAMS_KAFKA_PASSWORD"):
+        Settings.from_env({"STREAMS_KAFKA_SECURITY": "SASL_PLAINTEXT"})
+    with pytest.raises(SettingsError, match="PLAINTEXT or SASL_PLAINTEXT"):
+        Settings.from_env({"STREAMS_KAFKA_SECURITY": "SSL"})
+    s = Settings.from_env({"STREAMS_KAFKA_SECURITY": "SASL_PLAINTEXT", "STREAMS_KAFKA_PASSWORD": "pw-never-shown-42"})
+    assert "pw-never-shown-42" not in repr(s)
+    assert s.kafka() == {"bootstrap.servers": s.kafka_bootstrap, "security.protocol": "SASL_PLAINTEXT",
+                         "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "admin",
+                         "sasl.password": "pw-never-shown-42"}
+    assert Settings().kafka() == {"bootstrap.servers": Settings().kafka_bootstrap}

@@ -1,0 +1,127 @@
+"""The data API on the worker's Faust web server: a thin adapter from aiohttp requests to ``DataApi.handle``.
+
+Every decision (auth, validation, status codes, bodies) is made in
+``streams.api.service``; this module only routes, reads the body with a cap,
+runs the blocking handler in a thread and writes the JSON response.
+
+Routes are the aiohttp path templates of ``service.ROUTES``. A catch-all
+``/v1/{rest:.*}``, registered last, answers what no route took with a JSON
+404 (or a 405 when the path exists with another method), so every answer
+under ``/v1`` has the same error shape. ``/openapi.json`` is served without
+authentication, also while the worker starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Type
+
+import faust
+from aiohttp.http_exceptions import HttpProcessingError
+from faust.web import View
+
+from streams.api.openapi import openapi_document
+from streams.api.service import (
+    MAX_BODY_BYTES,
+    OPENAPI_PATH,
+    ROUTES,
+    ApiResponse,
+    DataApi,
+    Route,
+    error_response,
+    unmatched,
+)
+
+log = logging.getLogger(__name__)
+
+# Own threads for the API's blocking calls (Redis, the audit's acknowledged appends, which can wait
+# up to the audit timeout while the broker is away): a burst of API requests then queues here and
+# never takes the default executor's threads from the pipeline (raw pruning, start-up).
+API_THREADS = 8
+
+_STARTING = error_response(503, "starting", "the worker is starting; retry shortly", {"Retry-After": "1"})
+
+
+class _NoRequestDataInLogs(logging.Filter):
+    """aiohttp logs a request it cannot parse (a URL over 8 KiB, a bad header) with a traceback whose
+    message quotes the start of the URL, which may hold a subject id: keep one line with the error's
+    name instead. The client still gets aiohttp's 400."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "rejected an unparseable HTTP request (%s)", (type(exc).__name__,), None, None)
+            # A client's mistake, not the server's error.
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        return True
+
+
+def _quiet_aiohttp_parse_errors() -> None:
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _NoRequestDataInLogs) for f in logger.filters):
+        logger.addFilter(_NoRequestDataInLogs())
+
+
+def _respond(view: View, r: ApiResponse) -> Any:
+    return view.json(r.body, status=r.status, headers=dict(r.headers))
+
+
+async def _read_capped(request: Any, limit: int) -> bytes:
+    """The body, but never more than ``limit + 1`` bytes: enough for the handler to answer 413."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await request.content.read(min(65536, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def register_api(app: faust.App, get_api: Callable[[], DataApi | None]) -> None:
+    """Add the data API's pages to ``app``. ``get_api()`` is None until the worker's runtime exists (503)."""
+    executor = ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="streams-api")
+    _quiet_aiohttp_parse_errors()
+
+    async def dispatch(view: View, route: Route, request: Any, params: dict[str, str]) -> Any:
+        api = get_api()
+        if api is None:
+            return _respond(view, _STARTING)
+        try:
+            body = await _read_capped(request, MAX_BODY_BYTES) if route.has_body else b""
+            query = list(request.query.items())  # pairs: a repeated parameter must stay visible (400)
+            resp = await asyncio.get_running_loop().run_in_executor(
+                executor, api.handle, request.method, route.name, params, query, request.headers, body)
+        except Exception as exc:  # the handler never raises; this is the adapter failing (a closed connection)
+            log.warning("api %s: request failed in the web layer (%s)", route.name, type(exc).__name__)
+            resp = error_response(500, "internal_error", "internal error")
+        return _respond(view, resp)
+
+    def view_for(route: Route) -> Type[View]:
+        async def handler(self: View, request: Any, **params: str) -> Any:
+            return await dispatch(self, route, request, params)
+
+        # A View subclass implementing exactly the route's method: aiohttp then routes other methods
+        # on this path to the catch-all below, which answers 405.
+        return type(f"Api_{route.name}", (View,), {route.method.lower(): handler, "__doc__": route.summary})
+
+    for route in ROUTES:
+        app.page(route.template, name=f"api_{route.name}")(view_for(route))
+
+    class ApiNotFound(View):
+        """Anything under /v1 that no route took: a JSON 404, or 405 when the path exists with another method."""
+
+        async def _unmatched(self, request: Any, **_: str) -> Any:
+            return _respond(self, unmatched(request.method, request.path))
+
+        get = post = put = patch = delete = _unmatched
+
+    app.page("/v1/{rest:.*}", name="api_not_found")(ApiNotFound)
+
+    @app.page(OPENAPI_PATH, name="api_openapi")
+    async def openapi(web: View, request: Any) -> Any:
+        return web.json(openapi_document())

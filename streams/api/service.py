@@ -1,0 +1,532 @@
+"""The tenant data access API as pure request handling: no web framework, so every decision is unit-testable.
+
+``DataApi.handle(method, route, params, query, headers, body)`` takes a
+request the web layer already routed (``route`` is a route name of
+``ROUTES``, ``params`` its path parameters) and returns an ``ApiResponse``.
+The web layer (``streams.api.faust_views``) only converts to and from
+aiohttp; the OpenAPI document (``streams.api.openapi``) is generated from
+the same ``ROUTES`` and ``ParamSpec`` objects that drive validation here, so
+documentation and behaviour cannot drift apart.
+
+Order of the checks, and why
+    1. route and method (404/405): nothing about keys or tenants is involved;
+    2. authentication (401): an unauthenticated caller learns nothing else,
+       not even whether its path parameters are well-formed;
+    3. the tenant path parameter (400): it must be a tenant *name* before it
+       can be compared or audited;
+    4. authorization (403): operator keys read no tenant data; a tenant's key
+       only its own tenant, and the answer for another tenant is the same
+       whether that tenant exists, is onboarded or has the data (existence is
+       never looked up before this point); the role must allow the route;
+    5. every other parameter and the body (400), before anything reaches Redis:
+       strict patterns (no glob characters, braces, control characters, ``..``),
+       bounded lengths and integer ranges;
+    6. the query.
+
+Denials are audited (``api.denied``): a 403, and a 401 for a token that is
+well-formed but unknown or revoked (its key id is not secret). Malformed
+or missing credentials are not audited: they carry no key to name, and
+recording every stray request would let anyone flood the audit trail for
+free. For the same reason the 401 records are rate-limited per process
+(``UNKNOWN_KEY_AUDITS_PER_SECOND``; anyone can make up well-formed tokens,
+and the audit topic is kept forever): the next record written counts the
+ones left out. 403s need a valid key, which can be revoked, so all of them
+are recorded. Audit records never hold a token or a subject id (a subject
+appears only as the pseudonym of the caller's own tenant).
+
+Error bodies are ``{"error": {"code": ..., "message": ...}}``; messages name
+the parameter and the rule, never echo the value sent (it may be personal
+data or an injection attempt).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, AbstractSet, Any, Callable, Iterable, Mapping, Protocol
+
+import redis
+
+from streams.api.api_keys import ApiKeyStore, Principal, Role, key_id_of
+from streams.audit.exceptions import AuditError
+from streams.privacy.detokenize import MAX_REASON, DetokenizeRefused, Detokenizer
+from streams.sinks.store import StoreReader
+from streams.tenancy.names import is_valid_tenant_name
+
+if TYPE_CHECKING:  # only for build_data_api's signature
+    from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------- limits
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+# Offsets are bounded so offset + limit always fits Redis' 64-bit ranges (a larger one is a 400, not a 500).
+MAX_OFFSET = 1_000_000_000
+# Event times: ms since the epoch up to the end of year 9999 (exact in a Redis double score).
+MAX_TIME_MS = 253_402_300_799_999
+MAX_BODY_BYTES = 16 * 1024
+MAX_TOKEN_CHARS = 4096
+MIN_REASON = 3
+UNKNOWN_KEY_AUDITS_PER_SECOND = 10.0
+UNKNOWN_KEY_AUDIT_BURST = 50
+
+# ---------------------------------------------------------------- responses
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+# Responses hold tenant data (and detokenized values): never cache them anywhere.
+_COMMON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> ApiResponse:
+    return ApiResponse(status, {"error": {"code": code, "message": message}}, {**_COMMON_HEADERS, **(headers or {})})
+
+
+def ok(body: dict[str, Any]) -> ApiResponse:
+    return ApiResponse(200, body, dict(_COMMON_HEADERS))
+
+
+class ApiError(Exception):
+    """Raised inside request handling; becomes an error response (its message is safe to show)."""
+
+    def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.response = error_response(status, code, message, headers)
+
+
+# ---------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One path or query parameter: its rule, used for validation here and for the OpenAPI schema."""
+
+    name: str
+    location: str  # "path" | "query"
+    kind: str  # "string" | "integer"
+    description: str
+    pattern: str | None = None  # anchored ^...$, ECMA-262 compatible (OpenAPI) and Python re
+    min_length: int | None = None
+    max_length: int | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+    default: int | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.location == "path"
+
+    def rule(self) -> str:
+        if self.kind == "integer":
+            return f"an integer from {self.minimum} to {self.maximum}"
+        return f"{self.min_length}-{self.max_length} characters matching {self.pattern}"
+
+    def parse(self, raw: str) -> Any:
+        """The validated value of ``raw``; ApiError 400 naming the parameter and its rule otherwise."""
+        where = "path parameter" if self.location == "path" else "query parameter"
+        bad = ApiError(400, "invalid_parameter", f"{where} '{self.name}' must be {self.rule()}")
+        if not isinstance(raw, str):
+            raise bad
+        if self.kind == "integer":
+            # ASCII digits only: int() would also take ' 12', '1_000' and non-ASCII digits.
+            if not _INT_RE.fullmatch(raw):
+                raise bad
+            value = int(raw)
+            if not (self.minimum <= value <= self.maximum):  # type: ignore[operator]
+                raise bad
+            return value
+        if not (self.min_length or 0) <= len(raw) <= (self.max_length or 0):
+            raise bad  # the length first: no regex ever runs over a huge value
+        if self.pattern and not re.fullmatch(self.pattern, raw):
+            raise bad
+        return raw
+
+
+_INT_RE = re.compile(r"[0-9]{1,16}")
+
+TENANT = ParamSpec(
+    "tenant", "path", "string", "The tenant's name (the key must belong to it).",
+    # The rule of streams.tenancy.names (checked there too, and a unit test keeps them equal).
+    pattern=r"^[a-z][a-z0-9-]{0,62}$", min_length=1, max_length=63)
+SUBJECT = ParamSpec(
+    "subject", "path", "string",
+    "The tenant's opaque subject id, as in the clean events' subject_id. Ids made only of dots are refused: "
+    "'.' and '..' are path segments that clients and proxies rewrite.",
+    # The ingest rule ([A-Za-z0-9._:-]{1,128}) with at least one character that is not a dot;
+    # written without look-ahead so every OpenAPI tool can use it.
+    pattern=r"^[A-Za-z0-9._:-]*[A-Za-z0-9_:-][A-Za-z0-9._:-]*$", min_length=1, max_length=128)
+EVENT_ID = ParamSpec(
+    "event_id", "path", "string", "The event's id (a UUID, any case).",
+    pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+    min_length=36, max_length=36)
+TYPE = ParamSpec(
+    "type", "query", "string", "An event type such as customer_signup or order_placed.",
+    pattern=r"^[a-z][a-z0-9_]{0,63}$", min_length=1, max_length=64)
+LIMIT = ParamSpec("limit", "query", "integer", "Page size.", minimum=1, maximum=MAX_LIMIT, default=DEFAULT_LIMIT)
+OFFSET = ParamSpec("offset", "query", "integer", "Events to skip (from the paging object's next_offset).",
+                   minimum=0, maximum=MAX_OFFSET, default=0)
+START = ParamSpec("start", "query", "integer", "Earliest event time, ms since the epoch (inclusive).",
+                  minimum=0, maximum=MAX_TIME_MS)
+END = ParamSpec("end", "query", "integer", "Latest event time, ms since the epoch (inclusive).",
+                minimum=0, maximum=MAX_TIME_MS)
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    method: str
+    template: str  # aiohttp / OpenAPI style: /v1/tenants/{tenant}/events
+    summary: str
+    path_params: tuple[ParamSpec, ...]
+    query_params: tuple[ParamSpec, ...] = ()
+    roles: frozenset[Role] = frozenset({Role.READER, Role.DETOKENIZER})
+    has_body: bool = False
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("subject_events", "GET", "/v1/tenants/{tenant}/subjects/{subject}/events",
+          "Events of one subject, oldest first", (TENANT, SUBJECT), (LIMIT, OFFSET)),
+    Route("events", "GET", "/v1/tenants/{tenant}/events",
+          "Events by type and/or time range, oldest first", (TENANT,), (TYPE, START, END, LIMIT, OFFSET)),
+    Route("event", "GET", "/v1/tenants/{tenant}/events/{event_id}", "One event", (TENANT, EVENT_ID)),
+    Route("counts", "GET", "/v1/tenants/{tenant}/counts", "How many events (of a type) the store holds",
+          (TENANT,), (TYPE,)),
+    Route("detokenize", "POST", "/v1/tenants/{tenant}/detokenize",
+          "The value behind a token of one subject; audited; detokenizer keys only", (TENANT,),
+          roles=frozenset({Role.DETOKENIZER}), has_body=True),
+)
+ROUTES_BY_NAME = {r.name: r for r in ROUTES}
+OPENAPI_PATH = "/openapi.json"
+
+
+def _segments(path: str) -> list[str]:
+    return path.strip("/").split("/") if path.strip("/") else []
+
+
+def unmatched(method: str, path: str) -> ApiResponse:
+    """The answer for a request no route took: 405 (with Allow) if a route has this path, else 404.
+
+    Needs no state, so the web layer answers it even while the worker starts.
+    """
+    seg = _segments(path)
+    allowed = sorted({r.method for r in ROUTES if _shape_matches(_segments(r.template), seg)})
+    if allowed and method.upper() not in allowed:
+        allow = ", ".join(allowed + (["HEAD"] if "GET" in allowed else []))
+        return error_response(405, "method_not_allowed", f"use {allow} on this path", {"Allow": allow})
+    return error_response(404, "not_found", f"no such route; the routes are described at {OPENAPI_PATH}")
+
+
+def _shape_matches(template: list[str], seg: list[str]) -> bool:
+    return len(template) == len(seg) and all(
+        t.startswith("{") or t == s for t, s in zip(template, seg))
+
+
+# ---------------------------------------------------------------- the API
+
+
+class RateBudget:
+    """A token bucket: at most ``rate`` per second after a ``burst``; counts what it refused. Thread-safe."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate, self._burst, self._clock = rate, burst, clock
+        self._tokens, self._at = float(burst), clock()
+        self._refused = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> tuple[bool, int]:
+        """(allowed, how many were refused since the last allowed one; reset when allowed)."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+            self._at = now
+            if self._tokens < 1:
+                self._refused += 1
+                return False, self._refused
+            self._tokens -= 1
+            refused, self._refused = self._refused, 0
+            return True, refused
+
+
+class AuditSink(Protocol):
+    """What the API needs of ``streams.audit.log.AuditLog``."""
+
+    def append(self, action: str, tenant: str | None, subject_pseudonym: str | None, reason: str,
+               details: Mapping[str, Any] | None = None, *, actor: str | None = None) -> Any: ...
+
+
+Query = Mapping[str, str] | Iterable[tuple[str, str]]
+
+
+class DataApi:
+    """Routes' handling: authentication, authorization, validation, the store queries, detokenize.
+
+    Synchronous and blocking (redis-py, the audit's acknowledged appends): the
+    web layer runs ``handle`` in a thread. Thread-safe as far as its parts are
+    (redis-py clients and ``AuditLog`` are).
+    """
+
+    def __init__(self, store: StoreReader, keys: ApiKeyStore, detokenizer: Detokenizer, audit: AuditSink,
+                 pseudonym: Callable[[str, str], str], tenants: Callable[[], AbstractSet[str]]) -> None:
+        self._store = store
+        self._keys = keys
+        self._detokenizer = detokenizer
+        self._audit = audit
+        self._pseudonym = pseudonym
+        self._tenants = tenants
+        self._unknown_key_audits = RateBudget(UNKNOWN_KEY_AUDITS_PER_SECOND, UNKNOWN_KEY_AUDIT_BURST)
+
+    def __repr__(self) -> str:
+        return "DataApi()"
+
+    # ------------------------------------------------------------ entry point
+
+    def handle(self, method: str, route: str, params: Mapping[str, str], query: Query,
+               headers: Mapping[str, str], body: bytes = b"") -> ApiResponse:
+        """Answer one request. Never raises: unexpected failures become 500 without details."""
+        r = ROUTES_BY_NAME.get(route)
+        if r is None:
+            return error_response(404, "not_found", f"no such route; the routes are described at {OPENAPI_PATH}")
+        method = method.upper()
+        if method != r.method and not (method == "HEAD" and r.method == "GET"):
+            allow = r.method + (", HEAD" if r.method == "GET" else "")
+            return error_response(405, "method_not_allowed", f"use {allow} on this path", {"Allow": allow})
+        try:
+            return self._handle(r, params, query, headers, body)
+        except ApiError as exc:
+            return exc.response
+        except (redis.RedisError, OSError) as exc:
+            log.warning("api %s: the store is unavailable (%s)", r.name, type(exc).__name__)
+            return error_response(503, "unavailable", "the store is unavailable; retry later",
+                                  {"Retry-After": "1"})
+        except AuditError:
+            # Only detokenize needs an acknowledged audit record before it answers: nothing was revealed.
+            log.warning("api %s: the audit trail is unavailable", r.name)
+            return error_response(503, "unavailable", "the audit trail is unavailable; nothing was revealed; "
+                                  "retry later", {"Retry-After": "1"})
+        except Exception as exc:  # a bug: answer without details (they could hold data), log the type only
+            log.error("api %s: unexpected %s", r.name, type(exc).__name__)
+            return error_response(500, "internal_error", "internal error")
+
+    def _handle(self, r: Route, params: Mapping[str, str], query: Query, headers: Mapping[str, str],
+                body: bytes) -> ApiResponse:
+        raw_tenant = params.get("tenant", "")
+        principal = self._authenticate(r, headers, raw_tenant)
+        tenant = TENANT.parse(raw_tenant)
+        if not is_valid_tenant_name(tenant):  # the rule's owner has the last word
+            raise ApiError(400, "invalid_parameter", f"path parameter 'tenant' must be {TENANT.rule()}")
+        self._authorize(r, principal, tenant, body)
+        path = {p.name: p.parse(params.get(p.name, "")) for p in r.path_params if p is not TENANT}
+        q = _parse_query(r, query)
+        if r.name == "subject_events":
+            return self._subject_events(tenant, path["subject"], q)
+        if r.name == "events":
+            return self._events(tenant, q)
+        if r.name == "event":
+            return self._event(tenant, path["event_id"].lower())  # stored ids are lowercase (str(UUID))
+        if r.name == "counts":
+            return ok({"tenant": tenant, "type": q.get("type"), "count": self._store.count(tenant, q.get("type"))})
+        return self._detokenize(tenant, principal, body)
+
+    # ------------------------------------------------------------ auth
+
+    def _authenticate(self, r: Route, headers: Mapping[str, str], raw_tenant: str) -> Principal:
+        token = credentials(headers)
+        if token is None:
+            raise ApiError(401, "unauthorized",
+                           "an API key is required: 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+                           {"WWW-Authenticate": 'Bearer realm="streams"'})
+        invalid = ApiError(401, "unauthorized", "the API key is not valid (malformed, unknown or revoked)",
+                           {"WWW-Authenticate": 'Bearer realm="streams", error="invalid_token"'})
+        key_id = key_id_of(token)
+        if key_id is None:
+            raise invalid  # malformed: not audited (see the module docstring)
+        principal = self._keys.authenticate(token)
+        if principal is None:
+            allowed, left_out = self._unknown_key_audits.take()
+            if allowed:
+                self._deny_audit(r, 401, key_id, None, raw_tenant, "unknown or revoked API key",
+                                 extra={"unaudited_before": left_out} if left_out else None)
+            raise invalid
+        return principal
+
+    def _authorize(self, r: Route, p: Principal, tenant: str, body: bytes) -> None:
+        if p.role is Role.OPERATOR:
+            self._deny_audit(r, 403, p.key_id, p, tenant, "operator key on tenant data")
+            raise ApiError(403, "forbidden", "operator keys may not read tenant data; use a key of the tenant")
+        # One answer, whether the tenant exists or not: its existence is not looked up for another tenant's key.
+        if p.tenant != tenant or tenant not in self._tenants():
+            self._deny_audit(r, 403, p.key_id, p, tenant, "key of another tenant")
+            raise ApiError(403, "forbidden", "this API key may not access this tenant")
+        if p.role not in r.roles:
+            who = self._own_subject_pseudonym(tenant, body) if r.has_body else None
+            self._deny_audit(r, 403, p.key_id, p, tenant, f"role {p.role.value} may not call {r.name}", who)
+            raise ApiError(403, "forbidden", f"this API key's role ({p.role.value}) may not call this route")
+
+    def _own_subject_pseudonym(self, tenant: str, body: bytes) -> str | None:
+        # Only for the caller's own, onboarded tenant (checked before): the subject of a refused
+        # detokenize appears in the audit as a pseudonym, so the officer can see whose data was sought.
+        try:
+            obj = json.loads(body) if len(body) <= MAX_BODY_BYTES else None
+            subject = SUBJECT.parse(obj["subject"]) if isinstance(obj, dict) else None
+            return self._pseudonym(tenant, subject) if subject else None
+        except Exception:  # best effort: the denial is audited without it
+            return None
+
+    def _deny_audit(self, r: Route, status: int, key_id: str | None, p: Principal | None, tenant: str,
+                    why: str, subject_pseudonym: str | None = None, extra: Mapping[str, Any] | None = None) -> None:
+        """Record a denied attempt. A failing audit does not turn the denial into an allow or an error."""
+        details: dict[str, Any] = {"status": status, "route": r.name, "key_id": key_id,
+                                   "key_role": p.role.value if p else None, "key_tenant": p.tenant if p else None,
+                                   **(extra or {})}
+        log.info("api %s denied (%d, key %s): %s", r.name, status, key_id, why)
+        try:
+            self._audit.append("api.denied", tenant if is_valid_tenant_name(tenant or "") else None,
+                               subject_pseudonym, why, details, actor=f"api:{key_id}" if key_id else "api")
+        except Exception as exc:
+            log.warning("api: denial not audited (%s)", type(exc).__name__)
+
+    # ------------------------------------------------------------ routes
+
+    def _subject_events(self, tenant: str, subject: str, q: dict[str, Any]) -> ApiResponse:
+        limit, offset = q["limit"], q["offset"]
+        # One more than asked: whether a next page exists, without a second round trip.
+        docs = self._store.by_subject(tenant, subject, limit + 1, offset)
+        return ok({"tenant": tenant, "subject": subject, "events": docs[:limit], "paging": _paging(docs, limit, offset)})
+
+    def _events(self, tenant: str, q: dict[str, Any]) -> ApiResponse:
+        limit, offset, start, end, etype = q["limit"], q["offset"], q.get("start"), q.get("end"), q.get("type")
+        if start is not None and end is not None and start > end:
+            raise ApiError(400, "invalid_parameter", "query parameter 'start' must be <= 'end'")
+        if etype:
+            docs = self._store.by_type(tenant, etype, start, end, limit + 1, offset)
+        else:
+            docs = self._store.by_time(tenant, start, end, limit + 1, offset)
+        return ok({"tenant": tenant, "filter": {"type": etype, "start": start, "end": end},
+                   "events": docs[:limit], "paging": _paging(docs, limit, offset)})
+
+    def _event(self, tenant: str, event_id: str) -> ApiResponse:
+        doc = self._store.get(tenant, event_id)
+        if doc is None:
+            raise ApiError(404, "not_found", "no event with this id in this tenant's store")
+        return ok({"tenant": tenant, "event": doc})
+
+    def _detokenize(self, tenant: str, p: Principal, body: bytes) -> ApiResponse:
+        req = parse_detokenize_body(body)
+        try:
+            value = self._detokenizer.detokenize(tenant, req["subject"], req["token"], f"api:{p.key_id}",
+                                                 req["reason"])
+        except DetokenizeRefused as exc:
+            # The Detokenizer audited the refusal; its messages never hold the value or the token.
+            raise ApiError(422, "detokenize_refused", str(exc)) from None
+        return ok({"tenant": tenant, "subject": req["subject"], "value": value})
+
+
+# ---------------------------------------------------------------- pure helpers
+
+
+def credentials(headers: Mapping[str, str]) -> str | None:
+    """The API key sent in ``Authorization: Bearer`` (preferred) or ``X-API-Key``; None if neither.
+
+    An Authorization header of another scheme counts as no key. Header names
+    are compared case-insensitively (HTTP), whatever mapping the caller passes.
+    """
+    lower = {k.lower(): v for k, v in headers.items()}
+    auth = lower.get("authorization")
+    if auth is not None:
+        scheme, _, rest = auth.strip().partition(" ")
+        if scheme.lower() == "bearer" and rest.strip():
+            return rest.strip()
+    key = lower.get("x-api-key")
+    if key is not None and key.strip():
+        return key.strip()
+    return None
+
+
+def _parse_query(r: Route, query: Query) -> dict[str, Any]:
+    """Validated query values with defaults. Unknown or repeated parameters are 400, not ignored:
+    a typo ('limt') must not silently return the default page."""
+    pairs = list(query.items()) if isinstance(query, Mapping) else list(query)
+    specs = {p.name: p for p in r.query_params}
+    seen: set[str] = set()
+    out: dict[str, Any] = {p.name: p.default for p in r.query_params if p.default is not None}
+    for name, raw in pairs:
+        spec = specs.get(name)
+        if spec is None:
+            allowed = ", ".join(specs) or "none"
+            raise ApiError(400, "invalid_parameter", f"unknown query parameter; this route takes: {allowed}")
+        if name in seen:
+            raise ApiError(400, "invalid_parameter", f"query parameter '{name}' given more than once")
+        seen.add(name)
+        out[name] = spec.parse(raw)
+    return out
+
+
+def _paging(docs: list[dict[str, Any]], limit: int, offset: int) -> dict[str, Any]:
+    return {"limit": limit, "offset": offset, "returned": min(len(docs), limit),
+            "next_offset": offset + limit if len(docs) > limit else None}
+
+
+def parse_detokenize_body(body: bytes) -> dict[str, str]:
+    """``{"subject", "token", "reason"}`` validated; ApiError 400/413 saying what is wrong (no values)."""
+    if len(body) > MAX_BODY_BYTES:
+        raise ApiError(413, "payload_too_large", f"the body is limited to {MAX_BODY_BYTES} bytes")
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_body", 'the body must be a JSON object {"subject", "token", "reason"}') from None
+    if not isinstance(obj, dict) or set(obj) != {"subject", "token", "reason"}:
+        raise ApiError(400, "invalid_body", 'the body must be a JSON object with exactly "subject", "token" and '
+                                            '"reason"')
+    subject = obj["subject"]
+    if not isinstance(subject, str):
+        raise ApiError(400, "invalid_body", f"'subject' must be {SUBJECT.rule()}")
+    try:
+        SUBJECT.parse(subject)
+    except ApiError:
+        raise ApiError(400, "invalid_body", f"'subject' must be {SUBJECT.rule()}") from None
+    token = obj["token"]
+    if not isinstance(token, str) or not 1 <= len(token) <= MAX_TOKEN_CHARS:
+        raise ApiError(400, "invalid_body", f"'token' must be a string of 1-{MAX_TOKEN_CHARS} characters")
+    reason = obj["reason"]
+    if (not isinstance(reason, str) or not MIN_REASON <= len(reason.strip()) <= MAX_REASON
+            or any(ord(c) < 32 or ord(c) == 127 for c in reason)):
+        # Control characters are refused: the reason is kept in the audit trail and shown in reports.
+        raise ApiError(400, "invalid_body", f"'reason' must say why the value is needed: {MIN_REASON}-{MAX_REASON} "
+                                            "characters, no control characters (kept in the audit trail; no "
+                                            "personal data)")
+    return {"subject": subject, "token": token, "reason": reason.strip()}
+
+
+# ---------------------------------------------------------------- wiring
+
+
+def build_data_api(settings: "Settings", audit: AuditSink,
+                   tenants: Callable[[], AbstractSet[str]]) -> DataApi:
+    """The worker's DataApi, from settings (blocking: loads the master key; run it off the event loop).
+
+    Built like ``streams detokenize`` builds its parts; ``audit`` is the
+    worker's AuditLog (records name the API key as actor, ``api:<key id>``).
+    """
+    from streams.privacy.keys import KeyStore, LocalKeyFileProvider
+    from streams.privacy.pseudonyms import Pseudonymizer
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    provider = LocalKeyFileProvider(settings.master_key_file, create=False)  # the worker created it
+    provider.load()
+    pseudonyms = Pseudonymizer(client, provider)
+    detokenizer = Detokenizer(KeyStore(client, provider), audit, pseudonyms)  # type: ignore[arg-type]
+    store = StoreReader(redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=5,
+                                             socket_connect_timeout=5))
+    return DataApi(store, ApiKeyStore(client), detokenizer, audit, pseudonyms, tenants)

@@ -1,0 +1,31 @@
+"""Connection settings shared by every Kafka client the project makes (librdkafka).
+
+Components take a ``KafkaTarget``: a bootstrap string (plaintext, as tests and the
+local demo use) or the full connection mapping ``Settings.kafka()`` gives, which
+adds SASL/SCRAM when the broker requires it. Keeping this in one place is what
+lets the secure mode reach every producer, consumer and admin client.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Union
+
+KafkaTarget = Union[str, Mapping[str, Any]]
+
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+
+
+def client_config(target: KafkaTarget, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """librdkafka configuration for ``target`` plus ``extra`` (``extra`` wins)."""
+    conf: dict[str, Any] = {"bootstrap.servers": target} if isinstance(target, str) else dict(target)
+    conf.update(extra or {})
+    return conf
+
+
+def bootstrap_of(target: KafkaTarget) -> str:
+    return target if isinstance(target, str) else str(target["bootstrap.servers"])
+
+
+def sasl_config(bootstrap: str, username: str, password: str) -> dict[str, Any]:
+    return {"bootstrap.servers": bootstrap, "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": SCRAM_MECHANISM, "sasl.username": username, "sasl.password": password}

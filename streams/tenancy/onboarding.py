@@ -1,0 +1,371 @@
+"""Onboarding a tenant in one step, and rotating, describing and deleting it (the control plane).
+
+``create`` gives a tenant everything it needs, each part idempotent, so re-running it
+completes a half-done onboarding without touching what exists (existing credentials are
+never replaced; only missing ones are made and shown):
+
+- its topics (``tenant.<t>.events``) with their configs;
+- a Kafka SCRAM user ``tenant-<t>`` with prefixed ACLs: read and describe topics and
+  consumer groups starting ``tenant.<t>.``, nothing else (the broker's StandardAuthorizer
+  denies whatever no ACL allows);
+- a Redis ACL user ``tenant-<t>`` limited to the keys ``t:{<t>}:*``, read-only, with
+  SCAN, KEYS and RANDOMKEY denied (they ignore key patterns) and no FLUSH (not granted);
+- API keys with roles (shown once, stored hashed);
+- its consent regime and its tenant key (wrapped by the master key).
+
+``delete`` erases all of the tenant's data and shreds its keys, with a receipt whose steps
+carry their times. Credentials are random (``secrets``) and appear only in the return value
+of the call that made them: never in logs, the audit trail or Redis in the clear.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+import uuid
+from typing import Any, Callable, Iterable
+
+import redis
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialDeletion,
+    UserScramCredentialUpsertion,
+)
+
+from streams.api.api_keys import ApiKeyStore, Role
+from streams.consent.handler import rewrite_aof
+from streams.ops.topics import ensure_topics, tenant_topics
+from streams.privacy.keys import KeyStore
+from streams.settings import Settings
+from streams.sinks import store_keys as K
+from streams.tenancy.exceptions import OnboardingError, TenantNotFound
+from streams.tenancy.names import validate_tenant_name
+from streams.tenancy.registry import REGIMES, TenantRecord, TenantRegistry, principal_names
+
+log = logging.getLogger(__name__)
+
+SCRAM_ITERATIONS = 8192
+TIMEOUT = 30.0
+
+
+def tenant_prefix(tenant: str) -> str:
+    """The prefix of a tenant's topics and consumer groups in its ACLs (the dot ends the name,
+    so tenant ``acme`` never matches ``acme-eu``'s resources)."""
+    return f"tenant.{tenant}."
+
+
+def acl_bindings(tenant: str) -> list[AclBinding]:
+    user, _ = principal_names(tenant)
+    principal = f"User:{user}"
+    out = []
+    for rtype in (ResourceType.TOPIC, ResourceType.GROUP):
+        for op in (AclOperation.READ, AclOperation.DESCRIBE):
+            out.append(AclBinding(rtype, tenant_prefix(tenant), ResourcePatternType.PREFIXED, principal, "*",
+                                  op, AclPermissionType.ALLOW))
+    return out
+
+
+def redis_acl_rules(tenant: str, password: str | None) -> list[str]:
+    """``ACL SETUSER`` rules: read-only on the tenant's keyspace and nothing else."""
+    rules = ["reset", "on", f"~{K.tenant_prefix(tenant)}*", "resetchannels", "-@all", "+@read", "+ping",
+             # These ignore key patterns: a user allowed them could list every tenant's keys.
+             "-scan", "-keys", "-randomkey"]
+    if password is not None:
+        rules.append(f">{password}")
+    return rules
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _password() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class TenantService:
+    def __init__(self, settings: Settings, client: redis.Redis, admin: AdminClient, keys: KeyStore,
+                 api_keys: ApiKeyStore, audit: Any | None = None, actor: str = "streams") -> None:
+        self.settings = settings
+        self.r = client
+        self.admin = admin
+        self.keys = keys
+        self.api_keys = api_keys
+        self.registry = TenantRegistry(client)
+        self.audit = audit
+        self.actor = actor
+
+    # ------------------------------------------------------------------ create
+
+    def create(self, name: str, regime: str = "opt_out", roles: Iterable[str] = ("reader",)) -> dict[str, Any]:
+        tenant = validate_tenant_name(name)
+        if regime not in REGIMES:
+            raise OnboardingError(f"regime must be one of {', '.join(REGIMES)}, got {regime!r}")
+        wanted_roles = [Role(r) for r in roles]
+        if Role.OPERATOR in wanted_roles:
+            raise OnboardingError("a tenant key cannot have the operator role")
+        existing = self.registry.get(tenant)
+        if existing is not None and existing.status == "deleting":
+            raise OnboardingError(f"tenant {tenant} is being deleted; run `streams tenants delete {tenant}` again first")
+        kafka_user, redis_user = principal_names(tenant)
+        steps: list[dict[str, Any]] = []
+        credentials: dict[str, Any] = {}
+
+        def step(name: str, **detail: Any) -> None:
+            steps.append({"step": name, "at_ms": _now_ms(), **detail})
+
+        topics = ensure_topics(self.settings, tenant_topics(self.settings, tenant))
+        step("topics", **topics)
+
+        if self.settings.kafka_secure:
+            if not self._kafka_user_exists(kafka_user):
+                password = _password()
+                self._upsert_scram(kafka_user, password)
+                credentials["kafka"] = {"username": kafka_user, "password": password,
+                                        "mechanism": "SCRAM-SHA-512", "bootstrap": self.settings.kafka_bootstrap,
+                                        "topics_and_groups_prefix": tenant_prefix(tenant)}
+                step("kafka_user", created=True)
+            else:
+                step("kafka_user", created=False)
+            self._create_acls(tenant)
+            step("kafka_acls", bindings=len(acl_bindings(tenant)))
+        else:
+            step("kafka_user", skipped="broker without SASL/ACLs (STREAMS_KAFKA_SECURITY=PLAINTEXT)")
+
+        if self.r.acl_getuser(redis_user) is None:
+            password = _password()
+            self.r.execute_command("ACL", "SETUSER", redis_user, *redis_acl_rules(tenant, password))
+            credentials["redis"] = {"username": redis_user, "password": password,
+                                    "key_pattern": f"{K.tenant_prefix(tenant)}*"}
+            step("redis_user", created=True, persisted=self._acl_save())
+        else:
+            # Re-assert the rules (not the password): a re-run repairs a user edited by hand.
+            self.r.execute_command("ACL", "SETUSER", redis_user, *redis_acl_rules(tenant, None)[1:])
+            step("redis_user", created=False, persisted=self._acl_save())
+
+        have = {k["role"] for k in self.api_keys.list(tenant)}
+        new_keys = []
+        for role in wanted_roles:
+            if role.value not in have:
+                key_id, token = self.api_keys.create(tenant, role, label="onboarding")
+                new_keys.append({"key_id": key_id, "role": role.value, "token": token})
+        if new_keys:
+            credentials["api_keys"] = new_keys
+        step("api_keys", created=[k["role"] for k in new_keys])
+
+        version = self.keys.ensure_tenant_key(tenant)
+        step("tenant_key", version=version)
+
+        record = TenantRecord(tenant, regime if existing is None else existing.regime,
+                              existing.created_at_ms if existing else _now_ms(), kafka_user, redis_user)
+        self.registry.put(record)
+        step("registry", regime=record.regime)
+        self._audit("tenant.create", tenant, "onboarded" if existing is None else "onboarding re-run",
+                    {"steps": ",".join(s["step"] for s in steps), "new_credentials": ",".join(sorted(credentials))})
+        return {"tenant": tenant, "status": "created" if existing is None else "exists", "regime": record.regime,
+                "steps": steps, "credentials": credentials}
+
+    # ------------------------------------------------------------------ read
+
+    def list(self) -> list[dict[str, Any]]:
+        return [{"tenant": r.name, "regime": r.regime, "status": r.status, "created_at_ms": r.created_at_ms}
+                for r in self.registry.all()]
+
+    def describe(self, name: str) -> dict[str, Any]:
+        tenant = validate_tenant_name(name)
+        record = self.registry.get(tenant)
+        if record is None:
+            raise TenantNotFound(f"no tenant {tenant}")
+        topics = {}
+        md = self.admin.list_topics(timeout=TIMEOUT).topics
+        for spec in tenant_topics(self.settings, tenant):
+            topics[spec.name] = len(md[spec.name].partitions) if spec.name in md else "missing"
+        out: dict[str, Any] = {
+            "tenant": tenant, "regime": record.regime, "status": record.status, "created_at_ms": record.created_at_ms,
+            "topics": topics, "tenant_key_version": self.keys.tenant_key_version(tenant),
+            "api_keys": self.api_keys.list(tenant),
+            "redis_user": {"name": record.redis_user, "exists": self.r.acl_getuser(record.redis_user) is not None},
+        }
+        if self.settings.kafka_secure:
+            out["kafka_user"] = {"name": record.kafka_user, "exists": self._kafka_user_exists(record.kafka_user),
+                                 "acls": [f"{b.operation.name} {b.restype.name} {b.name}*"
+                                          for b in self._acls_of(record.kafka_user)]}
+        return out
+
+    # ------------------------------------------------------------------ rotate
+
+    def rotate_credentials(self, name: str) -> dict[str, Any]:
+        """New Kafka and Redis passwords and new API keys (same roles); the old ones stop working."""
+        tenant = validate_tenant_name(name)
+        record = self.registry.get(tenant)
+        if record is None or record.status != "active":
+            raise TenantNotFound(f"no tenant {tenant}")
+        credentials: dict[str, Any] = {}
+        if self.settings.kafka_secure:
+            password = _password()
+            self._upsert_scram(record.kafka_user, password)
+            credentials["kafka"] = {"username": record.kafka_user, "password": password}
+        password = _password()
+        self.r.execute_command("ACL", "SETUSER", record.redis_user, *redis_acl_rules(tenant, None)[1:],
+                               "resetpass", f">{password}")
+        self.r.execute_command("CLIENT", "KILL", "USER", record.redis_user)  # open sessions end with the old password
+        self._acl_save()
+        credentials["redis"] = {"username": record.redis_user, "password": password}
+        roles = sorted({k["role"] for k in self.api_keys.list(tenant)}) or ["reader"]
+        revoked = self.api_keys.revoke_tenant(tenant)
+        credentials["api_keys"] = []
+        for role in roles:
+            key_id, token = self.api_keys.create(tenant, Role(role), label="rotation")
+            credentials["api_keys"].append({"key_id": key_id, "role": role, "token": token})
+        self._audit("tenant.rotate_credentials", tenant, "credentials rotated",
+                    {"kinds": ",".join(sorted(credentials)), "api_keys_revoked": revoked})
+        return {"tenant": tenant, "rotated_at_ms": _now_ms(), "credentials": credentials}
+
+    # ------------------------------------------------------------------ delete
+
+    def delete(self, name: str) -> dict[str, Any]:
+        """Erase everything of the tenant; every step is idempotent, so a failed run is re-run."""
+        tenant = validate_tenant_name(name)
+        record = self.registry.get(tenant)
+        if record is None:
+            raise TenantNotFound(f"no tenant {tenant}")
+        receipt_id = str(uuid.uuid4())
+        steps: list[dict[str, Any]] = []
+
+        def step(name: str, **detail: Any) -> None:
+            steps.append({"step": name, "at_ms": _now_ms(), **detail})
+
+        started = _now_ms()
+        # 1. Workers stop delivering its events (they re-read the registry every 2 s): from here
+        #    on they go to the DLQ as unknown_tenant.
+        self.registry.put(TenantRecord(record.name, record.regime, record.created_at_ms, record.kafka_user,
+                                       record.redis_user, status="deleting"))
+        step("registry", status="deleting")
+        # 2. Crypto-shredding first: every token and hash of the tenant, anywhere, is irreversible now.
+        step("keys", deleted_keys=self.keys.destroy_tenant(tenant))
+        step("api_keys", revoked=self.api_keys.revoke_tenant(tenant))
+        if self.settings.kafka_secure:
+            step("kafka_acls", deleted=self._delete_acls(record.kafka_user))
+            step("kafka_user", deleted=self._delete_scram(record.kafka_user))
+        deleted_user = int(self.r.acl_deluser(record.redis_user) or 0)  # also ends its open sessions
+        step("redis_user", deleted=bool(deleted_user), persisted=self._acl_save())
+        step("topics", deleted=self._delete_topics([s.name for s in tenant_topics(self.settings, tenant)]))
+        step("store", deleted_keys=self._unlink_prefix(K.tenant_prefix(tenant)))
+        # Key material and pipeline state once more: a worker may have written a count meanwhile.
+        self.keys.destroy_tenant(tenant)
+        step("aof", **rewrite_aof(self.r))
+        self.registry.remove(tenant)
+        step("registry", status="removed")
+        receipt = {"receipt_id": receipt_id, "type": "tenant.delete", "tenant": tenant, "requested_by": self.actor,
+                   "started_at_ms": started, "completed_at_ms": _now_ms(), "status": "done", "steps": steps}
+        self.registry.put_receipt(receipt)
+        self._audit("tenant.delete", tenant, f"tenant deleted, receipt {receipt_id}",
+                    {"receipt_id": receipt_id, "steps": ",".join(s["step"] for s in steps)})
+        return receipt
+
+    # ------------------------------------------------------------------ Kafka
+
+    def _kafka_user_exists(self, user: str) -> bool:
+        futures = self.admin.describe_user_scram_credentials([user], request_timeout=TIMEOUT)
+        try:
+            desc = futures[user].result()
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError.RESOURCE_NOT_FOUND:
+                return False
+            raise OnboardingError(f"describing Kafka user {user} failed: {exc.args[0].str()}") from None
+        return bool(desc.scram_credential_infos)
+
+    def _upsert_scram(self, user: str, password: str) -> None:
+        upsert = UserScramCredentialUpsertion(user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512,
+                                                                        SCRAM_ITERATIONS), password.encode())
+        self._wait(self.admin.alter_user_scram_credentials([upsert], request_timeout=TIMEOUT), "setting the Kafka user")
+
+    def _delete_scram(self, user: str) -> bool:
+        if not self._kafka_user_exists(user):
+            return False
+        self._wait(self.admin.alter_user_scram_credentials(
+            [UserScramCredentialDeletion(user, ScramMechanism.SCRAM_SHA_512)], request_timeout=TIMEOUT),
+            "deleting the Kafka user")
+        return True
+
+    def _create_acls(self, tenant: str) -> None:
+        self._wait(self.admin.create_acls(acl_bindings(tenant), request_timeout=TIMEOUT), "creating ACLs")
+
+    def _filter(self, user: str) -> AclBindingFilter:
+        return AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{user}", None,
+                                AclOperation.ANY, AclPermissionType.ANY)
+
+    def _acls_of(self, user: str) -> list[AclBinding]:
+        return list(self.admin.describe_acls(self._filter(user), request_timeout=TIMEOUT).result())
+
+    def _delete_acls(self, user: str) -> int:
+        futures = self.admin.delete_acls([self._filter(user)], request_timeout=TIMEOUT)
+        return sum(len(f.result()) for f in futures.values())
+
+    def _delete_topics(self, names: list[str]) -> list[str]:
+        existing = self.admin.list_topics(timeout=TIMEOUT).topics
+        gone = [n for n in names if n in existing]
+        if gone:
+            futures = self.admin.delete_topics(gone, operation_timeout=TIMEOUT, request_timeout=TIMEOUT)
+            for name, fut in futures.items():
+                try:
+                    fut.result()
+                except KafkaException as exc:
+                    if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                        raise OnboardingError(f"deleting topic {name} failed: {exc.args[0].str()}") from None
+        return gone
+
+    @staticmethod
+    def _wait(futures: dict[Any, Any], what: str) -> None:
+        for fut in futures.values():
+            try:
+                fut.result()
+            except KafkaException as exc:
+                raise OnboardingError(f"{what} failed: {exc.args[0].str()}") from None
+
+    # ------------------------------------------------------------------ Redis
+
+    def _acl_save(self) -> bool:
+        """Persist ACL users when Redis has an aclfile (the local secure stack does)."""
+        try:
+            self.r.execute_command("ACL", "SAVE")
+            return True
+        except redis.ResponseError:
+            return False
+
+    def _unlink_prefix(self, prefix: str) -> int:
+        n = 0
+        batch: list[bytes] = []
+        for key in self.r.scan_iter(match=f"{prefix}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                n += int(self.r.unlink(*batch))
+                batch = []
+        if batch:
+            n += int(self.r.unlink(*batch))
+        return n
+
+    def _audit(self, action: str, tenant: str, reason: str, details: dict[str, Any]) -> None:
+        if self.audit is not None:
+            self.audit.append(action, tenant, None, reason, {"actor": self.actor, **details})
+
+
+def build_service(settings: Settings, actor: str, audit_factory: Callable[[], Any] | None = None) -> TenantService:
+    """The service as the CLI and the operator API use it (blocking clients)."""
+    from streams.ops.topics import admin_client
+    from streams.privacy.keys import LocalKeyFileProvider
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    keys = KeyStore(client, LocalKeyFileProvider(settings.master_key_file))
+    audit = audit_factory() if audit_factory is not None else None
+    return TenantService(settings, client, admin_client(settings), keys, ApiKeyStore(client), audit, actor)
