@@ -57,6 +57,10 @@ def create_app(settings: Settings) -> faust.App:
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
         broker_commit_every=settings.batch_size,
+        # A killed worker's partitions move to the others after this (the broker's minimum is 6 s).
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 5),
+        broker_rebalance_timeout=max(settings.session_timeout, 10.0),
         stream_buffer_maxsize=max(4096, settings.batch_size * 4),
         producer_max_request_size=max(1_048_576, settings.max_event_bytes * 2),
         consumer_max_fetch_size=max(4 * 1_048_576, settings.max_event_bytes * 4),

@@ -186,6 +186,9 @@ class Settings:
     #: STREAMS_RAW_PRUNE_INTERVAL - seconds between deletions of processed records from events.raw
     #: (0 disables: raw events then stay for the topic's retention).
     raw_prune_interval: float = 5.0
+    #: STREAMS_SESSION_TIMEOUT - seconds without a heartbeat before the group gives a dead
+    #: worker's partitions to the others (Faust's default is 60 s; failover waits this long).
+    session_timeout: float = 15.0
     # The secure broker (DESIGN decision 8): SASL/SCRAM-SHA-512 and ACLs. PLAINTEXT for the demo.
     #: STREAMS_KAFKA_SECURITY - PLAINTEXT, or SASL_PLAINTEXT (SCRAM-SHA-512 with the user below).
     kafka_security: str = "PLAINTEXT"
@@ -233,6 +236,7 @@ class Settings:
             tombstone_retention_ms=_int(env, "STREAMS_TOMBSTONE_RETENTION_MS", d.tombstone_retention_ms, 0),
             file_delete_delay_ms=_int(env, "STREAMS_FILE_DELETE_DELAY_MS", d.file_delete_delay_ms, 0),
             raw_prune_interval=_float(env, "STREAMS_RAW_PRUNE_INTERVAL", d.raw_prune_interval, allow_zero=True),
+            session_timeout=_float(env, "STREAMS_SESSION_TIMEOUT", d.session_timeout),
             kafka_security=_security(env.get("STREAMS_KAFKA_SECURITY") or d.kafka_security,
                                      env.get("STREAMS_KAFKA_PASSWORD") or ""),
             kafka_username=env.get("STREAMS_KAFKA_USERNAME") or d.kafka_username,

@@ -7,15 +7,17 @@ import uuid
 
 from confluent_kafka import Consumer, Message
 
+from streams.ops.kafka_client import client_config
 
-def read_topic(bootstrap: str, topic: str, expect: int | None = None, timeout: float = 60.0,
+
+def read_topic(bootstrap: "str | dict", topic: str, expect: int | None = None, timeout: float = 60.0,
                idle: float = 3.0) -> list[Message]:
     """All records of ``topic`` from the start: until ``expect`` are read, or ``idle`` s pass with none new.
 
     The idle clock starts only once partitions are assigned: right after a broker restart the group
     coordinator can take longer than ``idle`` to load, and an empty read then would be a false answer.
     """
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-read-{uuid.uuid4().hex[:8]}",
+    c = Consumer({**client_config(bootstrap), "log_level": 0, "group.id": f"test-read-{uuid.uuid4().hex[:8]}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
     assigned: list[bool] = []
     c.subscribe([topic], on_assign=lambda _c, parts: assigned.append(bool(parts)))

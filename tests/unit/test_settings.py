@@ -64,6 +64,7 @@ CUSTOM = {
     "STREAMS_TOMBSTONE_RETENTION_MS": ("0", 0),
     "STREAMS_FILE_DELETE_DELAY_MS": ("0", 0),
     "STREAMS_RAW_PRUNE_INTERVAL": ("0", 0.0),
+    "STREAMS_SESSION_TIMEOUT": ("6", 6.0),
     "STREAMS_KAFKA_SECURITY": ("sasl_plaintext", "SASL_PLAINTEXT"),
     "STREAMS_KAFKA_USERNAME": ("pipeline", "pipeline"),
     "STREAMS_KAFKA_PASSWORD": ("s3cret-pass-word", "s3cret-pass-word"),
