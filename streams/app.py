@@ -7,6 +7,7 @@ Kept short on purpose: the logic lives in ``streams.ingest`` (pure) and
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -83,9 +84,11 @@ def create_app(settings: Settings) -> faust.App:
             None, build_runtime, settings, registry, processor, metrics, f"worker:{settings.app_id}",
             own_partitions, tenants)
         # The data API once the runtime exists (until then its pages answer 503). Tenants: the live
-        # directory (configured + onboarded), re-read by the refresh_tenants timer.
+        # directory (configured + onboarded), re-read by the refresh_tenants timer, and at once after
+        # the operator routes created or deleted one (other workers follow within the timer's interval).
         api["api"] = await asyncio.get_running_loop().run_in_executor(
-            None, build_data_api, settings, state["rt"].audit, lambda: frozenset(tenants))
+            None, functools.partial(build_data_api, settings, state["rt"].audit, lambda: frozenset(tenants),
+                                    on_tenants_changed=lambda: tenants.refresh(force=True)))
 
     async def runtime() -> Runtime:
         while "rt" not in state:

@@ -55,7 +55,7 @@ class Load(threading.Thread):
         self.bad_every = bad_every
         self.acked: list[Sent] = []
         self.failed = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._lock = threading.Lock()
         self._producer = Producer({**s.kafka(), "enable.idempotence": True, "linger.ms": 5,
                                    "partitioner": "murmur2_random", "message.timeout.ms": 120000,
@@ -76,7 +76,7 @@ class Load(threading.Thread):
         n = 0
         interval = 1.0 / self.rate
         next_at = time.monotonic()
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             tenant = self.tenants[n % len(self.tenants)]
             subject = f"rel-{(n // len(self.tenants)) % self.subjects}"
             event = [samples.signup, samples.order, samples.support][n % 3](tenant, subject)
@@ -98,10 +98,10 @@ class Load(threading.Thread):
             next_at += interval
             delay = next_at - time.monotonic()
             if delay > 0:
-                self._stop.wait(delay)
+                self._halt.wait(delay)
 
     def stop(self, timeout: float = 120.0) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(10)
         left = self._producer.flush(timeout)
         assert left == 0, f"{left} events never acknowledged by the broker"

@@ -191,6 +191,13 @@ class ApiKeyStore:
             self._r.srem(tenant_set_key(tenant), *chunk)
         return n
 
+    def get(self, key_id: str) -> dict[str, Any] | None:
+        """Metadata of one key (as ``list`` gives it, never the hash), or None if there is no such key."""
+        if not isinstance(key_id, str) or not _KEY_ID_RE.fullmatch(key_id):
+            return None
+        rec = {_text(k): _text(v) for k, v in self._r.hgetall(key_hash_key(key_id)).items()}
+        return _metadata(key_id, rec) if rec else None
+
     def list(self, tenant: str | None = None) -> list[dict[str, Any]]:
         """Metadata of the keys of ``tenant``, or of every key (operators too) when None. Never hashes.
 
@@ -208,7 +215,12 @@ class ApiKeyStore:
             rec = {_text(k): _text(v) for k, v in self._r.hgetall(key_hash_key(key_id)).items()}
             if not rec:
                 continue
-            out.append({"key_id": key_id, "tenant": rec.get("tenant") or None, "role": rec.get("role"),
-                        "label": rec.get("label", ""), "created_at_ms": int(rec.get("created_at_ms") or 0)})
+            out.append(_metadata(key_id, rec))
         out.sort(key=lambda d: (d["created_at_ms"], d["key_id"]))
         return out
+
+
+def _metadata(key_id: str, rec: dict[str, str]) -> dict[str, Any]:
+    """What may be shown of a key: never ``secret_sha256``."""
+    return {"key_id": key_id, "tenant": rec.get("tenant") or None, "role": rec.get("role"),
+            "label": rec.get("label", ""), "created_at_ms": int(rec.get("created_at_ms") or 0)}

@@ -4,7 +4,8 @@ Every decision (auth, validation, status codes, bodies) is made in
 ``streams.api.service``; this module only routes, reads the body with a cap,
 runs the blocking handler in a thread and writes the JSON response.
 
-Routes are the aiohttp path templates of ``service.ROUTES``. A catch-all
+Routes are the aiohttp path templates of ``service.ROUTES`` (one view per
+path, with a handler per method: ``/v1/tenants`` takes GET and POST). A catch-all
 ``/v1/{rest:.*}``, registered last, answers what no route took with a JSON
 404 (or a 405 when the path exists with another method), so every answer
 under ``/v1`` has the same error shape. ``/openapi.json`` is served without
@@ -101,16 +102,24 @@ def register_api(app: faust.App, get_api: Callable[[], DataApi | None]) -> None:
             resp = error_response(500, "internal_error", "internal error")
         return _respond(view, resp)
 
-    def view_for(route: Route) -> Type[View]:
+    def handler_for(route: Route) -> Callable[..., Any]:
         async def handler(self: View, request: Any, **params: str) -> Any:
             return await dispatch(self, route, request, params)
 
-        # A View subclass implementing exactly the route's method: aiohttp then routes other methods
-        # on this path to the catch-all below, which answers 405.
-        return type(f"Api_{route.name}", (View,), {route.method.lower(): handler, "__doc__": route.summary})
+        return handler
 
+    def view_for(routes: list[Route]) -> Type[View]:
+        # One View per path, implementing exactly the methods of its routes (a second View on the same
+        # path would register HEAD twice, which aiohttp refuses): aiohttp then routes other methods on
+        # this path to the catch-all below, which answers 405. HEAD is GET (View.head calls get).
+        methods = {r.method.lower(): handler_for(r) for r in routes}
+        return type(f"Api_{routes[0].name}", (View,), {**methods, "__doc__": "; ".join(r.summary for r in routes)})
+
+    by_path: dict[str, list[Route]] = {}
     for route in ROUTES:
-        app.page(route.template, name=f"api_{route.name}")(view_for(route))
+        by_path.setdefault(route.template, []).append(route)
+    for template, routes in by_path.items():
+        app.page(template, name=f"api_{routes[0].name}")(view_for(routes))
 
     class ApiNotFound(View):
         """Anything under /v1 that no route took: a JSON 404, or 405 when the path exists with another method."""

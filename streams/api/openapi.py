@@ -12,6 +12,9 @@ import copy
 from functools import lru_cache
 from typing import Any
 
+from streams.tenancy.registry import REGIMES
+
+from streams.api.control import CONTROL_CONCURRENCY, DEFAULT_ROLES, TENANT_ROLES
 from streams.api.service import (
     MAX_BODY_BYTES,
     MAX_REASON,
@@ -20,6 +23,7 @@ from streams.api.service import (
     OPENAPI_PATH,
     ROUTES,
     SUBJECT,
+    TENANT,
     ParamSpec,
     Route,
 )
@@ -36,6 +40,22 @@ _ERROR_TEXT = {
     413: f"The body is larger than {MAX_BODY_BYTES} bytes.",
     422: "Detokenize refused: not a token, not this subject's, or the subject is erased (audited).",
     503: "The worker is starting, or the store or the audit trail is unavailable; retry.",
+}
+
+# The tenant control routes (operator keys) answer some statuses for their own reasons.
+_CONTROL_ERROR_TEXT = {
+    400: "The body, a parameter or the delete confirmation breaks its rule; the message names it (never echoes "
+         "the value). Nothing was changed.",
+    403: "Only operator keys may manage tenants: a tenant's key (reader, detokenizer) gets 403 whatever it sends "
+         "(audited).",
+    404: "No onboarded tenant of this name.",
+    409: "The tenant is being deleted: repeat its DELETE to finish that first.",
+    413: f"The body is larger than {MAX_BODY_BYTES} bytes.",
+    502: "A step failed on the broker or Redis (the message names it); every step is idempotent: re-running the "
+         "operation is safe.",
+    503: "The worker is starting; Kafka, Redis or the audit trail is unavailable; tenant management is not enabled "
+         f"on this server; or {CONTROL_CONCURRENCY} tenant operations are already running on it. Retry (see "
+         "Retry-After); re-running is safe.",
 }
 
 
@@ -57,8 +77,9 @@ def _parameter(p: ParamSpec) -> dict[str, Any]:
             "schema": param_schema(p)}
 
 
-def _error(status: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"description": _ERROR_TEXT[status], "content": {"application/json": {"schema": _ERROR}}}
+def _error(status: int, control: bool = False) -> dict[str, Any]:
+    text = (_CONTROL_ERROR_TEXT.get(status) if control else None) or _ERROR_TEXT[status]
+    out: dict[str, Any] = {"description": text, "content": {"application/json": {"schema": _ERROR}}}
     if status == 401:
         out["headers"] = {"WWW-Authenticate": {"description": 'Bearer realm="streams"', "schema": {"type": "string"}}}
     return out
@@ -70,25 +91,64 @@ _OK_SCHEMA = {
     "event": {"$ref": "#/components/schemas/EventResponse"},
     "counts": {"$ref": "#/components/schemas/Counts"},
     "detokenize": {"$ref": "#/components/schemas/Detokenized"},
+    "tenants_create": {"$ref": "#/components/schemas/TenantCreated"},
+    "tenants_list": {"$ref": "#/components/schemas/TenantList"},
+    "tenant_describe": {"$ref": "#/components/schemas/TenantDescription"},
+    "tenant_rotate_credentials": {"$ref": "#/components/schemas/CredentialsRotated"},
+    "tenant_delete": {"$ref": "#/components/schemas/DeletionReceipt"},
+}
+_REQUEST_SCHEMA = {"detokenize": "DetokenizeRequest", "tenants_create": "TenantCreateRequest"}
+# Error statuses beyond 400, 401, 403 and 503, per route.
+_MORE_ERRORS = {
+    "event": [404],
+    "detokenize": [413, 422],
+    "tenants_create": [409, 413, 502],
+    "tenants_list": [],
+    "tenant_describe": [404, 502],
+    "tenant_rotate_credentials": [404, 502],
+    "tenant_delete": [404, 502],
+}
+_DESCRIPTION = {
+    "events": "Without type: every event of the tenant in the time range. Paging: pass paging.next_offset as "
+              "offset for the next page (null on the last one).",
+    "tenants_create": "Topics, Kafka SCRAM user and prefixed ACLs (secure broker), a Redis ACL user limited to the "
+                      "tenant's keyspace, API keys of the given roles, the consent regime and the tenant key. "
+                      "Idempotent: a repeated call completes what is missing, answers 200 with status \"exists\" "
+                      "and shows only credentials it made. Credentials appear in this answer only: store them. "
+                      "Audited with the calling key as actor. Operator keys only.",
+    "tenants_list": "Names, regimes, statuses and creation times; never secrets. Operator keys only.",
+    "tenant_describe": "Topics, tenant key version, API keys (metadata, never hashes), Redis and Kafka users. "
+                       "Operator keys only.",
+    "tenant_rotate_credentials": "The old Kafka and Redis passwords and API keys stop working at once. The new "
+                                 "ones appear in this answer only. Audited. Operator keys only.",
+    "tenant_delete": "Irreversible: shreds the tenant's keys (every token of it becomes unreadable), revokes its "
+                     "credentials, deletes its topics and store and rewrites Redis' AOF; can take seconds. Needs "
+                     "?confirm=<tenant>. Idempotent: a failed delete is finished by repeating it. Audited. "
+                     "Operator keys only.",
 }
 
 
 def _operation(r: Route) -> dict[str, Any]:
-    statuses = [400, 401, 403] + ([404] if r.name == "event" else []) \
-        + ([413, 422] if r.name == "detokenize" else []) + [503]
+    statuses = sorted([400, 401, 403, 503] + _MORE_ERRORS.get(r.name, []))
+    ok_status = "201" if r.name == "tenants_create" else "200"
+    content = {"application/json": {"schema": _OK_SCHEMA[r.name]}}
+    responses: dict[str, Any] = {ok_status: {"description": "Created" if ok_status == "201" else "OK",
+                                             "content": content}}
+    if r.name == "tenants_create":
+        responses["201"]["headers"] = {"Location": {"description": "The tenant's path", "schema": {"type": "string"}}}
+        responses["200"] = {"description": "The tenant existed: what was missing was completed", "content": content}
     op: dict[str, Any] = {
         "operationId": r.name,
         "summary": r.summary,
+        "tags": ["tenant management (operator keys)" if r.control else "tenant data"],
         "parameters": [_parameter(p) for p in r.path_params + r.query_params],
-        "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": _OK_SCHEMA[r.name]}}},
-                      **{str(s): _error(s) for s in statuses}},
+        "responses": {**responses, **{str(s): _error(s, r.control) for s in statuses}},
     }
-    if r.name == "events":
-        op["description"] = ("Without type: every event of the tenant in the time range. Paging: pass "
-                             "paging.next_offset as offset for the next page (null on the last one).")
+    if r.name in _DESCRIPTION:
+        op["description"] = _DESCRIPTION[r.name]
     if r.has_body:
         op["requestBody"] = {"required": True, "content": {"application/json": {
-            "schema": {"$ref": "#/components/schemas/DetokenizeRequest"}}}}
+            "schema": {"$ref": f"#/components/schemas/{_REQUEST_SCHEMA[r.name]}"}}}}
     return op
 
 
@@ -102,6 +162,37 @@ _EVENT = {
         "event": {"type": "object", "additionalProperties": True},
     },
     "additionalProperties": True,
+}
+_STEP = {
+    "type": "object", "required": ["step", "at_ms"], "additionalProperties": True,
+    "description": "One step of the operation, when it ended, and what it found or did.",
+    "properties": {"step": {"type": "string"}, "at_ms": {"type": "integer"}},
+}
+_API_KEY_META = {
+    "type": "object", "required": ["key_id", "role"],
+    "properties": {"key_id": {"type": "string"}, "tenant": {"type": "string", "nullable": True},
+                   "role": {"type": "string"}, "label": {"type": "string"}, "created_at_ms": {"type": "integer"}},
+}
+_NEW_API_KEY = {
+    "type": "object", "required": ["key_id", "role", "token"],
+    "properties": {"key_id": {"type": "string"}, "role": {"type": "string", "enum": list(TENANT_ROLES)},
+                   "token": {"type": "string", "description": "stk_<key id>_<secret>: shown once, stored hashed"}},
+}
+_CREDENTIALS = {
+    "type": "object", "additionalProperties": True,
+    "description": "Only what this call made, shown once: kafka (SCRAM user, password, mechanism; secure broker "
+                   "only), redis (ACL user, password), api_keys.",
+    "properties": {
+        "kafka": {"type": "object", "additionalProperties": True},
+        "redis": {"type": "object", "additionalProperties": True},
+        "api_keys": {"type": "array", "items": _NEW_API_KEY},
+    },
+}
+_TENANT_SUMMARY = {
+    "type": "object", "required": ["tenant", "regime", "status", "created_at_ms"],
+    "properties": {"tenant": {"type": "string"}, "regime": {"type": "string", "enum": list(REGIMES)},
+                   "status": {"type": "string", "enum": ["active", "deleting"]},
+                   "created_at_ms": {"type": "integer"}},
 }
 _PAGING = {
     "type": "object",
@@ -128,7 +219,8 @@ def _document() -> dict[str, Any]:
             "version": "1",
             "description": "Read a tenant's clean events from the store, and (detokenizer keys only) reveal a "
                            "token's value, audited. Each API key belongs to one tenant and one role "
-                           "(reader, detokenizer; operator keys read no tenant data).",
+                           "(reader, detokenizer), or to the operators: operator keys read no tenant data; they "
+                           "onboard, list, describe, rotate and delete tenants (/v1/tenants), audited.",
         },
         "paths": paths,
         "security": [{"bearerAuth": []}, {"apiKeyHeader": []}],
@@ -184,6 +276,63 @@ def _document() -> dict[str, Any]:
                 "Detokenized": {"type": "object", "required": ["tenant", "subject", "value"],
                                 "properties": {"tenant": {"type": "string"}, "subject": {"type": "string"},
                                                "value": {"type": "string"}}},
+                "TenantCreateRequest": {
+                    "type": "object", "required": ["name"], "additionalProperties": False,
+                    "properties": {
+                        "name": {**param_schema(TENANT), "description": "The tenant's name (it becomes part of "
+                                                                        "topic names, Redis keys and ACLs)."},
+                        "regime": {"type": "string", "enum": list(REGIMES), "default": REGIMES[0],
+                                   "description": "Consent regime; opt_in: nothing is processed before consent. "
+                                                  "Kept as it is when the tenant exists."},
+                        "roles": {"type": "array", "items": {"type": "string", "enum": list(TENANT_ROLES)},
+                                  "uniqueItems": True, "maxItems": len(TENANT_ROLES), "default": list(DEFAULT_ROLES),
+                                  "description": "Roles of the tenant's API keys; a key is made for each role the "
+                                                 "tenant has none of yet."},
+                    },
+                },
+                "TenantCreated": {
+                    "type": "object", "required": ["tenant", "status", "regime", "steps", "credentials"],
+                    "properties": {"tenant": {"type": "string"},
+                                   "status": {"type": "string", "enum": ["created", "exists"]},
+                                   "regime": {"type": "string", "enum": list(REGIMES)},
+                                   "steps": {"type": "array", "items": _STEP},
+                                   "credentials": _CREDENTIALS},
+                },
+                "TenantList": {"type": "object", "required": ["tenants"],
+                               "properties": {"tenants": {"type": "array", "items": _TENANT_SUMMARY}}},
+                "TenantDescription": {
+                    "type": "object", "additionalProperties": True,
+                    "required": ["tenant", "regime", "status", "created_at_ms", "topics", "tenant_key_version",
+                                 "api_keys", "redis_user"],
+                    "properties": {
+                        **_TENANT_SUMMARY["properties"],
+                        "topics": {"type": "object", "description": "topic -> partitions, or \"missing\"",
+                                   "additionalProperties": True},
+                        "tenant_key_version": {"type": "integer", "nullable": True},
+                        "api_keys": {"type": "array", "items": _API_KEY_META},
+                        "redis_user": {"type": "object", "additionalProperties": True},
+                        "kafka_user": {"type": "object", "additionalProperties": True,
+                                       "description": "Secure broker only: the SCRAM user and its ACLs."},
+                    },
+                },
+                "CredentialsRotated": {
+                    "type": "object", "required": ["tenant", "rotated_at_ms", "credentials"],
+                    "properties": {"tenant": {"type": "string"}, "rotated_at_ms": {"type": "integer"},
+                                   "credentials": _CREDENTIALS},
+                },
+                "DeletionReceipt": {
+                    "type": "object",
+                    "required": ["receipt_id", "type", "tenant", "requested_by", "started_at_ms", "completed_at_ms",
+                                 "status", "steps"],
+                    "properties": {
+                        "receipt_id": {"type": "string"}, "type": {"type": "string", "enum": ["tenant.delete"]},
+                        "tenant": {"type": "string"},
+                        "requested_by": {"type": "string", "description": "api:<key id> of the operator key"},
+                        "started_at_ms": {"type": "integer"}, "completed_at_ms": {"type": "integer"},
+                        "status": {"type": "string", "enum": ["done"]},
+                        "steps": {"type": "array", "items": _STEP},
+                    },
+                },
             },
         },
     }

@@ -23,6 +23,13 @@ Order of the checks, and why
        bounded lengths and integer ranges;
     6. the query.
 
+The tenant control routes (``/v1/tenants``, ``/v1/tenants/{tenant}``,
+``.../rotate-credentials``) are for operator keys only: after authentication
+the role is checked (403 for any other key, audited, whatever the path or
+body holds), then the path, the query and the body are validated, and only
+then does ``streams.api.control`` call the tenant service (the same one as
+``streams tenants``), which audits each change with the key as actor.
+
 Denials are audited (``api.denied``): a 403, and a 401 for a token that is
 well-formed but unknown or revoked (its key id is not secret). Malformed
 or missing credentials are not audited: they carry no key to name, and
@@ -44,6 +51,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
@@ -94,8 +102,8 @@ def error_response(status: int, code: str, message: str, headers: Mapping[str, s
     return ApiResponse(status, {"error": {"code": code, "message": message}}, {**_COMMON_HEADERS, **(headers or {})})
 
 
-def ok(body: dict[str, Any]) -> ApiResponse:
-    return ApiResponse(200, body, dict(_COMMON_HEADERS))
+def ok(body: dict[str, Any], status: int = 200, headers: Mapping[str, str] | None = None) -> ApiResponse:
+    return ApiResponse(status, body, {**_COMMON_HEADERS, **(headers or {})})
 
 
 class ApiError(Exception):
@@ -123,10 +131,11 @@ class ParamSpec:
     minimum: int | None = None
     maximum: int | None = None
     default: int | None = None
+    mandatory: bool = False  # a query parameter that must be given (path parameters always are)
 
     @property
     def required(self) -> bool:
-        return self.location == "path"
+        return self.location == "path" or self.mandatory
 
     def rule(self) -> str:
         if self.kind == "integer":
@@ -181,6 +190,13 @@ START = ParamSpec("start", "query", "integer", "Earliest event time, ms since th
                   minimum=0, maximum=MAX_TIME_MS)
 END = ParamSpec("end", "query", "integer", "Latest event time, ms since the epoch (inclusive).",
                 minimum=0, maximum=MAX_TIME_MS)
+# The same rule on the control routes, where the key (an operator's) belongs to no tenant.
+MANAGED_TENANT = dataclasses.replace(TENANT, description="The tenant's name.")
+CONFIRM = ParamSpec(
+    "confirm", "query", "string",
+    "The tenant's name again: deleting erases every event, key and credential of the tenant, so a DELETE "
+    "without this confirmation changes nothing.",
+    pattern=TENANT.pattern, min_length=TENANT.min_length, max_length=TENANT.max_length, mandatory=True)
 
 
 @dataclass(frozen=True)
@@ -193,6 +209,10 @@ class Route:
     query_params: tuple[ParamSpec, ...] = ()
     roles: frozenset[Role] = frozenset({Role.READER, Role.DETOKENIZER})
     has_body: bool = False
+    control: bool = False  # a tenant control route (operator keys; streams.api.control)
+
+
+_OPERATOR = frozenset({Role.OPERATOR})
 
 
 ROUTES: tuple[Route, ...] = (
@@ -206,6 +226,19 @@ ROUTES: tuple[Route, ...] = (
     Route("detokenize", "POST", "/v1/tenants/{tenant}/detokenize",
           "The value behind a token of one subject; audited; detokenizer keys only", (TENANT,),
           roles=frozenset({Role.DETOKENIZER}), has_body=True),
+    # The control plane: what `streams tenants` does, for operator keys only.
+    Route("tenants_create", "POST", "/v1/tenants",
+          "Onboard a tenant (idempotent: 201 when created, 200 when it existed); new credentials are shown once",
+          (), roles=_OPERATOR, has_body=True, control=True),
+    Route("tenants_list", "GET", "/v1/tenants", "The onboarded tenants", (), roles=_OPERATOR, control=True),
+    Route("tenant_describe", "GET", "/v1/tenants/{tenant}", "What exists of one tenant (never secrets)",
+          (MANAGED_TENANT,), roles=_OPERATOR, control=True),
+    Route("tenant_rotate_credentials", "POST", "/v1/tenants/{tenant}/rotate-credentials",
+          "New Kafka and Redis passwords and API keys (same roles); the old ones stop working; shown once",
+          (MANAGED_TENANT,), roles=_OPERATOR, control=True),
+    Route("tenant_delete", "DELETE", "/v1/tenants/{tenant}",
+          "Delete a tenant: shred its keys, revoke its credentials, delete its topics and store; a receipt",
+          (MANAGED_TENANT,), (CONFIRM,), roles=_OPERATOR, control=True),
 )
 ROUTES_BY_NAME = {r.name: r for r in ROUTES}
 OPENAPI_PATH = "/openapi.json"
@@ -266,6 +299,13 @@ class AuditSink(Protocol):
                details: Mapping[str, Any] | None = None, *, actor: str | None = None) -> Any: ...
 
 
+class TenantControlPart(Protocol):
+    """What the operator routes need (``streams.api.control.TenantControl``)."""
+
+    def handle(self, route: str, actor: str, tenant: str | None, query: Mapping[str, Any],
+               body: bytes) -> ApiResponse: ...
+
+
 Query = Mapping[str, str] | Iterable[tuple[str, str]]
 
 
@@ -278,7 +318,10 @@ class DataApi:
     """
 
     def __init__(self, store: StoreReader, keys: ApiKeyStore, detokenizer: Detokenizer, audit: AuditSink,
-                 pseudonym: Callable[[str, str], str], tenants: Callable[[], AbstractSet[str]]) -> None:
+                 pseudonym: Callable[[str, str], str], tenants: Callable[[], AbstractSet[str]],
+                 control: TenantControlPart | None = None) -> None:
+        # control None: the operator routes answer 503 (not enabled here) after authorization.
+        self._control = control
         self._store = store
         self._keys = keys
         self._detokenizer = detokenizer
@@ -323,6 +366,8 @@ class DataApi:
                 body: bytes) -> ApiResponse:
         raw_tenant = params.get("tenant", "")
         principal = self._authenticate(r, headers, raw_tenant)
+        if r.control:
+            return self._control_route(r, principal, raw_tenant, params, query, body)
         tenant = TENANT.parse(raw_tenant)
         if not is_valid_tenant_name(tenant):  # the rule's owner has the last word
             raise ApiError(400, "invalid_parameter", f"path parameter 'tenant' must be {TENANT.rule()}")
@@ -338,6 +383,22 @@ class DataApi:
         if r.name == "counts":
             return ok({"tenant": tenant, "type": q.get("type"), "count": self._store.count(tenant, q.get("type"))})
         return self._detokenize(tenant, principal, body)
+
+    def _control_route(self, r: Route, p: Principal, raw_tenant: str, params: Mapping[str, str], query: Query,
+                       body: bytes) -> ApiResponse:
+        # The role first: a tenant's key learns nothing about the control routes' rules, and nothing it
+        # sends (path, query, body) is looked at.
+        if p.role not in r.roles:
+            self._deny_audit(r, 403, p.key_id, p, raw_tenant, f"role {p.role.value} may not call {r.name}")
+            raise ApiError(403, "forbidden", "only operator keys may manage tenants")
+        path = {s.name: s.parse(params.get(s.name, "")) for s in r.path_params}
+        tenant = path.get("tenant")
+        if tenant is not None and not is_valid_tenant_name(tenant):  # the rule's owner has the last word
+            raise ApiError(400, "invalid_parameter", f"path parameter 'tenant' must be {TENANT.rule()}")
+        q = _parse_query(r, query)
+        if self._control is None:
+            raise ApiError(503, "unavailable", "tenant management is not enabled on this server")
+        return self._control.handle(r.name, f"api:{p.key_id}", tenant, q, body)
 
     # ------------------------------------------------------------ auth
 
@@ -470,6 +531,9 @@ def _parse_query(r: Route, query: Query) -> dict[str, Any]:
             raise ApiError(400, "invalid_parameter", f"query parameter '{name}' given more than once")
         seen.add(name)
         out[name] = spec.parse(raw)
+    for spec in r.query_params:
+        if spec.mandatory and spec.name not in seen:
+            raise ApiError(400, "invalid_parameter", f"query parameter '{spec.name}' is required: {spec.description}")
     return out
 
 
@@ -512,13 +576,18 @@ def parse_detokenize_body(body: bytes) -> dict[str, str]:
 # ---------------------------------------------------------------- wiring
 
 
-def build_data_api(settings: "Settings", audit: AuditSink,
-                   tenants: Callable[[], AbstractSet[str]]) -> DataApi:
+def build_data_api(settings: "Settings", audit: AuditSink, tenants: Callable[[], AbstractSet[str]],
+                   on_tenants_changed: Callable[[], None] | None = None, control: bool = True) -> DataApi:
     """The worker's DataApi, from settings (blocking: loads the master key; run it off the event loop).
 
     Built like ``streams detokenize`` builds its parts; ``audit`` is the
     worker's AuditLog (records name the API key as actor, ``api:<key id>``).
+    With ``control`` the operator routes work (``streams.api.control``: a
+    Redis client and a Kafka AdminClient made here, shared by every call);
+    ``on_tenants_changed`` is called after a tenant was created or deleted
+    (the worker re-reads its tenant directory at once).
     """
+    from streams.api.control import build_tenant_control
     from streams.privacy.keys import KeyStore, LocalKeyFileProvider
     from streams.privacy.pseudonyms import Pseudonymizer
 
@@ -529,4 +598,5 @@ def build_data_api(settings: "Settings", audit: AuditSink,
     detokenizer = Detokenizer(KeyStore(client, provider), audit, pseudonyms)  # type: ignore[arg-type]
     store = StoreReader(redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=5,
                                              socket_connect_timeout=5))
-    return DataApi(store, ApiKeyStore(client), detokenizer, audit, pseudonyms, tenants)
+    tenant_control = build_tenant_control(settings, audit, provider, on_tenants_changed) if control else None
+    return DataApi(store, ApiKeyStore(client), detokenizer, audit, pseudonyms, tenants, tenant_control)
