@@ -71,6 +71,7 @@ def create_app(settings: Settings) -> faust.App:
         key_serializer="raw", value_serializer="raw", partitions=settings.partitions,
     )
     state: dict[str, Runtime] = {}
+    processed: dict[int, int] = {}  # raw partition -> next offset to process (batches this worker finished)
     api: dict[str, DataApi] = {}
 
     def own_partitions() -> set[int]:
@@ -112,7 +113,8 @@ def create_app(settings: Settings) -> faust.App:
             if rt is None:
                 return
             try:
-                moved = await asyncio.get_running_loop().run_in_executor(None, rt.raw_pruner.prune)
+                moved = await asyncio.get_running_loop().run_in_executor(None, rt.raw_pruner.prune,
+                                                                         dict(processed))
             except Exception as exc:
                 log.warning("pruning processed raw events failed: %s", type(exc).__name__)
                 return
@@ -128,7 +130,8 @@ def create_app(settings: Settings) -> faust.App:
     async def ingest(stream: faust.StreamT) -> None:
         p = (await runtime()).pipeline
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
-            task = asyncio.ensure_future(p.handle([_raw_record(e) for e in events]))
+            records = [_raw_record(e) for e in events]
+            task = asyncio.ensure_future(p.handle(records))
             try:
                 await asyncio.shield(task)
             except asyncio.CancelledError:
@@ -136,6 +139,9 @@ def create_app(settings: Settings) -> faust.App:
                 # as soon as this loop body exits, finished or not.
                 await task
                 raise
+            for r in records:  # done: every record is in its sinks (handle never returns before)
+                if r.offset + 1 > processed.get(r.partition, 0):
+                    processed[r.partition] = r.offset + 1
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Response:

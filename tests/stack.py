@@ -40,6 +40,7 @@ class StackInfo:
     log_files: tuple[Path, ...]  # the broker's and Redis' own logs
     redis_dir: Path | None  # where the AOF lives, when on this machine
     kind: str
+    local: Settings | None = None  # the local stack's settings: fault tests stop and start its processes
 
 
 def _docker_available() -> bool:
@@ -106,7 +107,7 @@ def _local_stack() -> Iterator[StackInfo]:
             settings.kafka_bootstrap, settings.redis_url,
             (stack.kafka.log_dir,),
             (stack.kafka.home / "server.log", stack.kafka.home / "stdout.log", stack.redis.home / "redis.log"),
-            stack.redis.home, "local",
+            stack.redis.home, "local", settings,
         )
     finally:
         if started and not os.environ.get("STREAMS_TEST_KEEP_STACK"):

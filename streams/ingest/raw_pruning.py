@@ -2,11 +2,20 @@
 
 ``events.raw`` is the only place raw personal data sits in the clear. Once
 every record before offset N of a partition is in a tenant topic, the DLQ or
-counted as a drop, the worker group commits N, and nothing needs those records
-again: a restarted worker resumes at N. So the workers ask the broker to delete
-them (Kafka's DeleteRecords: the partition's log start moves to N) and the
-broker removes each segment that lies wholly before it at its next retention
-check. Retention (7 days) stays as the backstop for a pipeline that is down.
+counted as a drop, nothing needs those records again. So each worker asks the
+broker to delete what it has processed (Kafka's DeleteRecords: the partition's
+log start moves to N) and the broker removes each segment that lies wholly
+before it at its next retention check. Retention (7 days) stays as the
+backstop for a pipeline that is down.
+
+The offsets are the worker's own (the end of each batch it finished), not the
+group's committed ones: a processed record is done even before Faust commits
+it, and a worker restarted below the log start resumes at the log start
+(``auto.offset.reset=earliest``), i.e. at the first record nobody processed.
+Asking the group coordinator instead (ListConsumerGroupOffsets) aborted the
+worker process when the broker restarted: a librdkafka bug in coordinator
+admin requests (confluentinc/librdkafka#4605, #3663), found by the broker
+restart test.
 
 This is what makes an erasure reach the raw topic too: the subject's raw
 events are processed (and dropped, once the erasure is applied), then deleted.
@@ -17,38 +26,26 @@ from __future__ import annotations
 import logging
 from typing import Mapping
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 log = logging.getLogger(__name__)
 
 
 class RawPruner:
-    """Moves the raw topic's log start up to the worker group's committed offsets. Idempotent,
-    safe to run from every worker at once (each asks for the same offsets)."""
+    """Moves the raw topic's log start up to what this worker has processed. Idempotent; workers
+    only ever ask for offsets they processed themselves, so they never delete another's backlog."""
 
-    def __init__(self, admin: AdminClient, topic: str, group: str, timeout: float = 10.0) -> None:
+    def __init__(self, admin: AdminClient, topic: str, timeout: float = 10.0) -> None:
         self.admin = admin
         self.topic = topic
-        self.group = group
         self.timeout = timeout
         self._pruned: dict[int, int] = {}  # partition -> offset we last deleted up to
 
-    def committed(self) -> dict[int, int]:
-        """The group's committed offset per partition of the raw topic (those with one)."""
-        req = ConsumerGroupTopicPartitions(self.group)
-        fut = self.admin.list_consumer_group_offsets([req], request_timeout=self.timeout)[self.group]
-        out: dict[int, int] = {}
-        for tp in fut.result(timeout=self.timeout).topic_partitions or []:
-            if tp.topic == self.topic and tp.offset >= 0 and tp.error is None:
-                out[tp.partition] = tp.offset
-        return out
-
-    def prune(self, committed: Mapping[int, int] | None = None) -> dict[int, int]:
-        """Delete every record before the committed offsets; returns {partition: new log start}
-        for the partitions that moved. Raises KafkaException when the broker cannot be asked."""
-        committed = self.committed() if committed is None else committed
-        wanted = [TopicPartition(self.topic, p, off) for p, off in sorted(committed.items())
+    def prune(self, processed: Mapping[int, int]) -> dict[int, int]:
+        """Delete every record before ``processed[partition]`` (the next offset to process);
+        returns {partition: new log start} for the partitions that moved."""
+        wanted = [TopicPartition(self.topic, p, off) for p, off in sorted(processed.items())
                   if off > self._pruned.get(p, -1)]
         if not wanted:
             return {}

@@ -1,0 +1,74 @@
+"""The broker and Redis fail under load; the workers hold back, reconnect by themselves, and the
+reconciliation holds (every acknowledged raw event delivered or in the DLQ, nothing extra).
+
+These drive the project's local stack (its broker and Redis are processes of this machine the
+test can kill and start); they restart what they stopped before they return.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from streams.ops.localstack import LocalStack
+from tests.reconcile import Load, reconcile, wait_processed
+
+pytestmark = [pytest.mark.e2e, pytest.mark.faults]
+
+
+def _local(stack) -> LocalStack:
+    if stack.local is None:
+        pytest.skip(f"needs the local stack's processes to kill (stack kind: {stack.kind})")
+    return LocalStack(stack.local)
+
+
+def test_broker_killed_and_restarted_during_load(stack, make_settings, start_worker):
+    local = _local(stack)
+    s = make_settings(session_timeout=6.0)
+    load = Load(s, sorted(s.tenants), rate=150)
+    worker = start_worker(s)
+    load.start()
+    time.sleep(3.0)
+    pid = int(local.kafka.pidfile.read_text().strip())
+    try:
+        os.kill(pid, signal.SIGKILL)  # no controlled shutdown: clients see connections drop
+        deadline = time.monotonic() + 20
+        while local.kafka.running() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(5.0)  # down for a while, the load keeps producing (it retries)
+    finally:
+        local.kafka.start()
+    time.sleep(8.0)
+    load.stop()
+    wait_processed(s, load.acked)
+    rep = reconcile(s, load.acked)
+    print(rep)
+    assert worker.proc.poll() is None, "the worker died with the broker:\n" + worker.log_text()[-3000:]
+    assert rep.ok, str(rep)
+    assert rep.acked_valid > 200, str(rep)
+
+
+def test_redis_stopped_for_a_while_during_load(stack, make_settings, start_worker):
+    local = _local(stack)
+    s = make_settings(session_timeout=6.0)
+    load = Load(s, sorted(s.tenants), rate=150)
+    worker = start_worker(s)
+    load.start()
+    time.sleep(3.0)
+    try:
+        local.redis.stop()  # SIGTERM: Redis writes its AOF and exits
+        time.sleep(6.0)
+    finally:
+        local.redis.start()
+    time.sleep(6.0)
+    load.stop()
+    wait_processed(s, load.acked)
+    rep = reconcile(s, load.acked)
+    print(rep)
+    assert worker.proc.poll() is None, "the worker died with Redis:\n" + worker.log_text()[-3000:]
+    assert "holding back" in worker.log_text().lower() or "retry" in worker.log_text().lower(), \
+        "the worker did not notice the store was down"
+    assert rep.ok, str(rep)
