@@ -310,7 +310,8 @@ Query = Mapping[str, str] | Iterable[tuple[str, str]]
 
 
 class DataApi:
-    """Routes' handling: authentication, authorization, validation, the store queries, detokenize.
+    """Routes' handling: authentication, authorization, validation, the store queries, detokenize; the
+    tenant management routes after their checks go to ``control`` (``streams.api.control``).
 
     Synchronous and blocking (redis-py, the audit's acknowledged appends): the
     web layer runs ``handle`` in a thread. Thread-safe as far as its parts are

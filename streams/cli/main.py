@@ -460,6 +460,86 @@ def cmd_tenants(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- API keys
+
+def cmd_apikeys(args: argparse.Namespace) -> int:
+    import re
+
+    import redis
+
+    from streams.api.api_keys import MAX_LABEL, ApiKeyStore, Role
+    from streams.audit.exceptions import AuditError
+    from streams.audit.log import AuditLog
+    from streams.tenancy.names import validate_tenant_name
+
+    s = _settings()
+    # Everything is checked before the audit trail is opened or anything is written.
+    tenant: str | None = None
+    if args.action == "create":
+        if args.key_id:
+            raise UsageError("create takes no KEY_ID (the key's id is made for it)")
+        if not args.role:
+            raise UsageError("create needs --role: operator, reader or detokenizer")
+        role = Role(args.role)
+        if role is Role.OPERATOR:
+            if args.tenant:
+                raise UsageError("operator keys belong to no tenant: leave out --tenant")
+        else:
+            if not args.tenant:
+                raise UsageError(f"a {role.value} key belongs to one tenant: add --tenant NAME")
+            tenant = _onboarded_tenant(s, args.tenant)
+        if len(args.label) > MAX_LABEL or any(ord(c) < 32 or ord(c) == 127 for c in args.label):
+            raise UsageError(f"--label: at most {MAX_LABEL} printable characters")
+    elif args.action == "revoke":
+        if not args.key_id:
+            raise UsageError("revoke needs the KEY_ID (`streams apikeys list` shows them)")
+        if args.role or args.tenant or args.label:
+            raise UsageError("revoke takes only the KEY_ID")
+        if not re.fullmatch(r"[0-9a-f]{12}", args.key_id):
+            # Never echoed: it could be a whole token pasted by mistake.
+            raise UsageError("KEY_ID is the key's id, 12 lowercase hex characters (`streams apikeys list` shows "
+                             "them), not its token")
+    else:  # list
+        if args.key_id or args.role or args.label:
+            raise UsageError("list takes only --tenant")
+        tenant = validate_tenant_name(args.tenant) if args.tenant else None
+
+    store = ApiKeyStore(redis.Redis.from_url(s.redis_url, socket_timeout=10, socket_connect_timeout=5))
+    if args.action == "revoke":
+        meta = store.get(args.key_id)
+        if meta is None:
+            raise UsageError(f"no API key {args.key_id} (`streams apikeys list` shows them)")
+    actor = f"cli:{args.actor or _user()}"
+    with AuditLog(s.kafka(), s.audit_topic, actor) as audit:
+        if args.action == "create":
+            key_id, token = store.create(tenant, role, args.label)
+            try:
+                # The id and the role, never the token; no label either (free text, kept forever).
+                audit.append("apikey.create", tenant, None, f"API key {key_id} created",
+                             {"key_id": key_id, "role": role.value})
+            except AuditError as exc:
+                store.revoke(key_id)  # no key that the audit trail does not know of stays usable
+                raise UsageError(f"the key was not kept: its creation could not be audited ({exc})") from None
+            print("the token below is shown once; store it now (only its hash is kept)", file=sys.stderr)
+            print(json.dumps({"key_id": key_id, "tenant": tenant, "role": role.value, "label": args.label,
+                              "token": token}, indent=2))
+            return 0
+        if args.action == "revoke":
+            revoked = store.revoke(meta["key_id"])  # unusable from here on, on every worker
+            try:
+                audit.append("apikey.revoke", meta["tenant"], None, f"API key {meta['key_id']} revoked",
+                             {"key_id": meta["key_id"], "role": meta["role"], "existed": revoked})
+            except AuditError as exc:
+                raise UsageError(f"API key {meta['key_id']} is revoked, but the audit record was not written "
+                                 f"({exc})") from None
+            print(json.dumps({**meta, "revoked": True}, indent=2))
+            return 0
+        keys = store.list(tenant)
+        audit.append("apikey.list", tenant, None, "API keys listed", {"keys": len(keys)})
+    print(json.dumps(keys, indent=2))  # metadata only: ApiKeyStore.list never returns hashes
+    return 0
+
+
 # ---------------------------------------------------------------- demo
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -588,6 +668,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--roles", default="reader",
                     help="create: API key roles, comma-separated: reader, detokenizer (default reader)")
     sp.add_argument("--yes", action="store_true", help="delete: confirm")
+    sp.add_argument("--actor", help="who does it (default: the login name; kept in the audit trail)")
+
+    sp = add("apikeys", "create, list or revoke API keys of the HTTP API", cmd_apikeys,
+             "API keys authenticate calls to the HTTP API served by each worker (Authorization: Bearer <token>). "
+             "A key has one role: reader (read one tenant's clean events), detokenizer (also reveal tokens, "
+             "audited) or operator (manage tenants under /v1/tenants; reads no tenant data). Reader and "
+             "detokenizer keys belong to one onboarded tenant (--tenant); operator keys to none.\n\n"
+             "create --role ROLE [--tenant NAME] [--label TEXT]: make a key; its token is printed once (only a "
+             "hash of it is stored: it cannot be shown again; revoke it and make another if it is lost).\n"
+             "list [--tenant NAME]: keys' ids, roles, tenants, labels and creation times (never tokens or "
+             "hashes).\n"
+             "revoke KEY_ID: the key stops working at once, on every worker.\n\n"
+             "Each action is written to the audit trail with the key's id and role (never its token).")
+    sp.add_argument("action", choices=["create", "list", "revoke"])
+    sp.add_argument("key_id", nargs="?", metavar="KEY_ID", help="revoke: the key's id (12 hex characters)")
+    sp.add_argument("--role", choices=["operator", "reader", "detokenizer"], help="create: the key's role")
+    sp.add_argument("--tenant", help="create: the tenant of a reader or detokenizer key (onboarded); "
+                                     "list: only this tenant's keys")
+    sp.add_argument("--label", default="", help="create: a note naming the key's holder or use (no personal data)")
     sp.add_argument("--actor", help="who does it (default: the login name; kept in the audit trail)")
 
     sp = add("demo", "run the whole pipeline on the local stack with sample events", cmd_demo,

@@ -3,7 +3,9 @@
 Positive cases (inputs the document allows) and negative ones (inputs it
 forbids), once with the tenant path parameter free (mostly other tenants:
 403) and once pinned to the key's own tenant, so the cases reach validation,
-the store and the Detokenizer. Bounded to stay well under a minute.
+the store and the Detokenizer. The tenant management routes are fuzzed with
+the same (tenant) keys: every case must be a 403, and no tenant may be
+created, changed or deleted. Bounded to stay well under a minute.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import redis
 from hypothesis import HealthCheck, given, settings
 
 from streams.api.api_keys import ApiKeyStore, Role
+from streams.api.service import ROUTES
 from streams.ingest import samples
 from streams.ingest.producer import EventProducer
 from streams.schema.registry import SchemaRegistry
+from streams.tenancy.registry import TenantRegistry
 from tests.e2e.test_api_http import call, free_port, wait_until
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -44,8 +48,11 @@ def test_no_input_makes_the_api_fail(make_settings, start_worker):
     base = f"http://127.0.0.1:{s.web_port}"
     wait_until(lambda: call(base, f"/v1/tenants/{tenant}/counts", reader)[2].get("count") == 6, what="the store")
 
+    tenants_before = [r.to_json() for r in TenantRegistry(redis.Redis.from_url(s.redis_url)).all()]
+    control_paths = {r.template for r in ROUTES if r.control}
     schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
     failures: list[str] = []
+    control_statuses: dict[str, set[int]] = {}
     calls = 0
     for result in schema.get_all_operations():
         op = result.ok()
@@ -71,8 +78,15 @@ def test_no_input_makes_the_api_fail(make_settings, start_worker):
                     if response.status_code >= 500:
                         failures.append(f"{case.method} {case.formatted_path} {case.query} -> "
                                         f"{response.status_code} {response.text[:200]}")
+                    if case.operation.path in control_paths:
+                        control_statuses.setdefault(f"{case.method} {case.operation.path}", set()).add(
+                            response.status_code)
 
                 run()
     assert calls > 100
     assert not failures, "\n".join(failures[:20])
+    # Tenant keys reach none of the tenant management routes, whatever they send.
+    assert {k.split(" ", 1)[1] for k in control_statuses} == control_paths
+    assert all(statuses == {403} for statuses in control_statuses.values()), control_statuses
+    assert [r.to_json() for r in TenantRegistry(redis.Redis.from_url(s.redis_url)).all()] == tenants_before
     assert "Traceback" not in worker.log_text()

@@ -35,7 +35,7 @@ def test_every_route_is_documented_with_its_parameters_and_constraints():
         for spec in r.path_params + r.query_params:
             p = documented.pop((spec.name, spec.location))
             schema = p["schema"]
-            assert p["required"] is (spec.location == "path")
+            assert p["required"] is spec.required
             if spec.kind == "integer":
                 assert (schema["type"], schema["minimum"], schema["maximum"]) == ("integer", spec.minimum,
                                                                                   spec.maximum)
@@ -44,10 +44,10 @@ def test_every_route_is_documented_with_its_parameters_and_constraints():
                 assert (schema["minLength"], schema["maxLength"]) == (spec.min_length, spec.max_length)
                 re.compile(schema["pattern"])
         assert not documented, f"{r.name} documents parameters it does not take: {documented}"
-        for status in ("200", "400", "401", "403", "503"):
+        for status in ("201" if r.name == "tenants_create" else "200", "400", "401", "403", "503"):
             assert status in op["responses"], (r.name, status)
         for status, resp in op["responses"].items():
-            if status != "200":
+            if status not in ("200", "201"):
                 assert resp["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
         assert "WWW-Authenticate" in op["responses"]["401"]["headers"]
     assert "404" in doc["paths"]["/v1/tenants/{tenant}/events/{event_id}"]["get"]["responses"]
@@ -66,3 +66,27 @@ def test_copies_are_independent():
     a = openapi_document()
     a["paths"].clear()
     assert openapi_document()["paths"]
+
+
+def test_the_control_routes_are_documented_for_operator_keys():
+    doc = openapi_document()
+    create = doc["paths"]["/v1/tenants"]["post"]
+    assert create["requestBody"]["required"] is True
+    body = doc["components"]["schemas"]["TenantCreateRequest"]
+    assert body["required"] == ["name"] and body["additionalProperties"] is False
+    assert body["properties"]["roles"]["items"]["enum"] == ["reader", "detokenizer"]
+    assert set(create["responses"]) >= {"200", "201", "400", "401", "403", "409", "413", "502", "503"}
+    assert "Location" in create["responses"]["201"]["headers"]
+    delete = doc["paths"]["/v1/tenants/{tenant}"]["delete"]
+    [confirm] = [p for p in delete["parameters"] if p["in"] == "query"]
+    assert confirm["name"] == "confirm" and confirm["required"] is True
+    for path, method in [("/v1/tenants", "get"), ("/v1/tenants", "post"), ("/v1/tenants/{tenant}", "get"),
+                         ("/v1/tenants/{tenant}", "delete"), ("/v1/tenants/{tenant}/rotate-credentials", "post")]:
+        op = doc["paths"][path][method]
+        assert "operator" in op["responses"]["403"]["description"]
+        assert "security" not in op  # the document's: an API key (an operator's) is required
+    for path, method in [("/v1/tenants/{tenant}", "get"), ("/v1/tenants/{tenant}", "delete"),
+                         ("/v1/tenants/{tenant}/rotate-credentials", "post")]:
+        assert "404" in doc["paths"][path][method]["responses"]
+    receipt = doc["components"]["schemas"]["DeletionReceipt"]
+    assert {"receipt_id", "requested_by", "steps"} <= set(receipt["required"])

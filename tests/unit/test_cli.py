@@ -70,3 +70,44 @@ def test_argparse_errors_exit_2(argv):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
+
+
+# ---------------------------------------------------------------- apikeys (the flows: tests/e2e/test_cli_apikeys.py)
+
+TOKEN = "stk_0123456789ab_" + "S" * 43
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["apikeys", "create"], "create needs --role"),
+    (["apikeys", "create", "--role", "operator", "--tenant", "acme"], "operator keys belong to no tenant"),
+    (["apikeys", "create", "--role", "reader"], "a reader key belongs to one tenant"),
+    (["apikeys", "create", "--role", "detokenizer"], "a detokenizer key belongs to one tenant"),
+    (["apikeys", "create", "--role", "operator", "--label", "a\nb"], "--label"),
+    (["apikeys", "create", "0123456789ab", "--role", "operator"], "create takes no KEY_ID"),
+    (["apikeys", "revoke"], "revoke needs the KEY_ID"),
+    (["apikeys", "revoke", "XYZ"], "12 lowercase hex characters"),
+    (["apikeys", "revoke", TOKEN], "not its token"),
+    (["apikeys", "revoke", "0123456789ab", "--role", "reader"], "revoke takes only the KEY_ID"),
+    (["apikeys", "list", "--role", "reader"], "list takes only --tenant"),
+    (["apikeys", "list", "--tenant", "Not A Tenant"], "invalid tenant name"),
+])
+def test_apikeys_bad_arguments_are_clear_errors_before_any_io(argv, message, capsys, monkeypatch):
+    # Nothing listens there: an argument error must be found before anything is contacted.
+    monkeypatch.setenv("STREAMS_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    monkeypatch.setenv("STREAMS_REDIS_URL", "redis://127.0.0.1:1/0")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert "S" * 43 not in err  # a pasted token is never echoed
+
+
+def test_apikeys_help_explains_roles_and_that_the_token_is_shown_once():
+    out = subprocess.run([sys.executable, "-m", "streams.cli.main", "apikeys", "--help"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())
+    for words in ("operator", "reader", "detokenizer", "create", "list", "revoke", "printed once", "hash",
+                  "audit trail", "--tenant", "--role"):
+        assert words in text, words
+    with pytest.raises(SystemExit):
+        main(["apikeys", "create", "--role", "admin"])
