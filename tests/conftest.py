@@ -98,13 +98,13 @@ def settings_env(s: Settings) -> dict[str, str]:
 class WorkerProcess:
     """A worker started as an operator would (`streams worker`), with its log in a file."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None) -> None:
         self.settings = settings
         self.log_path = log_path
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli.main", "worker", "--no-create-topics"],
-            env=settings_env(settings), stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+            env={**settings_env(settings), **(extra_env or {})}, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
             start_new_session=True,
         )
 
@@ -142,8 +142,8 @@ class WorkerProcess:
 def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]]:
     workers: list[WorkerProcess] = []
 
-    def start(settings: Settings, ready: bool = True) -> WorkerProcess:
-        w = WorkerProcess(settings, tmp_path / f"worker-{len(workers)}.log")
+    def start(settings: Settings, ready: bool = True, extra_env: dict[str, str] | None = None) -> WorkerProcess:
+        w = WorkerProcess(settings, tmp_path / f"worker-{len(workers)}.log", extra_env)
         workers.append(w)
         if ready:
             w.wait_ready()

@@ -36,6 +36,7 @@ from streams.audit.log import AuditLog
 from streams.consent.requests import PrivacyRequest
 from streams.consent.state import apply
 from streams.consent.store import ConsentStore, receipt_key, requests_index
+from streams.ops.failpoints import failpoint
 from streams.privacy.keys import KeyStore
 from streams.sinks import store_keys as K
 from streams.sinks.kafka_sink import KafkaSink, OutRecord
@@ -117,6 +118,7 @@ class RequestHandler:
 
         def step(name: str, **detail: Any) -> None:
             steps.append({"step": name, "at_ms": _now(), **detail})
+            failpoint(f"{'erasure' if req.type.erases else 'request'}.{name}")  # tests crash here
 
         state = apply(self.consent.state(req.tenant, who), req)
         self.consent.put_state(req.tenant, who, state)
@@ -173,6 +175,7 @@ class RequestHandler:
         if not members:
             return 0
         aof = rewrite_aof(self.client)  # starts after every pending erasure's deletes
+        failpoint("erasure.aof")
         done = 0
         for m in sorted(x.decode() if isinstance(x, bytes) else x for x in members):
             tenant, _, request_id = m.partition("|")
