@@ -21,11 +21,11 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Iterable
+from typing import Any, Callable, Collection
 
 from streams.dlq.reasons import Reason
 from streams.privacy.policy import rules_of
-from streams.privacy.transforms import PolicyApplier, SubjectCipher
+from streams.privacy.transforms import PolicyApplier, SubjectCipher, TransformFailed
 from streams.schema import codec
 from streams.schema.clean import LINEAGE_FIELD, derive_clean
 from streams.schema.exceptions import DecodeError, SchemaViolation, UnknownSchemaError
@@ -123,6 +123,12 @@ def key_hint(key: bytes | None) -> str | None:
     """
     if key is None:
         return None
+    if isinstance(key, (bytearray, memoryview)):
+        key = bytes(key)
+    elif not isinstance(key, bytes):
+        # Not what a Kafka client hands over (a str or int from a buggy caller): name the type only,
+        # hashing or decoding it would raise and let the event escape as an exception.
+        return f"<{type(key).__name__}>"
     try:
         text = key.decode()
         if _SAFE_KEY.fullmatch(text):
@@ -196,22 +202,30 @@ class EventProcessor:
         try:
             return self._validate(key, value, source)
         except Exception as exc:  # never let one event stop the stream
-            return self._reject(Reason.PROCESSING_ERROR, f"{type(exc).__name__} in validation",
-                                key, value, source)
+            detail = f"{type(exc).__name__} in validation"
+            try:
+                return self._reject(Reason.PROCESSING_ERROR, detail, key, value, source)
+            except Exception:
+                # The record itself broke _reject (a str value cannot be hashed): before this fallback
+                # that exception escaped validate() and held the whole batch back.
+                return Rejected(reason=Reason.PROCESSING_ERROR, detail=detail, source=source, payload_size=0,
+                                payload_sha256=None)
 
     def finish(self, v: Validated, cipher: SubjectCipher, now_ms: int | None = None) -> Accepted | Rejected:
         """Apply the privacy policy and encode. ``cipher`` holds the subject's key."""
         try:
             return self._finish(v, cipher, now_ms)
+        except TransformFailed as exc:  # a poison event: the DLQ record names the field, never its value
+            return self.reject_validated(v, Reason.PROCESSING_ERROR, str(exc), field=exc.field)
         except Exception as exc:
             return self.reject_validated(v, Reason.PROCESSING_ERROR, f"{type(exc).__name__} in the transform")
 
-    def reject_validated(self, v: Validated, reason: Reason, detail: str) -> Rejected:
+    def reject_validated(self, v: Validated, reason: Reason, detail: str, field: str | None = None) -> Rejected:
         # The hash is computed here, not at validation: only the few events rejected late need it.
         return Rejected(reason=reason, detail=detail, source=v.source, payload_size=len(v.value),
                         payload_sha256=hashlib.sha256(v.value).hexdigest(), key_hint=key_hint(v.key), tenant=v.tenant,
                         event_id=v.event_id, event_type=v.raw_entry.event_type,
-                        schema_fingerprint=v.raw_entry.fingerprint_hex)
+                        schema_fingerprint=v.raw_entry.fingerprint_hex, field=field)
 
     def _reject(self, reason: Reason, detail: str, key: bytes | None, value: bytes | None,
                 source: SourceRef, **extra: Any) -> Rejected:

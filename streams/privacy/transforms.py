@@ -20,13 +20,27 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from streams.privacy.exceptions import PolicyError, TokenError
+from streams.privacy.exceptions import PolicyError, PrivacyError, TokenError
 from streams.privacy.policy import FieldRule
 
 TOKEN_PREFIX = "tok"
 HASH_PREFIX = "hash"
 _TOKEN_RE = re.compile(r"tok\.([a-z_]{1,32})\.([A-Za-z0-9_-]{20,})")
 _EPOCH_DATE = dt.date(1970, 1, 1)
+
+
+class TransformFailed(PrivacyError):
+    """A transform raised on one event's field (a poison event).
+
+    Names the field, the transform and the error's type, never the error's text: that
+    can quote the value (UnicodeEncodeError does), and the value is personal data.
+    """
+
+    def __init__(self, field: str, transform: str, error: str) -> None:
+        self.field = field
+        self.transform = transform
+        self.error = error
+        super().__init__(f"{error} in the {transform} transform of field '{field}'")
 
 
 def _b64(data: bytes) -> str:
@@ -129,7 +143,10 @@ class PolicyApplier:
         """Transform every annotated field of ``datum`` in place (the caller owns the freshly
         decoded datum; copying it first was measurable) and return it."""
         for rule, segments in self._plans:
-            _transform_at(datum, segments, _field_fn(rule, cipher), rule.nullable)
+            try:
+                _transform_at(datum, segments, _field_fn(rule, cipher), rule.nullable)
+            except Exception as exc:  # one event's value, not the pipeline: the caller sends it to the DLQ
+                raise TransformFailed(rule.path, rule.transform, type(exc).__name__) from None
         return datum
 
 

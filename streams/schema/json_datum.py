@@ -6,7 +6,9 @@ Producers that cannot write Avro publish a JSON object naming its schema:
 
 ``schema`` is the record's full name, short name or event type. Values are
 plain JSON (unions are not tagged as in Avro's JSON encoding): timestamps as
-epoch milliseconds or ISO-8601 with a timezone, dates as ``YYYY-MM-DD``.
+epoch milliseconds or ISO-8601 with a timezone, dates as ``YYYY-MM-DD``. The
+payload is UTF-8 (no BOM) and every string a valid Unicode text: a lone
+surrogate (``"\\ud800"``) is a schema violation of its field.
 
 Conversion and validation are one walk over the schema, so a violation names
 the field path and what was expected there, and never the value: fastavro's
@@ -31,6 +33,14 @@ _SAFE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 MAX_DEPTH = 32
+# A "\ud800" escape is valid JSON but not a Unicode character: UTF-8 cannot encode it, so such a
+# string used to pass validation and raise later, in the transform or the clean event's encoding.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _is_text(value: Any) -> bool:
+    """A str that UTF-8 (hence Avro) can encode: no lone surrogate."""
+    return isinstance(value, str) and (value.isascii() or _SURROGATE.search(value) is None)
 
 
 def _safe(name: str) -> str:
@@ -95,6 +105,9 @@ def to_datum(schema: Any, value: Any, path: str, depth: int = 0) -> Any:
         if t == "map":
             if not isinstance(value, dict):
                 raise SchemaViolation(path, "map")
+            for k in value:
+                if not _is_text(k):
+                    raise SchemaViolation(_join(path, _safe(k)), "map key (valid Unicode)")
             return {k: to_datum(schema["values"], v, _join(path, _safe(k)), depth + 1) for k, v in value.items()}
         if t == "fixed":
             if not isinstance(value, str) or len(value) != schema["size"]:
@@ -122,8 +135,10 @@ def _primitive(t: str, value: Any, path: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     elif t == "string":
-        if isinstance(value, str):
+        if _is_text(value):
             return value
+        if isinstance(value, str):
+            raise SchemaViolation(path, "string (valid Unicode, no lone surrogate)")
     elif t == "bytes":
         if isinstance(value, str):
             try:
@@ -169,6 +184,13 @@ def _timestamp(value: Any, path: str) -> dt.datetime:
             raise SchemaViolation(path, label) from None
         if parsed.tzinfo is None:
             raise SchemaViolation(path, label)
+        try:
+            # Readers decode timestamp-millis to a UTC datetime: one whose UTC time falls outside
+            # years 1-9999 (an offset at either end of the range) was accepted, then unreadable
+            # by every consumer of the clean event (and it is undecodable in Avro input anyway).
+            parsed.astimezone(dt.timezone.utc)
+        except OverflowError:
+            raise SchemaViolation(path, label) from None
         return parsed
     raise SchemaViolation(path, label)
 
@@ -189,7 +211,9 @@ def decode_json(registry: SchemaRegistry, payload: bytes) -> tuple[SchemaEntry, 
     (missing or unknown ``schema``) or SchemaViolation.
     """
     try:
-        obj = json.loads(payload)
+        # Strictly UTF-8 (RFC 8259): json.loads(bytes) also guesses UTF-16/32 and decodes with
+        # 'surrogatepass', which let invalid UTF-8 (encoded surrogates) through as lone surrogates.
+        obj = json.loads(payload.decode("utf-8"))
     except RecursionError:
         raise DecodeError("JSON nested too deeply") from None
     except (UnicodeDecodeError, ValueError):
