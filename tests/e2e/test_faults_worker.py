@@ -37,3 +37,110 @@ def test_sigkill_at_random_moments_loses_nothing(make_settings, start_worker):
     print(rep)
     assert rep.ok, str(rep)
     assert kills == 3 and rep.acked_valid > 300 and rep.acked_bad > 10, str(rep)
+
+
+def _publish_requests(s, tenants: list[str], n: int, stop_after: float) -> None:
+    """Random consent requests for side subjects (they have no events: the reconciliation of
+    events stays exact), spread over ``stop_after`` seconds."""
+    from confluent_kafka import Producer
+
+    from streams.consent.requests import new_request
+
+    rng = random.Random(5)
+    p = Producer({**s.kafka(), "enable.idempotence": True, "partitioner": "murmur2_random", "log_level": 0})
+    for i in range(n):
+        kind = rng.choice(["grant", "revoke", "opt_out", "opt_in", "grant"])
+        purpose = rng.choice(["analytics", "marketing", "ml_training"]) if kind in ("grant", "revoke") else None
+        req = new_request(kind, rng.choice(tenants), f"consent-{rng.randrange(6)}", "test", purpose)
+        p.produce(s.requests_topic, req.to_json(), req.key)
+        p.poll(0)
+        time.sleep(stop_after / n)
+    assert p.flush(60) == 0
+
+
+def _replayed_states(s) -> dict:
+    """Consent state per (tenant, subject) by replaying privacy.requests in topic order."""
+    from streams.consent.requests import parse
+    from streams.consent.state import SubjectState, apply
+    from tests.kafka_read import read_topic
+
+    states: dict = {}
+    msgs = read_topic(s.kafka(), s.requests_topic, expect=None, timeout=60, idle=4)
+    for m in sorted(msgs, key=lambda m: (m.partition(), m.offset())):
+        req = parse(m.value())
+        key = (req.tenant, req.subject)
+        states[key] = apply(states.get(key, SubjectState()), req)
+    return states
+
+
+def test_rebalance_one_killed_one_added_loses_nothing_and_state_replays(make_settings, start_worker):
+    import threading
+
+    import redis
+
+    from streams.consent.store import ConsentStore
+    from streams.privacy.keys import KeyStore, LocalKeyFileProvider
+    from streams.privacy.pseudonyms import Pseudonymizer
+
+    s = make_settings(session_timeout=6.0)
+    tenants = sorted(s.tenants)
+    first = start_worker(s)
+    start_worker(s)
+    load = Load(s, tenants, rate=200)
+    load.start()
+    requests = threading.Thread(target=_publish_requests, args=(s, tenants, 60, 12.0))
+    requests.start()
+    time.sleep(4.0)
+    first.kill()  # its partitions move to the other worker after the session timeout
+    time.sleep(3.0)
+    start_worker(s)  # a third joins: another rebalance, under load
+    time.sleep(5.0)
+    load.stop()
+    requests.join(60)
+    wait_processed(s, load.acked)
+    rep = reconcile(s, load.acked)
+    print(rep)
+    assert rep.ok, str(rep)
+
+    # The consent state the workers built equals a replay of its source, request by request.
+    client = redis.Redis.from_url(s.redis_url)
+    provider = LocalKeyFileProvider(s.master_key_file, create=False)
+    pseudonyms = Pseudonymizer(client, provider)
+    consent = ConsentStore(client)
+    expected = _replayed_states(s)
+    assert len(expected) >= 6
+    deadline = time.monotonic() + 30
+    while True:
+        actual = {k: consent.state(k[0], pseudonyms(*k)) for k in expected}
+        if actual == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    differing = [k for k in expected if actual[k] != expected[k]]
+    assert not differing, f"consent state differs from the replay for {differing[:5]}"
+    # Every subject whose events were delivered has its key (nothing was lost in the rebalance).
+    keys = KeyStore(client, provider)
+    delivered = {(x.tenant, x.subject) for x in load.acked if x.valid}
+    for tenant in tenants:
+        subjects = sorted(subj for t, subj in delivered if t == tenant)
+        assert set(keys.subject_keys(tenant, subjects, create=False)) == set(subjects)
+
+
+def test_worker_paused_past_its_session_timeout_writes_nothing_stale(make_settings, start_worker):
+    import os
+    import signal
+
+    s = make_settings(session_timeout=6.0)
+    paused = start_worker(s)
+    start_worker(s)
+    load = Load(s, sorted(s.tenants), rate=200)
+    load.start()
+    time.sleep(3.0)
+    os.killpg(paused.proc.pid, signal.SIGSTOP)  # no heartbeats: the group gives its partitions away
+    time.sleep(12.0)
+    os.killpg(paused.proc.pid, signal.SIGCONT)  # it resumes mid-batch with a stale assignment
+    time.sleep(6.0)
+    load.stop()
+    wait_processed(s, load.acked)
+    rep = reconcile(s, load.acked)
+    print(rep)
+    assert rep.ok, str(rep)
