@@ -127,6 +127,8 @@ class BatchPipeline:
                 out.append(Dropped(v.tenant, v.event_id, v.raw_entry.event_type, drops[i].value, v.source))
             elif v.tenant in failed:
                 out.append(self.processor.reject_validated(v, Reason.PROCESSING_ERROR, failed[v.tenant]))
+            elif (v.tenant, v.subject) not in ciphers:  # a key source that left a subject out
+                out.append(self.processor.reject_validated(v, Reason.PROCESSING_ERROR, "no subject key returned"))
             else:
                 out.append(self.processor.finish(v, ciphers[(v.tenant, v.subject)], now_ms))
         return out

@@ -465,3 +465,16 @@ def test_any_mix_of_good_and_poison_events(proc, registry, poisoned_mask, kinds)
     assert sum(result.rejected.values()) == len(kinds) - good
     assert result.rejected.get("processing_error", 0) == kinds.count("poison") + kinds.count("not-bytes")
     assert len(kafka.records) == len(kinds)
+
+
+def test_a_key_source_that_leaves_a_subject_out_rejects_only_its_events(proc, registry):
+    class Forgetful(Keys):
+        def subject_keys(self, tenant, subjects, create=True):
+            return {s: k for s, k in super().subject_keys(tenant, subjects, create).items() if s != "lost"}
+
+    p = BatchPipeline(Settings(), proc, Kafka(), Store(), Forgetful())  # type: ignore[arg-type]
+    records = [raw(*wire(registry, samples.order("acme", subject), "avro"), i)
+               for i, subject in enumerate(["kept", "lost", "kept"])]
+    outcomes = asyncio.run(p.outcomes(records))
+    assert [_kind(o) for o in outcomes] == ["accepted", "processing_error", "accepted"]
+    assert outcomes[1].detail == "no subject key returned"
