@@ -204,3 +204,12 @@ def reconcile(s: Settings, sent: list[Sent]) -> Report:
         sources.add((d["source"]["partition"], d["source"]["offset"]))
     rep.missing_in_dlq = sorted(set(bad) - sources)
     return rep
+
+
+def settle(s: Settings, load: Load) -> Report:
+    """Stop the load, wait until the pipeline has caught up, reconcile (and print the counts)."""
+    load.stop()
+    wait_processed(s, load.acked)
+    rep = reconcile(s, load.acked)
+    print(rep)
+    return rep

@@ -25,7 +25,7 @@ import uuid
 from typing import Iterable
 
 import redis
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from streams.ops.kafka_client import KafkaTarget, client_config
@@ -63,7 +63,10 @@ class EndOffsets:
             return {}
         futures = self._admin.list_offsets({TopicPartition(self.topic, p): OffsetSpec.latest() for p in ps},
                                            request_timeout=10)
-        return {tp.partition: f.result().offset for tp, f in futures.items()}
+        try:
+            return {tp.partition: f.result().offset for tp, f in futures.items()}
+        except KafkaException as exc:  # the broker away or electing leaders: the caller holds back
+            raise RequestsNotApplied(f"end offsets of {self.topic} unavailable: {exc.args[0].str()}") from None
 
 
 class RequestsApplier:

@@ -11,6 +11,7 @@ import logging
 from typing import Awaitable, Callable, TypeVar
 
 import redis
+from confluent_kafka import KafkaException
 
 from streams.audit.exceptions import AuditError
 from streams.consent.gate import RequestsNotApplied
@@ -21,9 +22,13 @@ from streams.sinks.exceptions import SinkUnavailable
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Faults of the system, not of an event: retried, never raised.
+# Faults of the system, not of an event: retried, never raised. KafkaException too: a broker
+# call from a worker thread (an admin request, say) fails that way while the broker restarts,
+# and an exception out of a Faust timer or agent stops the whole worker (the broker restart
+# test found one: "No leaders found" from ListOffsets).
 TRANSIENT: tuple[type[BaseException], ...] = (
     redis.RedisError, OSError, KeyProviderError, KeyIntegrityError, RequestsNotApplied, SinkUnavailable, AuditError,
+    KafkaException,
 )
 
 

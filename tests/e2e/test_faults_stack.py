@@ -14,7 +14,7 @@ import time
 import pytest
 
 from streams.ops.localstack import LocalStack
-from tests.reconcile import Load, reconcile, wait_processed
+from tests.reconcile import Load, settle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
@@ -42,10 +42,7 @@ def test_broker_killed_and_restarted_during_load(stack, make_settings, start_wor
     finally:
         local.kafka.start()
     time.sleep(8.0)
-    load.stop()
-    wait_processed(s, load.acked)
-    rep = reconcile(s, load.acked)
-    print(rep)
+    rep = settle(s, load)
     assert worker.proc.poll() is None, "the worker died with the broker:\n" + worker.log_text()[-3000:]
     assert rep.ok, str(rep)
     assert rep.acked_valid > 200, str(rep)
@@ -64,10 +61,7 @@ def test_redis_stopped_for_a_while_during_load(stack, make_settings, start_worke
     finally:
         local.redis.start()
     time.sleep(6.0)
-    load.stop()
-    wait_processed(s, load.acked)
-    rep = reconcile(s, load.acked)
-    print(rep)
+    rep = settle(s, load)
     assert worker.proc.poll() is None, "the worker died with Redis:\n" + worker.log_text()[-3000:]
     assert "holding back" in worker.log_text().lower() or "retry" in worker.log_text().lower(), \
         "the worker did not notice the store was down"

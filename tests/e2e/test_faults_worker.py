@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.reconcile import Load, reconcile, wait_processed
+from tests.reconcile import Load, settle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
@@ -31,10 +31,7 @@ def test_sigkill_at_random_moments_loses_nothing(make_settings, start_worker):
         kills += 1
         worker = start_worker(s)
     time.sleep(2.0)
-    load.stop()
-    wait_processed(s, load.acked)
-    rep = reconcile(s, load.acked)
-    print(rep)
+    rep = settle(s, load)
     assert rep.ok, str(rep)
     assert kills == 3 and rep.acked_valid > 300 and rep.acked_bad > 10, str(rep)
 
@@ -95,11 +92,8 @@ def test_rebalance_one_killed_one_added_loses_nothing_and_state_replays(make_set
     time.sleep(3.0)
     start_worker(s)  # a third joins: another rebalance, under load
     time.sleep(5.0)
-    load.stop()
+    rep = settle(s, load)
     requests.join(60)
-    wait_processed(s, load.acked)
-    rep = reconcile(s, load.acked)
-    print(rep)
     assert rep.ok, str(rep)
 
     # The consent state the workers built equals a replay of its source, request by request.
@@ -139,8 +133,5 @@ def test_worker_paused_past_its_session_timeout_writes_nothing_stale(make_settin
     time.sleep(12.0)
     os.killpg(paused.proc.pid, signal.SIGCONT)  # it resumes mid-batch with a stale assignment
     time.sleep(6.0)
-    load.stop()
-    wait_processed(s, load.acked)
-    rep = reconcile(s, load.acked)
-    print(rep)
+    rep = settle(s, load)
     assert rep.ok, str(rep)
