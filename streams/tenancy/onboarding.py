@@ -75,14 +75,12 @@ def acl_bindings(tenant: str) -> list[AclBinding]:
     return out
 
 
-def redis_acl_rules(tenant: str, password: str | None) -> list[str]:
-    """``ACL SETUSER`` rules: read-only on the tenant's keyspace and nothing else."""
-    rules = ["reset", "on", f"~{K.tenant_prefix(tenant)}*", "resetchannels", "-@all", "+@read", "+ping",
-             # These ignore key patterns: a user allowed them could list every tenant's keys.
-             "-scan", "-keys", "-randomkey"]
-    if password is not None:
-        rules.append(f">{password}")
-    return rules
+def redis_acl_rules(tenant: str) -> list[str]:
+    """``ACL SETUSER`` rules: read-only on the tenant's keyspace and nothing else. They reset
+    keys, channels and commands but not passwords, so applying them again repairs a user."""
+    return ["on", "resetkeys", f"~{K.tenant_prefix(tenant)}*", "resetchannels", "-@all", "+@read", "+ping",
+            # These ignore key patterns: a user allowed them could list every tenant's keys.
+            "-scan", "-keys", "-randomkey"]
 
 
 def _now_ms() -> int:
@@ -144,13 +142,13 @@ class TenantService:
 
         if self.r.acl_getuser(redis_user) is None:
             password = _password()
-            self.r.execute_command("ACL", "SETUSER", redis_user, *redis_acl_rules(tenant, password))
+            self.r.execute_command("ACL", "SETUSER", redis_user, "reset", *redis_acl_rules(tenant), f">{password}")
             credentials["redis"] = {"username": redis_user, "password": password,
                                     "key_pattern": f"{K.tenant_prefix(tenant)}*"}
             step("redis_user", created=True, persisted=self._acl_save())
         else:
             # Re-assert the rules (not the password): a re-run repairs a user edited by hand.
-            self.r.execute_command("ACL", "SETUSER", redis_user, *redis_acl_rules(tenant, None)[1:])
+            self.r.execute_command("ACL", "SETUSER", redis_user, *redis_acl_rules(tenant))
             step("redis_user", created=False, persisted=self._acl_save())
 
         have = {k["role"] for k in self.api_keys.list(tenant)}
@@ -216,7 +214,7 @@ class TenantService:
             self._upsert_scram(record.kafka_user, password)
             credentials["kafka"] = {"username": record.kafka_user, "password": password}
         password = _password()
-        self.r.execute_command("ACL", "SETUSER", record.redis_user, *redis_acl_rules(tenant, None)[1:],
+        self.r.execute_command("ACL", "SETUSER", record.redis_user, *redis_acl_rules(tenant),
                                "resetpass", f">{password}")
         self.r.execute_command("CLIENT", "KILL", "USER", record.redis_user)  # open sessions end with the old password
         self._acl_save()

@@ -68,8 +68,19 @@ def _consume_error(conf: dict, topic: str, assign: bool = False, timeout: float 
 
 
 def test_create_is_idempotent_and_shows_credentials_once(onboarded):
-    s, svc, a, _, creds = onboarded
+    s, svc, a, b, creds = onboarded
     assert set(creds[a]) == {"kafka", "redis", "api_keys"}
+    # A re-run repairs a user widened by hand, and keeps its password.
+    admin = redis.Redis.from_url(s.redis_url)
+    admin.execute_command("ACL", "SETUSER", f"tenant-{a}", "~*", "+@all")
+    svc.create(a, roles=["reader", "detokenizer"])
+    url = redis.connection.parse_url(s.redis_url)
+    ra = redis.Redis(host=url["host"], port=url["port"], username=creds[a]["redis"]["username"],
+                     password=creds[a]["redis"]["password"])
+    assert ra.ping()
+    for denied in (lambda: ra.get(f"{K.tenant_prefix(b)}x"), lambda: ra.set(f"{K.tenant_prefix(a)}x", b"1")):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            denied()
     assert {k["role"] for k in creds[a]["api_keys"]} == {"reader", "detokenizer"}
     again = svc.create(a, roles=["reader", "detokenizer"])
     assert again["status"] == "exists" and again["credentials"] == {}
