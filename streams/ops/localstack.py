@@ -235,7 +235,7 @@ class LocalKafka(_ManagedProcess):
         only from this machine. Every other principal needs an ACL for anything at all.
         """
         s = self.settings
-        _check_scram_secret(s.kafka_username, s.kafka_password)
+        _check_credentials("STREAMS_KAFKA_USERNAME", s.kafka_username, "STREAMS_KAFKA_PASSWORD", s.kafka_password)
         jaas = (f'org.apache.kafka.common.security.scram.ScramLoginModule required '
                 f'username="{s.kafka_username}" password="{s.kafka_password}";')
         return {
@@ -346,12 +346,13 @@ class LocalKafka(_ManagedProcess):
 
 
 
-def _check_scram_secret(username: str, password: str) -> None:
-    """The storage tool's ``--add-scram`` and the JAAS line have their own quoting: keep both plain."""
+def _check_credentials(user_var: str, username: str, password_var: str, password: str) -> None:
+    """The local stack writes credentials into files with their own quoting (the storage tool's
+    ``--add-scram``, the JAAS line, Redis' ACL file): keep them plain."""
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", username):
-        raise StackError("STREAMS_KAFKA_USERNAME: 1-64 of letters, digits, '.', '_', '-'")
+        raise StackError(f"{user_var}: 1-64 of letters, digits, '.', '_', '-'")
     if not re.fullmatch(r"[A-Za-z0-9._~-]{12,128}", password):
-        raise StackError("STREAMS_KAFKA_PASSWORD: 12-128 of letters, digits, '.', '_', '~', '-' for the local stack")
+        raise StackError(f"{password_var}: 12-128 of letters, digits, '.', '_', '~', '-' for the local stack")
 
 
 def _kafka_cluster_id() -> str:
@@ -405,9 +406,7 @@ class LocalRedis(_ManagedProcess):
         if not url.password:
             return
         user = url.username or "default"
-        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", user) or not re.fullmatch(r"[A-Za-z0-9._~-]{12,128}", url.password):
-            raise StackError("STREAMS_REDIS_URL: user 1-64 and password 12-128 of letters, digits, '.', '_', '~', '-' "
-                             "for the local stack")
+        _check_credentials("STREAMS_REDIS_URL's user", user, "STREAMS_REDIS_URL's password", url.password)
         keep = []
         if self.acl_file.exists():  # tenant users saved by onboarding stay
             keep = [line for line in self.acl_file.read_text().splitlines()
