@@ -21,13 +21,16 @@ from typing import Iterator
 
 from streams.settings import REPO_ROOT, Settings
 
+# STREAMS_TEST_PORT_OFFSET shifts every port of the test stacks, so two checkouts (git worktrees)
+# can run their suites on one machine at once without sharing a broker.
+_PORT_OFFSET = int(os.environ.get("STREAMS_TEST_PORT_OFFSET", "0"))
 TEST_STACK_DIR = REPO_ROOT / ".stack-test"
-TEST_KAFKA_PORT = 19092
-TEST_REDIS_PORT = 16379
+TEST_KAFKA_PORT = 19092 + _PORT_OFFSET
+TEST_REDIS_PORT = 16379 + _PORT_OFFSET
 # The secure stack (SASL/SCRAM + ACLs on the broker, ACL users on Redis) for isolation tests.
 SECURE_STACK_DIR = REPO_ROOT / ".stack-test-secure"
-SECURE_KAFKA_PORT = 19192
-SECURE_REDIS_PORT = 16479
+SECURE_KAFKA_PORT = 19192 + _PORT_OFFSET
+SECURE_REDIS_PORT = 16479 + _PORT_OFFSET
 SECURE_ADMIN_PASSWORD = "test-admin-secret-0001"  # test-only credentials of a throwaway local stack
 SECURE_REDIS_PASSWORD = "test-redis-secret-0001"
 
