@@ -19,6 +19,7 @@ from streams.api.faust_views import register_api
 from streams.api.service import DataApi, build_data_api
 from streams.ingest.batch import RawRecord
 from streams.ingest.processor import EventProcessor
+from streams.ingest.tenant_raw import TenantRawIngest, next_offsets
 from streams.ops.metrics import Metrics
 from streams.runtime import Runtime, build_runtime
 from streams.schema.registry import SchemaRegistry
@@ -41,7 +42,7 @@ def create_app(settings: Settings) -> faust.App:
     tenants = TenantDirectory(settings.tenants, dict(settings.tenant_regimes),
                               redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5),
                               auto_refresh=False)
-    processor = EventProcessor(registry, tenants, settings.max_event_bytes)
+    processor = EventProcessor(registry, tenants, settings.max_event_bytes, sender_of=settings.tenant_of_raw_topic)
     metrics = Metrics()
 
     app = faust.App(
@@ -71,7 +72,13 @@ def create_app(settings: Settings) -> faust.App:
         key_serializer="raw", value_serializer="raw", partitions=settings.partitions,
     )
     state: dict[str, Runtime] = {}
-    processed: dict[int, int] = {}  # raw partition -> next offset to process (batches this worker finished)
+    # (raw topic, partition) -> next offset to process (batches this worker finished): what it prunes.
+    processed: dict[tuple[str, int], int] = {}
+
+    def mark_processed(offsets: dict[tuple[str, int], int]) -> None:
+        for tp, nxt in offsets.items():
+            if nxt > processed.get(tp, 0):
+                processed[tp] = nxt
     api: dict[str, DataApi] = {}
 
     def own_partitions() -> set[int]:
@@ -120,7 +127,7 @@ def create_app(settings: Settings) -> faust.App:
                 return
             if moved:
                 metrics.inc("streams_raw_prunes_total", len(moved),
-                            help="Partitions of events.raw whose processed records were deleted")
+                            help="Partitions of raw topics whose processed records were deleted")
 
     @app.timer(interval=2.0)
     async def refresh_tenants() -> None:
@@ -139,9 +146,14 @@ def create_app(settings: Settings) -> faust.App:
                 # as soon as this loop body exits, finished or not.
                 await task
                 raise
-            for r in records:  # done: every record is in its sinks (handle never returns before)
-                if r.offset + 1 > processed.get(r.partition, 0):
-                    processed[r.partition] = r.offset + 1
+            # done: every record is in its sinks (handle never returns before)
+            mark_processed(next_offsets(records))
+
+    @app.task
+    async def ingest_tenant_raw() -> None:
+        # The tenants' own raw topics (streams.ingest.tenant_raw): same pipeline, same lock.
+        p = (await runtime()).pipeline
+        await TenantRawIngest(settings, p.handle, mark_processed).run_forever()
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Response:

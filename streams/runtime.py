@@ -73,5 +73,5 @@ def build_runtime(settings: Settings, registry: SchemaRegistry, processor: Event
     lock = asyncio.Lock()
     pipeline = BatchPipeline(settings, processor, kafka, StoreWriter(settings.redis_url), keys, metrics,
                              gate=gate, audit=audit, lock=lock, applier=applier, own_partitions=own_partitions)
-    pruner = RawPruner(admin_client(settings), settings.raw_topic)
+    pruner = RawPruner(admin_client(settings))
     return Runtime(pipeline, handler, applier, consent, audit, lock, pruner)

@@ -196,6 +196,9 @@ class Settings:
     kafka_username: str = "admin"
     #: STREAMS_KAFKA_PASSWORD - its password (required with SASL_PLAINTEXT; never logged).
     kafka_password: str = field(default="", repr=False)
+    #: STREAMS_KAFKA_REAUTH_MS - the secure broker's ``connections.max.reauth.ms``: a client must
+    #: authenticate again within this time, so a rotated or deleted credential ends open sessions.
+    kafka_reauth_ms: int = 300_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -241,6 +244,7 @@ class Settings:
                                      env.get("STREAMS_KAFKA_PASSWORD") or ""),
             kafka_username=env.get("STREAMS_KAFKA_USERNAME") or d.kafka_username,
             kafka_password=env.get("STREAMS_KAFKA_PASSWORD") or d.kafka_password,
+            kafka_reauth_ms=_int(env, "STREAMS_KAFKA_REAUTH_MS", d.kafka_reauth_ms, 1000),
         )
 
     @property
@@ -259,6 +263,18 @@ class Settings:
     def tenant_topic(self, tenant: str) -> str:
         """Name of a tenant's clean stream; ACLs later grant the ``tenant.<t>.`` prefix."""
         return f"tenant.{tenant}.events"
+
+    def tenant_raw_topic(self, tenant: str) -> str:
+        """A tenant's own raw input: only its producer principal may write it (a broker ACL), so
+        the topic an event arrived on says which tenant sent it. Outside ``tenant.<t>.``, so the
+        tenant's consumer principal (which reads that prefix) cannot read raw PII."""
+        return f"{self.raw_topic}.{tenant}"
+
+    def tenant_of_raw_topic(self, topic: str) -> str | None:
+        """The tenant whose raw input ``topic`` is; None for the shared raw topic (pipeline
+        producers, trusted to name the tenant) and anything else."""
+        prefix = self.raw_topic + "."
+        return topic[len(prefix):] if topic.startswith(prefix) and len(topic) > len(prefix) else None
 
 
 def to_env(settings: Settings) -> dict[str, str]:

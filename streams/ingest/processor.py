@@ -161,8 +161,12 @@ def _safe_uuid(value: Any) -> str | None:
 class EventProcessor:
     """Decides the fate of each raw record. Build once per worker; thread-safe (no state)."""
 
-    def __init__(self, registry: SchemaRegistry, tenants: Collection[str], max_event_bytes: int) -> None:
+    def __init__(self, registry: SchemaRegistry, tenants: Collection[str], max_event_bytes: int,
+                 sender_of: Callable[[str], str | None] | None = None) -> None:
         self.registry = registry
+        # The tenant a source topic belongs to (its raw topic, which only its producer principal
+        # may write), or None where the producer is trusted to name the tenant (events.raw).
+        self.sender_of = sender_of
         # A live collection (streams.tenancy.registry.TenantDirectory) is kept as it is: tenants
         # onboarded at run time are then known without a restart.
         self.tenants = frozenset(tenants) if isinstance(tenants, (list, tuple, set)) else tenants
@@ -263,6 +267,12 @@ class EventProcessor:
         subject = datum.get("subject_id") or ""
         if not tenant.strip():
             return self._reject(Reason.MISSING_TENANT, "tenant_id is empty", key, value, source, **ctx)
+        sender = self.sender_of(source.topic) if self.sender_of is not None else None
+        if sender is not None and tenant != sender:
+            # A producer claims another tenant's events: the broker let it write only its own
+            # raw topic, so the topic, not the payload, says who sent it.
+            return self._reject(Reason.TENANT_MISMATCH, "tenant_id is not the tenant whose raw topic carried it",
+                                key, value, source, **ctx)
         if not is_valid_tenant_name(tenant) or tenant not in self.tenants:
             return self._reject(Reason.UNKNOWN_TENANT, "tenant_id is not an onboarded tenant", key, value,
                                 source, **ctx)

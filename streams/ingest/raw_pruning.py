@@ -33,32 +33,32 @@ log = logging.getLogger(__name__)
 
 
 class RawPruner:
-    """Moves the raw topic's log start up to what this worker has processed. Idempotent; workers
-    only ever ask for offsets they processed themselves, so they never delete another's backlog."""
+    """Moves raw topics' log starts up to what this worker has processed. Idempotent; workers
+    only ever ask for offsets they processed themselves, so they never delete another's backlog.
+    Keys are (topic, partition): the shared ``events.raw`` and each tenant's ``events.raw.<t>``."""
 
-    def __init__(self, admin: AdminClient, topic: str, timeout: float = 10.0) -> None:
+    def __init__(self, admin: AdminClient, timeout: float = 10.0) -> None:
         self.admin = admin
-        self.topic = topic
         self.timeout = timeout
-        self._pruned: dict[int, int] = {}  # partition -> offset we last deleted up to
+        self._pruned: dict[tuple[str, int], int] = {}  # (topic, partition) -> offset we last deleted up to
 
-    def prune(self, processed: Mapping[int, int]) -> dict[int, int]:
-        """Delete every record before ``processed[partition]`` (the next offset to process);
-        returns {partition: new log start} for the partitions that moved."""
-        wanted = [TopicPartition(self.topic, p, off) for p, off in sorted(processed.items())
-                  if off > self._pruned.get(p, -1)]
+    def prune(self, processed: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        """Delete every record before ``processed[(topic, partition)]`` (the next offset to
+        process); returns {(topic, partition): new log start} for the partitions that moved."""
+        wanted = [TopicPartition(t, p, off) for (t, p), off in sorted(processed.items())
+                  if off > self._pruned.get((t, p), -1)]
         if not wanted:
             return {}
         futures = self.admin.delete_records(wanted, request_timeout=self.timeout, operation_timeout=self.timeout)
-        moved: dict[int, int] = {}
+        moved: dict[tuple[str, int], int] = {}
         for tp, fut in futures.items():
             try:
                 low = fut.result(timeout=self.timeout).low_watermark
             except KafkaException as exc:
                 log.warning("deleting processed records of %s[%d] failed: %s", tp.topic, tp.partition, exc)
                 continue
-            self._pruned[tp.partition] = tp.offset
-            moved[tp.partition] = low
+            self._pruned[(tp.topic, tp.partition)] = tp.offset
+            moved[(tp.topic, tp.partition)] = low
         if moved:
-            log.debug("raw topic pruned to %s", moved)
+            log.debug("raw topics pruned to %s", moved)
         return moved

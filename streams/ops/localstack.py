@@ -34,6 +34,14 @@ log = logging.getLogger(__name__)
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 
 
+# The broker's own principals in the secure mode (never a client's).
+INTER_BROKER_USER = "broker"
+CONTROLLER_USER = "controller"
+# What the ``security`` file of a formatted stack says: a secure stack formatted before the
+# broker had principals of its own cannot start with today's properties (no ``broker`` user).
+STACK_FORMAT = {"PLAINTEXT": "PLAINTEXT", "SASL_PLAINTEXT": "SASL_PLAINTEXT internal-principals"}
+
+
 def _port_of_bootstrap(bootstrap: str) -> tuple[str, int]:
     first = bootstrap.split(",")[0].strip()
     host, _, port = first.rpartition(":")
@@ -226,29 +234,68 @@ class LocalKafka(_ManagedProcess):
             props.update(self._secure_properties(port))
         return "".join(f"{k}={v}\n" for k, v in props.items())
 
-    def _secure_properties(self, port: int) -> dict[str, str]:
-        """SASL/SCRAM on the client listener and ACLs enforced (DESIGN decision 8).
+    @property
+    def internal_credentials_file(self) -> Path:
+        return self.home / "internal-credentials"
 
-        The controller listener stays PLAINTEXT on 127.0.0.1: SCRAM credentials live in the
-        metadata log the controller serves, so it cannot authenticate with them. The broker's
-        own calls to it arrive as ANONYMOUS, which is therefore a super user; it is reachable
-        only from this machine. Every other principal needs an ACL for anything at all.
+    def internal_credentials(self) -> dict[str, str]:
+        """Passwords of the broker's own principals, made once per stack dir (mode 0600).
+
+        ``broker`` (SCRAM, inter-broker traffic) and ``controller`` (PLAIN, the controller
+        listener) are principals of their own: no client credential is needed for the broker's
+        internal traffic, and nothing is granted to ``User:ANONYMOUS``.
+        """
+        import json
+        import secrets
+
+        path = self.internal_credentials_file
+        if path.exists():
+            return json.loads(path.read_text())
+        creds = {"broker": secrets.token_urlsafe(24), "controller": secrets.token_urlsafe(24)}
+        self.home.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(json.dumps(creds))
+        return creds
+
+    def _secure_properties(self, port: int) -> dict[str, str]:
+        """SASL on every listener and ACLs enforced (DESIGN decision 8); nothing for ANONYMOUS.
+
+        - Clients: SASL/SCRAM-SHA-512 on ``127.0.0.1:port``.
+        - Inter-broker: the same listener with the broker's own SCRAM user ``broker``.
+        - Controller (``127.0.0.1:port+1``): SASL/PLAIN with a static JAAS user ``controller``.
+          SCRAM cannot serve there (its credentials live in the metadata log the controller
+          itself serves), and PLAINTEXT would make every unauthenticated caller ANONYMOUS, which
+          the broker's own controller calls then needed as a super user: with that, anyone
+          reaching the port could grant themselves anything. PLAIN over loopback sends the
+          password in clear on a link only this machine sees; mTLS would need a CA for a
+          single-node dev stack.
+        - ``connections.max.reauth.ms``: a client re-authenticates within that time, so a
+          rotated or deleted credential ends its open sessions.
         """
         s = self.settings
         _check_credentials("STREAMS_KAFKA_USERNAME", s.kafka_username, "STREAMS_KAFKA_PASSWORD", s.kafka_password)
-        jaas = (f'org.apache.kafka.common.security.scram.ScramLoginModule required '
-                f'username="{s.kafka_username}" password="{s.kafka_password}";')
+        internal = self.internal_credentials()
+        scram = ("org.apache.kafka.common.security.scram.ScramLoginModule required "
+                 f'username="{INTER_BROKER_USER}" password="{internal["broker"]}";')
+        plain = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
+                 f'username="{CONTROLLER_USER}" password="{internal["controller"]}" '
+                 f'user_{CONTROLLER_USER}="{internal["controller"]}";')
         return {
             "listeners": f"SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{port + 1}",
             "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{port}",
-            "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
             "inter.broker.listener.name": "SASL_PLAINTEXT",
             "sasl.enabled.mechanisms": SCRAM_MECHANISM,
             "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
-            f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": jaas,
+            f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": scram,
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": plain,
+            "connections.max.reauth.ms": str(s.kafka_reauth_ms),
             "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
             "allow.everyone.if.no.acl.found": "false",
-            "super.users": f"User:{s.kafka_username};User:ANONYMOUS",
+            "super.users": f"User:{s.kafka_username};User:{INTER_BROKER_USER};User:{CONTROLLER_USER}",
         }
 
     def _log4j(self) -> str:
@@ -302,7 +349,9 @@ class LocalKafka(_ManagedProcess):
             if self.settings.kafka_secure:
                 # SCRAM users live in the metadata log: the first one is written at format time.
                 extra = ["--add-scram", f"{SCRAM_MECHANISM}=[name={self.settings.kafka_username},"
-                                        f"password={self.settings.kafka_password}]"]
+                                        f"password={self.settings.kafka_password}]",
+                         "--add-scram", f"{SCRAM_MECHANISM}=[name={INTER_BROKER_USER},"
+                                        f"password={self.internal_credentials()['broker']}]"]
             r = subprocess.run(
                 [java, *jvm, "-cp", cp, "kafka.tools.StorageTool", "format",
                  # "=" form: a random id may start with "-", which the tool's parser takes for an option
@@ -311,14 +360,15 @@ class LocalKafka(_ManagedProcess):
                 capture_output=True, text=True,
             )
             if r.returncode != 0:
-                out = (r.stdout[-2000:] + r.stderr[-2000:]).replace(self.settings.kafka_password or "\0", "***")
+                out = r.stdout[-2000:] + r.stderr[-2000:]
+                for secret in (self.settings.kafka_password, *self.internal_credentials().values()):
+                    out = out.replace(secret or "\0", "***")
                 raise StackError(f"formatting the Kafka log dir failed:\n{out}")
-            mode_file.write_text(mode)
-        elif (mode_file.read_text().strip() if mode_file.exists() else "PLAINTEXT") != mode:
-            raise StackError(f"the stack in {self.settings.stack_dir} was set up for "
-                             f"{mode_file.read_text().strip() if mode_file.exists() else 'PLAINTEXT'}, not {mode}: "
-                             "its users live in the broker's metadata. Use another STREAMS_STACK_DIR, or "
-                             "`streams stack wipe` first")
+            mode_file.write_text(STACK_FORMAT[mode])
+        elif (found := mode_file.read_text().strip() if mode_file.exists() else "PLAINTEXT") != STACK_FORMAT[mode]:
+            raise StackError(f"the stack in {self.settings.stack_dir} was set up as {found!r}, not "
+                             f"{STACK_FORMAT[mode]!r}: its users live in the broker's metadata. Use another "
+                             "STREAMS_STACK_DIR, or `streams stack wipe` first")
         _, port = _port_of_bootstrap(self.settings.kafka_bootstrap)
         _wait_ports_free([port, port + 1], timeout=30)  # a broker just stopped may still hold them
         _spawn([java, *jvm, "-cp", cp, "kafka.Kafka", str(props)], self.home / "stdout.log", self.pidfile)

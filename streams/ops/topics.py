@@ -30,19 +30,20 @@ class TopicSpec:
     purpose: str = ""
 
 
+def raw_topic_config(settings: Settings) -> dict[str, str]:
+    """Raw events hold PII in the clear. The workers delete what they have processed
+    (streams.ingest.raw_pruning); retention is only the backstop for a stopped pipeline.
+    Short segments, because the broker removes only whole segments that are not active."""
+    return {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS),
+            "segment.ms": str(settings.segment_ms), "file.delete.delay.ms": str(settings.file_delete_delay_ms),
+            "max.message.bytes": str(max(settings.max_event_bytes * 4, 1048588))}
+
+
 def pipeline_topics(settings: Settings) -> list[TopicSpec]:
     """Topics shared by all tenants."""
     return [
-        TopicSpec(
-            settings.raw_topic, settings.partitions,
-            # Raw events hold PII in the clear. The workers delete what they have processed
-            # (streams.ingest.raw_pruning); retention is only the backstop for a stopped pipeline.
-            # Short segments, because the broker removes only whole segments that are not active.
-            {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS),
-             "segment.ms": str(settings.segment_ms), "file.delete.delay.ms": str(settings.file_delete_delay_ms),
-             "max.message.bytes": str(max(settings.max_event_bytes * 4, 1048588))},
-            "raw events from producers, keyed tenant/subject",
-        ),
+        TopicSpec(settings.raw_topic, settings.partitions, raw_topic_config(settings),
+                  "raw events from pipeline producers (trusted to name the tenant), keyed tenant/subject"),
         TopicSpec(
             settings.requests_topic, settings.partitions,
             # Same partition count as events.raw: Faust co-partitions the two, so a subject's
@@ -87,7 +88,11 @@ def tenant_topics(settings: Settings, tenant: str) -> list[TopicSpec]:
             settings.tenant_topic(tenant), settings.tenant_partitions, tenant_topic_config(settings),
             f"clean events of tenant {tenant}, Avro single-object, keyed <subject>/<event id>, "
             "partitioned by subject",
-        )
+        ),
+        TopicSpec(
+            settings.tenant_raw_topic(tenant), settings.partitions, raw_topic_config(settings),
+            f"raw events of tenant {tenant} from its producer principal only, keyed tenant/subject",
+        ),
     ]
 
 

@@ -9,7 +9,8 @@ from streams.tenancy.exceptions import InvalidTenantName
 # Lowercase letters, digits and '-', starting with a letter: valid in a Kafka
 # topic name, safe inside a Redis key pattern (no glob characters) and in an
 # ACL prefix, and never confusable with the '/' that separates tenant/subject.
-_TENANT_RE = re.compile(r"[a-z][a-z0-9-]{0,62}")
+TENANT_NAME_PATTERN = r"[a-z][a-z0-9-]{0,62}"
+_TENANT_RE = re.compile(TENANT_NAME_PATTERN)
 
 
 def is_valid_tenant_name(name: str) -> bool:

@@ -5,11 +5,14 @@ completes a half-done onboarding without touching what exists (existing credenti
 never replaced; only missing ones are made and shown):
 
 - its topics (``tenant.<t>.events``) with their configs;
-- a Kafka SCRAM user ``tenant-<t>`` with prefixed ACLs: read and describe topics and
-  consumer groups starting ``tenant.<t>.``, nothing else (the broker's StandardAuthorizer
-  denies whatever no ACL allows);
-- a Redis ACL user ``tenant-<t>`` limited to the keys ``t:{<t>}:*``, read-only, with
-  SCAN, KEYS and RANDOMKEY denied (they ignore key patterns) and no FLUSH (not granted);
+- a Kafka SCRAM user ``tenant-<t>`` (its consumers) with prefixed ACLs: read and describe
+  topics and consumer groups starting ``tenant.<t>.``, nothing else (the broker's
+  StandardAuthorizer denies whatever no ACL allows);
+- a Kafka SCRAM user ``producer-<t>`` (its producers): write and describe the one topic
+  ``events.raw.<t>``, nothing else (no read, no transactional id, no other topic), so the
+  broker, not the worker's trust, binds a producer to its tenant;
+- a Redis ACL user ``tenant-<t>`` limited to the keys ``t:{<t>}:*`` and to an allowlist of
+  bounded, key-scoped read commands (``TENANT_REDIS_COMMANDS``);
 - API keys with roles (shown once, stored hashed);
 - its consent regime and its tenant key (wrapped by the master key).
 
@@ -50,7 +53,7 @@ from streams.settings import Settings
 from streams.sinks import store_keys as K
 from streams.tenancy.exceptions import OnboardingError, TenantNotFound
 from streams.tenancy.names import validate_tenant_name
-from streams.tenancy.registry import REGIMES, TenantRecord, TenantRegistry, principal_names
+from streams.tenancy.registry import REGIMES, TenantRecord, TenantRegistry, principal_names, producer_principal
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +78,32 @@ def acl_bindings(tenant: str) -> list[AclBinding]:
     return out
 
 
+def producer_acl_bindings(settings: Settings, tenant: str) -> list[AclBinding]:
+    """Write (and describe, which producers need for metadata) on the tenant's raw topic only."""
+    principal = f"User:{producer_principal(tenant)}"
+    return [AclBinding(ResourceType.TOPIC, settings.tenant_raw_topic(tenant), ResourcePatternType.LITERAL,
+                       principal, "*", op, AclPermissionType.ALLOW)
+            for op in (AclOperation.WRITE, AclOperation.DESCRIBE)]
+
+
+# What the tenant read path needs, and nothing else: reads of one key (or of named keys) of the
+# store's types (JSON documents in strings, indexes in sorted sets). An allowlist, not "+@read
+# minus what we know is bad": +@read also holds DBSIZE, INFO-like and metadata commands that
+# ignore key patterns (they showed other tenants' volume) and multi-key set algebra
+# (ZUNION/ZINTER/SUNION...) or SORT that can run for seconds and stall the shared Redis.
+TENANT_REDIS_COMMANDS = (
+    "get", "mget", "strlen", "exists", "type", "ttl", "pttl",
+    "zrange", "zrangebyscore", "zrevrange", "zrevrangebyscore", "zcard", "zcount", "zscore", "zmscore",
+    "zrank", "zrevrank", "ping",
+)
+
+
 def redis_acl_rules(tenant: str) -> list[str]:
-    """``ACL SETUSER`` rules: read-only on the tenant's keyspace and nothing else. They reset
-    keys, channels and commands but not passwords, so applying them again repairs a user."""
-    return ["on", "resetkeys", f"~{K.tenant_prefix(tenant)}*", "resetchannels", "-@all", "+@read", "+ping",
-            # These ignore key patterns: a user allowed them could list every tenant's keys.
-            "-scan", "-keys", "-randomkey"]
+    """``ACL SETUSER`` rules: the allowlisted reads on the tenant's keyspace and nothing else.
+    They reset keys, channels and commands but not passwords, so applying them again repairs
+    a user."""
+    return ["on", "resetkeys", f"~{K.tenant_prefix(tenant)}*", "resetchannels", "-@all",
+            *(f"+{c}" for c in TENANT_REDIS_COMMANDS)]
 
 
 def _now_ms() -> int:
@@ -135,8 +158,18 @@ class TenantService:
                 step("kafka_user", created=True)
             else:
                 step("kafka_user", created=False)
+            producer = producer_principal(tenant)
+            if not self._kafka_user_exists(producer):
+                password = _password()
+                self._upsert_scram(producer, password)
+                credentials["producer"] = {"username": producer, "password": password,
+                                           "mechanism": "SCRAM-SHA-512", "bootstrap": self.settings.kafka_bootstrap,
+                                           "topic": self.settings.tenant_raw_topic(tenant)}
+                step("producer_user", created=True)
+            else:
+                step("producer_user", created=False)
             self._create_acls(tenant)
-            step("kafka_acls", bindings=len(acl_bindings(tenant)))
+            step("kafka_acls", bindings=len(acl_bindings(tenant)) + len(producer_acl_bindings(self.settings, tenant)))
         else:
             step("kafka_user", skipped="broker without SASL/ACLs (STREAMS_KAFKA_SECURITY=PLAINTEXT)")
 
@@ -198,6 +231,10 @@ class TenantService:
             out["kafka_user"] = {"name": record.kafka_user, "exists": self._kafka_user_exists(record.kafka_user),
                                  "acls": [f"{b.operation.name} {b.restype.name} {b.name}*"
                                           for b in self._acls_of(record.kafka_user)]}
+            producer = producer_principal(tenant)
+            out["producer_user"] = {"name": producer, "exists": self._kafka_user_exists(producer),
+                                    "acls": [f"{b.operation.name} {b.restype.name} {b.name}"
+                                             for b in self._acls_of(producer)]}
         return out
 
     # ------------------------------------------------------------------ rotate
@@ -213,6 +250,9 @@ class TenantService:
             password = _password()
             self._upsert_scram(record.kafka_user, password)
             credentials["kafka"] = {"username": record.kafka_user, "password": password}
+            password = _password()
+            self._upsert_scram(producer_principal(tenant), password)
+            credentials["producer"] = {"username": producer_principal(tenant), "password": password}
         password = _password()
         self.r.execute_command("ACL", "SETUSER", record.redis_user, *redis_acl_rules(tenant),
                                "resetpass", f">{password}")
@@ -253,8 +293,10 @@ class TenantService:
         step("keys", deleted_keys=self.keys.destroy_tenant(tenant))
         step("api_keys", revoked=self.api_keys.revoke_tenant(tenant))
         if self.settings.kafka_secure:
-            step("kafka_acls", deleted=self._delete_acls(record.kafka_user))
+            producer = producer_principal(tenant)
+            step("kafka_acls", deleted=self._delete_acls(record.kafka_user) + self._delete_acls(producer))
             step("kafka_user", deleted=self._delete_scram(record.kafka_user))
+            step("producer_user", deleted=self._delete_scram(producer))
         deleted_user = int(self.r.acl_deluser(record.redis_user) or 0)  # also ends its open sessions
         step("redis_user", deleted=bool(deleted_user), persisted=self._acl_save())
         step("topics", deleted=self._delete_topics([s.name for s in tenant_topics(self.settings, tenant)]))
@@ -297,7 +339,8 @@ class TenantService:
         return True
 
     def _create_acls(self, tenant: str) -> None:
-        self._wait(self.admin.create_acls(acl_bindings(tenant), request_timeout=TIMEOUT), "creating ACLs")
+        self._wait(self.admin.create_acls(acl_bindings(tenant) + producer_acl_bindings(self.settings, tenant),
+                                          request_timeout=TIMEOUT), "creating ACLs")
 
     def _filter(self, user: str) -> AclBindingFilter:
         return AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{user}", None,

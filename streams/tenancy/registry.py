@@ -42,8 +42,15 @@ class TenantRecord:
 
 
 def principal_names(tenant: str) -> tuple[str, str]:
-    """(Kafka SCRAM user, Redis ACL user) of a tenant."""
+    """(Kafka SCRAM user, Redis ACL user) of a tenant's consumers."""
     return f"tenant-{tenant}", f"tenant-{tenant}"
+
+
+def producer_principal(tenant: str) -> str:
+    """The Kafka SCRAM user of a tenant's producers. Its own principal (not the consumer's):
+    a producer may write the tenant's raw topic and read nothing; a consumer the reverse.
+    ``producer-`` cannot collide with ``tenant-<name>`` of any tenant name."""
+    return f"producer-{tenant}"
 
 
 class TenantRegistry:

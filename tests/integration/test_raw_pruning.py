@@ -17,10 +17,10 @@ def test_pruner_deletes_up_to_the_committed_offset_only(make_settings):
     for i in range(10):
         p.produce(s.raw_topic, f"v{i}".encode(), b"k", partition=1)
     assert p.flush(10) == 0
-    pruner = RawPruner(admin_client(s), s.raw_topic)
+    pruner = RawPruner(admin_client(s))
     assert pruner.prune({}) == {}  # nothing processed: nothing deleted
-    assert pruner.prune({1: 6}) == {1: 6}
-    assert pruner.prune({1: 6}) == {}  # already there: no request
+    assert pruner.prune({(s.raw_topic, 1): 6}) == {(s.raw_topic, 1): 6}
+    assert pruner.prune({(s.raw_topic, 1): 6}) == {}  # already there: no request
 
     reader = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": "pruning-reader"})
     low, high = reader.get_watermark_offsets(TopicPartition(s.raw_topic, 1), timeout=10)

@@ -499,7 +499,7 @@ def test_every_reason_is_reachable_and_documented():
     from streams.dlq.reasons import REASON_DOCS
     assert set(REASON_DOCS) == set(Reason)
     assert {r.value for r in Reason} == {"undecodable", "unknown_schema", "schema_violation", "missing_tenant",
-                                         "unknown_tenant", "oversized", "key_mismatch", "processing_error",
+                                         "unknown_tenant", "tenant_mismatch", "oversized", "key_mismatch", "processing_error",
                                          "invalid_request"}
 
 

@@ -68,6 +68,7 @@ CUSTOM = {
     "STREAMS_KAFKA_SECURITY": ("sasl_plaintext", "SASL_PLAINTEXT"),
     "STREAMS_KAFKA_USERNAME": ("pipeline", "pipeline"),
     "STREAMS_KAFKA_PASSWORD": ("s3cret-pass-word", "s3cret-pass-word"),
+    "STREAMS_KAFKA_REAUTH_MS": ("15000", 15000),
 }
 # Variables that only make sense with another one.
 COMPANIONS = {"STREAMS_KAFKA_SECURITY": {"STREAMS_KAFKA_PASSWORD": "s3cret-pass-word"}}
