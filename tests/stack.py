@@ -33,6 +33,7 @@ SECURE_KAFKA_PORT = 19192 + _PORT_OFFSET
 SECURE_REDIS_PORT = 16479 + _PORT_OFFSET
 SECURE_ADMIN_PASSWORD = "test-admin-secret-0001"  # test-only credentials of a throwaway local stack
 SECURE_REDIS_PASSWORD = "test-redis-secret-0001"
+SECURE_REAUTH_MS = 8000
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,8 @@ def secure_settings_env() -> dict[str, str]:
         "STREAMS_KAFKA_SECURITY": "SASL_PLAINTEXT",
         "STREAMS_KAFKA_USERNAME": "admin",
         "STREAMS_KAFKA_PASSWORD": SECURE_ADMIN_PASSWORD,
+        # Short, so a test sees a rotated credential end an open session within seconds.
+        "STREAMS_KAFKA_REAUTH_MS": str(SECURE_REAUTH_MS),
     }
 
 
