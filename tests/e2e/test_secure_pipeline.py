@@ -58,7 +58,7 @@ def test_onboard_publish_and_read_with_tenant_credentials_only(make_secure_setti
     assert "shown once" in r.stderr
     created = json.loads(r.stdout)
     creds = created["credentials"]
-    assert created["status"] == "created" and set(creds) == {"kafka", "redis", "api_keys"}
+    assert created["status"] == "created" and set(creds) == {"kafka", "producer", "redis", "api_keys"}
     # The secrets are in the answer and nowhere in what the operator's terminal logged besides it.
     assert creds["kafka"]["password"] not in r.stderr
 
@@ -71,7 +71,10 @@ def test_onboard_publish_and_read_with_tenant_credentials_only(make_secure_setti
 
     registry = SchemaRegistry.load_dir(s.schemas_dir)
     events = [samples.signup(tenant, "s-1"), samples.order(tenant, "s-1"), samples.support(tenant, "s-2")]
-    producer = EventProducer(s.kafka(), s.raw_topic, registry)
+    # The tenant's producer, with its own credential, on its own raw topic (the only one it may write).
+    assert creds["producer"]["topic"] == s.tenant_raw_topic(tenant)
+    producer = EventProducer(sasl_config(s.kafka_bootstrap, creds["producer"]["username"],
+                                         creds["producer"]["password"]), creds["producer"]["topic"], registry)
     for e in events:
         producer.send(e)
     producer.flush()

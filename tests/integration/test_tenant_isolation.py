@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streams.api.api_keys import ApiKeyStore
 from streams.audit.log import AuditLog, read_all
@@ -69,7 +69,7 @@ def _consume_error(conf: dict, topic: str, assign: bool = False, timeout: float 
 
 def test_create_is_idempotent_and_shows_credentials_once(onboarded):
     s, svc, a, b, creds = onboarded
-    assert set(creds[a]) == {"kafka", "redis", "api_keys"}
+    assert set(creds[a]) == {"kafka", "producer", "redis", "api_keys"}
     # A re-run repairs a user widened by hand, and keeps its password.
     admin = redis.Redis.from_url(s.redis_url)
     admin.execute_command("ACL", "SETUSER", f"tenant-{a}", "~*", "+@all")
@@ -87,15 +87,54 @@ def test_create_is_idempotent_and_shows_credentials_once(onboarded):
     desc = svc.describe(a)
     assert desc["kafka_user"]["exists"] and desc["redis_user"]["exists"]
     assert len(desc["kafka_user"]["acls"]) == 4
-    assert desc["topics"] == {s.tenant_topic(a): s.tenant_partitions}
+    assert desc["topics"] == {s.tenant_topic(a): s.tenant_partitions, s.tenant_raw_topic(a): s.partitions}
+    assert desc["producer_user"]["exists"] and len(desc["producer_user"]["acls"]) == 2
     text = repr(desc) + repr(svc.list())
     for secret in (creds[a]["kafka"]["password"], creds[a]["redis"]["password"], creds[a]["api_keys"][0]["token"]):
         assert secret not in text
-    # API keys are stored hashed: the token is nowhere in Redis.
+    # API keys are stored hashed: the token is in no key or value of any type under api:*, while
+    # the same search finds the key's id there (a search that can succeed).
     r = redis.Redis.from_url(s.redis_url)
     token = creds[a]["api_keys"][0]["token"].encode()
-    for k in r.scan_iter(match="api:*"):
-        assert token not in b"".join(v for v in r.hgetall(k).values()) if r.type(k) == b"hash" else True
+    key_id = creds[a]["api_keys"][0]["key_id"].encode()
+    blobs = [_redis_value(r, k) for k in r.scan_iter(match="api:*")]
+    assert any(key_id in b for b in blobs)
+    assert not any(token in b for b in blobs)
+
+
+def _redis_value(r: redis.Redis, key: bytes) -> bytes:
+    """A key's name and its whole value, whatever its type, as bytes to search."""
+    t = r.type(key)
+    if t == b"string":
+        v = [r.get(key) or b""]
+    elif t == b"hash":
+        v = [x for kv in r.hgetall(key).items() for x in kv]
+    elif t == b"set":
+        v = list(r.smembers(key))
+    elif t == b"zset":
+        v = [m for m, _ in r.zrange(key, 0, -1, withscores=True)]
+    elif t == b"list":
+        v = r.lrange(key, 0, -1)
+    else:
+        raise AssertionError(f"unexpected type {t!r} of {key!r}")
+    return key + b"\0" + b"\0".join(v)
+
+
+def _auth_fails(conf: dict) -> KafkaError:
+    """Authentication with ``conf`` fails: the SASL error librdkafka reports (not a timeout)."""
+    errors: list[KafkaError] = []
+    c = Consumer({**conf, "log_level": 0, "error_cb": errors.append})
+    try:
+        with pytest.raises(KafkaException):
+            c.list_topics(timeout=8)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(e.code() == KafkaError._AUTHENTICATION for e in errors):
+            c.poll(0.2)
+    finally:
+        c.close()
+    auth = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
+    assert auth, f"no authentication error, only {errors[:3]}"
+    return auth[0]
 
 
 def test_kafka_credentials_reach_only_their_own_tenant(onboarded, secure_stack):
@@ -124,10 +163,7 @@ def test_kafka_credentials_reach_only_their_own_tenant(onboarded, secure_stack):
     assert errors and errors[0] is not None and errors[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
     # Wrong password: authentication fails, nothing is read.
     bad = sasl_config(s.kafka_bootstrap, creds[a]["kafka"]["username"], "not-the-password")
-    c = Consumer({**bad, "group.id": f"tenant.{a}.x", "log_level": 0})
-    with pytest.raises(Exception):
-        c.list_topics(timeout=5)
-    c.close()
+    _auth_fails({**bad, "group.id": f"tenant.{a}.x"})
 
     # Every denial is in the broker's authorizer log, naming A's principal and B's resource.
     info, _ = secure_stack
@@ -161,7 +197,9 @@ def test_redis_user_reaches_only_its_keyspace(onboarded):
                     password="wrong").ping()
     log = admin.acl_log(count=50)
     mine = [e for e in log if e.get("username") == creds[a]["redis"]["username"]]
-    assert {e["object"] for e in mine} >= {"get", "scan", "keys", "flushall"} or len(mine) >= 5
+    # Command denials log the command; key denials log the key (B's, here).
+    assert {e["object"] for e in mine if e["reason"] == "command"} >= {"scan", "keys", "flushall", "randomkey"}
+    assert f"{K.tenant_prefix(b)}ev:1" in {e["object"] for e in mine if e["reason"] == "key"}
 
 
 def test_rotation_revokes_old_credentials(onboarded):
@@ -180,10 +218,7 @@ def test_rotation_revokes_old_credentials(onboarded):
                        password=new["redis"]["password"]).ping()
     conf_old = {**sasl_config(s.kafka_bootstrap, old["kafka"]["username"], old["kafka"]["password"]),
                 "group.id": f"tenant.{a}.r"}
-    c = Consumer({**conf_old, "log_level": 0})
-    with pytest.raises(Exception):
-        c.list_topics(timeout=5)
-    c.close()
+    _auth_fails(conf_old)
     p = Producer(s.kafka())
     p.produce(s.tenant_topic(a), b"clean event", b"subj/1", partition=0)
     assert p.flush(20) == 0
@@ -199,12 +234,12 @@ def test_delete_erases_everything_with_a_receipt(onboarded):
     receipt = svc.delete(a)
     assert receipt["status"] == "done"
     steps = [st["step"] for st in receipt["steps"]]
-    assert steps == ["registry", "keys", "api_keys", "kafka_acls", "kafka_user", "redis_user", "topics", "store",
-                     "aof", "registry"]
+    assert steps == ["registry", "keys", "api_keys", "kafka_acls", "kafka_user", "producer_user", "redis_user",
+                     "topics", "store", "aof", "registry"]
     assert all(st["at_ms"] >= receipt["started_at_ms"] for st in receipt["steps"])
     assert not list(admin.scan_iter(match=f"*{{{a}}}*"))
     assert admin.acl_getuser(f"tenant-{a}") is None
-    assert s.tenant_topic(a) not in svc.admin.list_topics(timeout=10).topics
+    assert not {s.tenant_topic(a), s.tenant_raw_topic(a)} & set(svc.admin.list_topics(timeout=10).topics)
     assert svc.registry.get(a) is None and svc.registry.receipt(receipt["receipt_id"])["tenant"] == a
     assert ApiKeyStore(admin).authenticate(creds[a]["api_keys"][0]["token"]) is None
     # B is untouched; deleting again says there is no such tenant (nothing changes).
