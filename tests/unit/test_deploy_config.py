@@ -501,9 +501,12 @@ def test_secure_kafka_script_matches_the_local_stack() -> None:
     script = (REPO_ROOT / "deploy" / "kafka" / "secure-start.sh").read_text()
     local = LocalKafka(Settings(kafka_security="SASL_PLAINTEXT", kafka_password="kafka-pass-0123"))._secure_properties(9092)
     for key in ("authorizer.class.name", "allow.everyone.if.no.acl.found", "sasl.enabled.mechanisms",
-                "sasl.mechanism.inter.broker.protocol"):
+                "sasl.mechanism.inter.broker.protocol", "super.users", "listener.name.controller.sasl.enabled.mechanisms",
+                "sasl.mechanism.controller.protocol"):
         assert f"{key}={local[key]}" in script, key
-    assert "super.users=User:admin;User:ANONYMOUS" in script and "--add-scram" in script
+    assert "CONTROLLER:SASL_PLAINTEXT" in script and "CONTROLLER://127.0.0.1:9093" in script
+    assert "connections.max.reauth.ms=" in script
+    assert "--add-scram \"SCRAM-SHA-512=[name=broker," in script
     doc = yaml.safe_load(SECURE.read_text())
     mounted = [v.split(":")[0] for v in doc["services"]["kafka"]["volumes"] + doc["services"]["redis"]["volumes"]]
     for path in mounted:
