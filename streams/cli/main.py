@@ -460,6 +460,32 @@ def cmd_tenants(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_principals(args: argparse.Namespace) -> int:
+    from streams.audit.log import AuditLog
+    from streams.tenancy.principals import build_principals
+
+    s = _settings()
+    actor = f"cli:{args.actor or _user()}"
+    with AuditLog(s.kafka(), s.audit_topic, actor) as audit:
+        svc = build_principals(s, actor, audit)
+        if args.action == "list":
+            print(json.dumps(svc.list(), indent=2))
+            return 0
+        if not args.role:
+            raise UsageError(f"`principals {args.action}` needs a ROLE (privacy-officer, auditor)")
+        if args.action == "create":
+            result = svc.create(args.role)
+        elif args.action == "rotate":
+            result = svc.rotate(args.role)
+        else:
+            result = svc.delete(args.role)
+    if result.get("credentials"):
+        print("credentials below are shown once; store them now (only salted verifiers or hashes are kept)",
+              file=sys.stderr)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 # ---------------------------------------------------------------- API keys
 
 def cmd_apikeys(args: argparse.Namespace) -> int:
@@ -668,6 +694,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--roles", default="reader",
                     help="create: API key roles, comma-separated: reader, detokenizer (default reader)")
     sp.add_argument("--yes", action="store_true", help="delete: confirm")
+    sp.add_argument("--actor", help="who does it (default: the login name; kept in the audit trail)")
+
+    sp = add("principals", "make the privacy officer's and the auditor's own credentials (secure broker)",
+             cmd_principals,
+             "Each staff role gets a Kafka SCRAM user (and, where it needs one, a Redis user) with only its "
+             "row's rights in the README's security model.\n\n"
+             "privacy-officer: write privacy.requests; read receipts, request indexes, counts and the tenant "
+             "registry in Redis. Run `streams privacy ...` with STREAMS_KAFKA_USERNAME=privacy-officer and its "
+             "Redis user in STREAMS_REDIS_URL.\n"
+             "auditor: read the audit topic (consumer groups auditor.*). Run `streams audit verify` with it.\n\n"
+             "create ROLE: idempotent; prints a password only when it makes one. rotate ROLE: new passwords; "
+             "open Redis sessions end at once, Kafka sessions within STREAMS_KAFKA_REAUTH_MS. delete ROLE: "
+             "removes the users and their ACLs. list: which roles exist. Each action is audited.")
+    sp.add_argument("action", choices=["create", "list", "rotate", "delete"])
+    sp.add_argument("role", nargs="?", choices=["privacy-officer", "auditor"], help="the staff role")
     sp.add_argument("--actor", help="who does it (default: the login name; kept in the audit trail)")
 
     sp = add("apikeys", "create, list or revoke API keys of the HTTP API", cmd_apikeys,
