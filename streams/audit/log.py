@@ -243,7 +243,12 @@ class AuditLog:
         source = self._keyring_source
         if source is None:
             return {self.signer.kid: self.signer.public}
-        keyring = source() if callable(source) else source
+        try:
+            keyring = source() if callable(source) else source
+        except Exception as exc:  # Redis away: anchor to and resume from this writer's own records only
+            log.warning("audit: published keys unavailable (%s); only this writer's records count as authentic",
+                        type(exc).__name__)
+            return {self.signer.kid: self.signer.public}
         return {**keyring, self.signer.kid: self.signer.public}
 
     def _open_chain(self, chain_id: str | None) -> AuditChain:

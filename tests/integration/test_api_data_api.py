@@ -161,6 +161,7 @@ def test_build_data_api_needs_the_master_key(make_settings):
 
     s = make_settings()
     with open_audit(s) as audit:
+        s.master_key_file.unlink()  # opening the (signed) audit log created it; the API must find none
         with pytest.raises(KeyProviderError):
             build_data_api(s, audit, lambda: s.tenants)
     assert isinstance(DataApi, type)

@@ -457,3 +457,15 @@ def test_keyring_round_trip_and_integrity():
         Keyring.loads(_json.dumps(doc))
     with pytest.raises(AuditError):
         Keyring.loads("{}")
+
+
+def test_writer_ids():
+    from streams.audit.keys import default_writer
+    from streams.audit.signing import writer_name
+
+    assert default_writer("worker:streams-pipeline") == "worker:streams-pipeline"
+    assert default_writer("test:api") == "test:api"
+    assert default_writer("streams") == "process:streams"
+    assert writer_name("cli", "Jane Doe/../x") == "cli:Jane-Doe-..-x"
+    with pytest.raises(AuditError):
+        Signer.generate("no writer")
