@@ -12,6 +12,7 @@ from typing import Callable
 
 import redis
 
+from streams.audit.keys import open_audit_log
 from streams.audit.log import AuditLog
 from streams.consent.applier import RequestsApplier
 from streams.consent.gate import ConsentGate
@@ -65,7 +66,8 @@ def build_runtime(settings: Settings, registry: SchemaRegistry, processor: Event
     pseudonyms = Pseudonymizer(client, provider)
     consent = ConsentStore(client)
     kafka = KafkaSink(settings.kafka())
-    audit = AuditLog(settings.kafka(), settings.audit_topic, actor)
+    # Signs as writer worker:<app_id>: the key is created and published by the first worker of the group.
+    audit = open_audit_log(settings, actor, client=client, provider=provider)
     gate = ConsentGate(consent, pseudonyms, tenants.regimes(), purposes_of(registry))
     handler = RequestHandler(settings.tenant_topic, client, keys, pseudonyms, consent, kafka, audit)
     applier = RequestsApplier(settings.kafka(), settings.requests_topic, settings.dlq_topic, tenants,

@@ -1,20 +1,28 @@
-"""The audit trail's records, their hash chain and its verification: pure logic, no I/O.
+"""The audit trail's records, their hash chain, signatures and verification: pure logic, no I/O.
 
 A record
 --------
 Every privacy action and every detokenization becomes one JSON object::
 
-    {"v": 1, "chain": "worker:streams-pipeline:5f0c…", "seq": 12, "at_ms": 1767225600000,
+    {"v": 2, "chain": "worker:streams-pipeline:5f0c…", "seq": 12, "at_ms": 1767225600000,
      "actor": "worker:streams-pipeline", "action": "erasure.step", "tenant": "acme",
      "subject": "p_3b1f0c9e2d4a5b6c7d8e9f0a", "reason": "request r-1 step store", "details": {"keys": 3},
-     "prev": "<hash of seq 11 of this chain>", "hash": "<sha256 of this record without 'hash'>"}
+     "prev": "<hash of seq 11 of this chain>", "writer": "worker:streams-pipeline", "kid": "9f86d081884c7d65",
+     "hash": "<sha256 of this record without 'hash' and 'sig'>", "sig": "<Ed25519 signature, base64url>"}
 
-- ``chain`` names the writer: each writer (one ``AuditLog``) keeps its own chain
-  so that several processes can append to the one audit topic without forking
-  a shared chain (see ``streams.audit.log``). ``seq`` counts from 0 per chain.
+- ``chain`` names the chain: each ``AuditLog`` keeps its own chain so that
+  several processes can append to the one audit topic without forking a shared
+  chain (see ``streams.audit.log``). ``seq`` counts from 0 per chain.
 - ``actor`` is who acted (``worker:<app_id>``, ``cli:<user>``, ``api-key:<id>``),
   ``action`` what was done (``detokenize``, ``erasure.step``, ``consent.drop``,
   ``access.denied``), ``tenant`` a tenant name or null.
+- ``writer`` is the signing identity of the process that wrote the record
+  (``worker:<app_id>``, ``cli:<login>``) and ``kid`` the id of the key it
+  signed with; ``sig`` is its Ed25519 signature over the whole record (but
+  ``sig``) and the trail's name (``streams.audit.signing`` says why Ed25519
+  and what exactly is signed). **Signatures are mandatory**: version 1
+  records (unsigned) are not accepted; the project had no production trail
+  when signing came in, so nothing old needs reading.
 - ``subject`` is **only ever a pseudonym** (``pseudonym()``: ``p_`` + 24 hex),
   never a subject id; ``append`` refuses anything else, ``verify`` calls such a
   record foreign.
@@ -24,18 +32,26 @@ Every privacy action and every detokenization becomes one JSON object::
   the audit topic is kept forever and an erasure never touches it.
 - ``prev`` is the ``hash`` of the previous record of the same chain (64 zeros
   for seq 0); ``hash`` is the hex SHA-256 of the canonical bytes of the record
-  without ``hash``: ``json.dumps(obj, sort_keys=True, separators=(",", ":"),
-  ensure_ascii=False).encode()`` (``canonical()``).
+  without ``hash`` and ``sig``: ``json.dumps(obj, sort_keys=True,
+  separators=(",", ":"), ensure_ascii=False).encode()`` (``canonical()``).
 - ``anchor`` (optional, only on seq 0): ``{"chain", "seq", "hash"}`` of the
-  record that was last in the topic when the chain started. It ties a new
-  chain to the history before it, so removing the records another chain was
-  started after is detected too.
+  last authenticated record in the topic when the chain started. It ties a
+  new chain to the history before it, so removing the records another chain
+  was started after is detected too.
 
 What verification can and cannot tell
 -------------------------------------
-``verify`` walks the records in topic order, groups them by chain, and reports
-every break with the position of the record where it shows:
+``verify`` walks the records in topic order, authenticates each against the
+keyring (the writers' published public keys), groups the authentic ones by
+chain, and reports every break with the position of the record where it shows:
 
+- **forged**: a record without a signature, with a signature that does not
+  verify (a forged record that copies a real writer's id and key id, or a
+  genuine record replayed into another trail), or whose key belongs to
+  another writer than the one it names.
+- **unknown-writer**: records signed with a key the keyring does not hold (an
+  outsider's own key pair, or a writer key that was never published); one
+  break per chain, at its first such record, naming the claimed writer and key.
 - **modified**: the stored ``hash`` is not the hash of the record's content
   (someone changed a field and could not recompute the hash, or did not try).
 - **removed**: seqs are missing in a chain (reported at the first record after
@@ -49,22 +65,25 @@ every break with the position of the record where it shows:
   (swap two adjacent records and the later-placed one is reported).
 - **foreign**: a record the chain's writer cannot have written at that place:
   not a well-formed audit record (not JSON, missing or mistyped fields, a
-  subject that is not a pseudonym), a second record for a seq already present
-  in the chain (a forged copy with a recomputed hash, or two processes writing
-  with the same chain id), a record chained to such a copy, or a seq 0 whose
-  ``prev`` is not the genesis value.
+  subject that is not a pseudonym), a genuine record replayed (a second copy
+  of a seq already present), a record of another writer in the chain, a
+  second record for a seq (two processes writing with the same chain id), a
+  record chained to such a copy, or a seq 0 whose ``prev`` is not the
+  genesis value.
 
-A record whose stored hash does not match is reported as modified and not
+Forged and unknown-writer records take no part in the chains: a forgery can
+neither displace a genuine record nor make a genuine chain look broken. A
+record whose stored hash does not match is reported as modified and not
 again as a duplicate or out of order; its other fields are still used as
 stored, so tampering with its ``chain`` or ``seq`` can make a gap show as well.
 
-A hash chain cannot reveal that the **last** records of a chain were removed
-(nothing points at them) unless a later chain anchored to them, nor a chain
-rewritten from some record to its end with every hash recomputed. Against
-those, keep the heads the report gives (``VerifyReport.chains``) somewhere
-else and compare. Kafka itself offers an attacker with only produce rights
-nothing but appending; removal or reordering needs DeleteRecords (removes a
-prefix of the topic) or write access to the broker's log segments.
+With signatures, only a writer's key can extend or rewrite its chain. A hash
+chain still cannot reveal that the **last** records of a chain were removed
+(nothing points at them) unless a later chain anchored to them. Against that,
+keep the heads the report gives (``VerifyReport.chains``) somewhere else and
+compare. Kafka itself offers an attacker with only produce rights nothing
+but appending; removal or reordering needs DeleteRecords (removes a prefix of
+the topic) or write access to the broker's log segments.
 """
 
 from __future__ import annotations
@@ -82,12 +101,14 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from streams.audit.exceptions import AuditChainBroken, AuditError
+from streams.audit.signing import Keyring, PublicKey, Signer, canonical, is_kid, is_signature, is_writer
 from streams.tenancy.names import is_valid_tenant_name
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: signed (writer, kid, sig). Version 1 (unsigned) is refused: there was no production data.
 GENESIS_PREV = "0" * 64
+DEFAULT_TRAIL = "audit"  # the trail (audit topic) name a record is signed for, unless told otherwise
 REQUIRED_FIELDS = frozenset({"v", "chain", "seq", "at_ms", "actor", "action", "tenant", "subject", "reason",
-                             "details", "prev", "hash"})
+                             "details", "prev", "writer", "kid", "hash", "sig"})
 OPTIONAL_FIELDS = frozenset({"anchor"})
 
 MAX_TEXT = 1000  # actor, chain, reason, each detail value: audit records stay small
@@ -100,14 +121,9 @@ Position = Sequence[int]  # (partition, offset)
 
 # ---------------------------------------------------------------- encoding
 
-def canonical(obj: Any) -> bytes:
-    """The bytes that are hashed (and, for a whole record, written to the topic)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-
-
 def record_hash(record: Mapping[str, Any]) -> str:
-    """Hex SHA-256 of the canonical bytes of ``record`` without its ``hash`` field."""
-    return hashlib.sha256(canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
+    """Hex SHA-256 of the canonical bytes of ``record`` without its ``hash`` and ``sig`` fields."""
+    return hashlib.sha256(canonical({k: v for k, v in record.items() if k not in ("hash", "sig")})).hexdigest()
 
 
 def encode_record(record: Mapping[str, Any]) -> bytes:
@@ -231,6 +247,12 @@ def malformed(record: Any) -> str | None:
     for name in ("prev", "hash"):
         if not isinstance(record[name], str) or not _HASH_RE.match(record[name]):
             return f"{name} is not 64 lowercase hex characters"
+    if not is_writer(record["writer"]):
+        return "writer is not a writer id (<kind>:<name>)"
+    if not is_kid(record["kid"]):
+        return "kid is not 16 lowercase hex characters"
+    if not is_signature(record["sig"]):
+        return "sig is not a base64url Ed25519 signature"
     if "anchor" in record:
         if record["seq"] != 0:
             return "has an anchor but is not seq 0"
@@ -242,22 +264,46 @@ def malformed(record: Any) -> str | None:
 
 # ---------------------------------------------------------------- writing
 
-class AuditChain:
-    """One writer's chain: its id and head (last seq and hash); builds the next record.
+def authentication_problem(record: Mapping[str, Any], keyring: Mapping[str, PublicKey], trail: str) -> str | None:
+    """Why a well-formed record with a matching hash is not authentic, or None when its signature verifies.
 
-    Not thread-safe and does no I/O; ``AuditLog`` serializes appends and writes.
+    The record's ``kid`` must be in ``keyring``, belong to the record's ``writer``, and its public key
+    must verify ``sig`` over the record and ``trail``.
+    """
+    key = keyring.get(record["kid"])
+    if key is None:
+        return f"is signed with key {record['kid']}, which is not in the keyring (unknown writer)"
+    if key.writer != record["writer"]:
+        return f"claims writer {record['writer']}, but key {key.kid} is writer {key.writer}'s"
+    if not key.verifies(record, trail):
+        return (f"has a signature that does not verify with key {key.kid} of writer {key.writer} "
+                f"for trail {trail} (forged, or signed for another trail)")
+    return None
+
+
+class AuditChain:
+    """One writer's chain: its id and head (last seq and hash); builds and signs the next record.
+
+    ``signer`` is the writer's current key (``streams.audit.signing.Signer``);
+    ``trail`` the name of the audit topic the records are signed for. Not
+    thread-safe and does no I/O; ``AuditLog`` serializes appends and writes.
     """
 
-    def __init__(self, chain_id: str, anchor: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, chain_id: str, signer: Signer, anchor: Mapping[str, Any] | None = None, *,
+                 trail: str = DEFAULT_TRAIL) -> None:
         problem = _text_problem("chain id", chain_id)
         if problem:
             raise AuditError(problem)
+        if not isinstance(signer, Signer):
+            raise AuditError("an audit chain needs its writer's signer: records are always signed")
         if anchor is not None:
             anchor = {"chain": anchor["chain"], "seq": anchor["seq"], "hash": anchor["hash"]}
             problem = _anchor_problem(anchor)
             if problem:
                 raise AuditError(problem)
         self.chain_id = chain_id
+        self.signer = signer
+        self.trail = trail
         self.anchor = anchor
         self.seq = -1  # last seq written; -1 before the first record
         self.head_hash = GENESIS_PREV
@@ -268,22 +314,35 @@ class AuditChain:
         return self.seq, self.head_hash
 
     @classmethod
-    def resume(cls, last_record: Mapping[str, Any]) -> "AuditChain":
-        """Continue the chain of ``last_record`` (its last record, read back after a restart)."""
+    def resume(cls, last_record: Mapping[str, Any], signer: Signer, *, trail: str = DEFAULT_TRAIL,
+               keyring: Mapping[str, PublicKey] | None = None) -> "AuditChain":
+        """Continue the chain of ``last_record`` (its last record, read back after a restart).
+
+        Only a chain of ``signer``'s own writer, from a record that authenticates
+        (with ``keyring``, or else with the signer's own current key): a forged
+        record carrying the chain's id is never continued.
+        """
         problem = malformed(dict(last_record))
         if problem:
             raise AuditError(f"cannot resume from a record that {problem}")
         if record_hash(last_record) != last_record["hash"]:
             raise AuditError(f"cannot resume chain {last_record['chain']}: its last record (seq "
                              f"{last_record['seq']}) does not match its hash")
-        chain = cls(last_record["chain"])
+        if last_record["writer"] != signer.writer:
+            raise AuditError(f"cannot resume chain {last_record['chain']}: it is writer "
+                             f"{last_record['writer']}'s, not {signer.writer}'s")
+        problem = authentication_problem(last_record, keyring if keyring is not None else
+                                         {signer.kid: signer.public}, trail)
+        if problem:
+            raise AuditError(f"cannot resume chain {last_record['chain']}: its last record {problem}")
+        chain = cls(last_record["chain"], signer, trail=trail)
         chain.seq = last_record["seq"]
         chain.head_hash = last_record["hash"]
         return chain
 
     def build(self, actor: str, action: str, tenant: str | None, subject_pseudonym: str | None,
               reason: str, details: Mapping[str, Any] | None = None, at_ms: int | None = None) -> dict[str, Any]:
-        """The next record, without advancing the head (``advance`` does, once it is written)."""
+        """The next record, hashed and signed, without advancing the head (``advance`` does, once it is written)."""
         record: dict[str, Any] = {
             "v": RECORD_VERSION,
             "chain": self.chain_id,
@@ -296,14 +355,17 @@ class AuditChain:
             "reason": reason,
             "details": dict(details or {}),
             "prev": self.head_hash,
+            "writer": self.signer.writer,
+            "kid": self.signer.kid,
         }
         if self.seq == -1 and self.anchor is not None:
             record["anchor"] = dict(self.anchor)
         # Checked before anything is hashed or written: a record verify would call foreign is refused.
-        problem = malformed({**record, "hash": GENESIS_PREV})
+        problem = malformed({**record, "hash": GENESIS_PREV, "sig": "A" * 86})
         if problem:
             raise AuditError(f"refusing an audit record: {problem}")
         record["hash"] = record_hash(record)
+        record["sig"] = self.signer.sign(record, self.trail)
         return record
 
     def advance(self, record: Mapping[str, Any]) -> None:
@@ -328,7 +390,9 @@ class ChainHead:
     hash: str  # hash of that record
     partition: int
     offset: int
-    records: int  # records of the chain in the trail
+    records: int  # records of the chain in the trail (authenticated or modified)
+    writer: str = ""  # the writer whose key signed the chain
+    kids: tuple[str, ...] = ()  # the keys that signed it, in order of first use
 
 
 @dataclass
@@ -403,15 +467,29 @@ def _longest_in_order(seqs: list[int]) -> set[int]:
     return kept
 
 
-def verify(records: Iterable[tuple[Position, Any]]) -> VerifyReport:
+def _claimed(rec: Any) -> tuple[str | None, int | None]:
+    """The chain and seq a (possibly bad) record claims, where they have the right types."""
+    if not isinstance(rec, dict):
+        return None, None
+    chain = rec.get("chain") if isinstance(rec.get("chain"), str) else None
+    seq = rec.get("seq") if _is_int(rec.get("seq")) and rec["seq"] >= 0 else None
+    return chain, seq
+
+
+def verify(records: Iterable[tuple[Position, Any]], keyring: Mapping[str, PublicKey],
+           trail: str = DEFAULT_TRAIL) -> VerifyReport:
     """Check a whole audit trail given as ``(position, record)`` in topic order.
 
     ``position`` is ``(partition, offset)``; ``record`` the decoded JSON (None
-    for a message that is not JSON). The rules are in the module docstring.
+    for a message that is not JSON); ``keyring`` the published public keys
+    (``streams.audit.signing.Keyring``); ``trail`` the name the records were
+    signed for (the audit topic's). The rules are in the module docstring.
     """
     report = VerifyReport()
     found: list[tuple[int, AuditChainBroken]] = []
     by_chain: dict[str, list[_Entry]] = defaultdict(list)
+    chain_writer: dict[str, str] = {}
+    unknown: dict[str, list[_Entry]] = defaultdict(list)  # chain -> records signed by keys not in the keyring
 
     def brk(kind: str, e: _Entry, detail: str) -> None:
         found.append((e.index, AuditChainBroken(kind, e.partition, e.offset, e.seq, e.record["chain"], detail)))
@@ -419,6 +497,13 @@ def verify(records: Iterable[tuple[Position, Any]]) -> VerifyReport:
     for index, (pos, rec) in enumerate(records):
         report.records += 1
         partition, offset = int(pos[0]), int(pos[1])
+        if isinstance(rec, dict) and "sig" not in rec and "chain" in rec:  # an audit record, unsigned
+            chain, seq = _claimed(rec)
+            found.append((index, AuditChainBroken(
+                "forged", partition, offset, seq, chain,
+                "is not signed: every audit record must carry its writer's signature (unsigned records are "
+                "not accepted)")))
+            continue
         problem = malformed(rec)
         if problem:
             chain = rec.get("chain") if isinstance(rec, dict) and isinstance(rec.get("chain"), str) else None
@@ -437,9 +522,36 @@ def verify(records: Iterable[tuple[Position, Any]]) -> VerifyReport:
         computed = record_hash(rec)
         e = _Entry(index, partition, offset, rec, computed != rec["hash"])
         if e.modified:
+            # Its signature cannot verify either; "modified" says more. It still holds its place in its chain.
             brk("modified", e, f"was modified: stored hash {rec['hash']} != computed {computed}")
+            by_chain[rec["chain"]].append(e)
+            continue
+        # Authenticated or left out: a record nobody with a key signed takes no part in the chains, so a
+        # forgery can neither displace a genuine record nor hide behind one.
+        if rec["kid"] not in keyring:
+            unknown[rec["chain"]].append(e)
+            continue
+        problem = authentication_problem(rec, keyring, trail)
+        if problem:
+            brk("forged", e, problem)
+            continue
+        owner = chain_writer.setdefault(rec["chain"], rec["writer"])
+        if owner != rec["writer"]:
+            brk("foreign", e, f"is signed by writer {rec['writer']}, but chain {rec['chain']} is writer {owner}'s")
+            continue
         by_chain[rec["chain"]].append(e)
         report.head = rec["hash"]
+
+    for chain, entries in unknown.items():
+        first = entries[0]
+        claimed = sorted({x.record["writer"] for x in entries})
+        kids = sorted({x.record["kid"] for x in entries})
+        what = ("starts a chain from an unknown writer" if chain not in by_chain
+                else "is one of the records of this chain from an unknown writer")
+        brk("unknown-writer", first,
+            f"{what}: {len(entries)} record{'s' if len(entries) != 1 else ''} claiming writer "
+            f"{', '.join(claimed)} signed with key{'s' if len(kids) != 1 else ''} {', '.join(kids)}, which the "
+            "keyring does not hold (not authenticated: not part of the trail)")
 
     accepted_all: dict[str, dict[int, _Entry]] = {}
     for chain, entries in by_chain.items():
@@ -529,5 +641,8 @@ def verify(records: Iterable[tuple[Position, Any]]) -> VerifyReport:
     report.breaks = [b for _, b in found]
     for chain, accepted in accepted_all.items():
         last = accepted[max(accepted)]
-        report.chains[chain] = ChainHead(last.seq, last.hash, last.partition, last.offset, len(by_chain[chain]))
+        kids = tuple(dict.fromkeys(x.record["kid"] for x in by_chain[chain] if not x.modified))
+        writer = chain_writer.get(chain) or last.record["writer"]
+        report.chains[chain] = ChainHead(last.seq, last.hash, last.partition, last.offset, len(by_chain[chain]),
+                                         writer, kids)
     return report

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-BREAK_KINDS = ("modified", "removed", "reordered", "foreign")
+BREAK_KINDS = ("modified", "removed", "reordered", "foreign", "forged", "unknown-writer")
 
 
 class AuditError(Exception):
@@ -16,7 +16,9 @@ class AuditChainBroken(AuditError):
     (for a removal: the first record after the gap); ``seq`` and ``chain``
     are as stored in that record (None when it is not a readable audit
     record); ``kind`` is one of ``modified``, ``removed``, ``reordered``,
-    ``foreign`` (the rules are in ``streams.audit.chain.verify``) and
+    ``foreign``, ``forged`` (unsigned, or a signature that does not verify)
+    and ``unknown-writer`` (signed with a key the keyring does not hold; the
+    rules are in ``streams.audit.chain``) and
     ``detail`` says what was found, for example
     ``was modified: stored hash 1f… != computed 9a…``.
     """

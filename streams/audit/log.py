@@ -16,15 +16,24 @@ One chain per writer
     each ``AuditLog`` writes its own chain, ``chain = f"{actor}:{uuid4}"``, with
     its own ``seq`` and ``prev``; all chains interleave in the one partition
     and ``verify`` groups by chain. A new chain's first record carries an
-    ``anchor``: the chain, seq and hash of the record that was last in the
-    topic when it started (read at high watermark - 1), which ties the
-    chains together.
+    ``anchor``: the chain, seq and hash of the last authenticated record in
+    the topic when it started (looking back from the high watermark), which
+    ties the chains together.
+
+Signed
+    Every record is signed by the log's ``signer`` (the writer's current key,
+    from ``streams.audit.keys.AuditKeyStore``) for the trail named like the
+    topic. ``keyring`` (the published public keys, or a function returning
+    them) lets the log anchor to and resume from authenticated records only;
+    without it, only records of its own current key count. ``open_audit_log``
+    builds all of it from the settings.
 
 Resuming
     ``AuditLog(..., chain_id=X)`` continues chain X after a restart: it reads
-    the topic backwards from the high watermark to X's last record and goes on
-    from its seq and hash. Only one process may write a chain id at a time; a
-    second one forks it, which ``verify`` reports (duplicate seqs: foreign).
+    the topic backwards from the high watermark to X's last authenticated
+    record and goes on from its seq and hash (X must be the same writer's).
+    Only one process may write a chain id at a time; a second one forks it,
+    which ``verify`` reports (duplicate seqs: foreign).
 
 Synchronous, acknowledged appends
     ``append`` produces with an idempotent producer (acks=all) to partition 0
@@ -43,13 +52,14 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Union
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streams.ops.kafka_client import KafkaTarget, client_config
 from streams.audit.chain import (
     AuditChain,
+    authentication_problem,
     decode_record,
     encode_record,
     malformed,
@@ -57,6 +67,7 @@ from streams.audit.chain import (
     record_hash,
 )
 from streams.audit.exceptions import AuditError
+from streams.audit.signing import PublicKey, Signer
 from streams.ops.topics import TopicSpec
 from streams.sinks.kafka_sink import producer_config
 
@@ -67,6 +78,8 @@ AUDIT_PARTITION = 0
 
 Record = dict[str, Any]
 Positioned = tuple[tuple[int, int], Any]  # ((partition, offset), decoded record or None)
+KeyringSource = Union[Mapping[str, PublicKey], Callable[[], Mapping[str, PublicKey]], None]
+ANCHOR_LOOKBACK = 64  # records read back from the end to find one to anchor a new chain to
 
 
 def audit_topic_spec(name: str = DEFAULT_AUDIT_TOPIC) -> TopicSpec:
@@ -172,27 +185,36 @@ def read_all(bootstrap: KafkaTarget, topic: str = DEFAULT_AUDIT_TOPIC, timeout: 
         consumer.close()
 
 
-def _verified(record: Any) -> bool:
-    return malformed(record) is None and record_hash(record) == record["hash"]
+def authentic(record: Any, keyring: Mapping[str, PublicKey], trail: str) -> bool:
+    """Well formed, hash intact, and signed by a key of ``keyring`` for ``trail``."""
+    return (malformed(record) is None and record_hash(record) == record["hash"]
+            and authentication_problem(record, keyring, trail) is None)
 
 
 # ---------------------------------------------------------------- writing
 
 class AuditLog:
-    """Appends audit records of one writer's chain to the audit topic, each acknowledged before it returns.
+    """Appends signed audit records of one writer's chain to the audit topic, each acknowledged before it returns.
 
     ``actor`` names the writing process (``worker:<app_id>``, ``cli:<user>``);
     ``append`` may name another actor per record (``api-key:<id>`` in the API).
+    ``signer`` is the writer's key (mandatory: records are always signed);
+    ``keyring`` the published public keys, or a function returning them.
     Thread-safe: appends are serialized.
     """
 
     def __init__(self, bootstrap: KafkaTarget, topic: str = DEFAULT_AUDIT_TOPIC, actor: str = "streams", *,
-                 chain_id: str | None = None, timeout: float = 30.0) -> None:
+                 signer: Signer, keyring: KeyringSource = None, chain_id: str | None = None,
+                 timeout: float = 30.0) -> None:
         if not actor:
             raise AuditError("an audit log needs an actor")
+        if not isinstance(signer, Signer):
+            raise AuditError("an audit log needs its writer's signer: records are always signed")
         self.bootstrap = bootstrap
         self.topic = topic
         self.actor = actor
+        self.signer = signer
+        self._keyring_source = keyring
         self.timeout = timeout
         self.last_position: tuple[int, int] | None = None  # (partition, offset) of the last acknowledged record
         self._lock = threading.Lock()
@@ -217,6 +239,18 @@ class AuditLog:
             "message.timeout.ms": ms,
         }))
 
+    def _keyring(self) -> Mapping[str, PublicKey]:
+        source = self._keyring_source
+        if source is None:
+            return {self.signer.kid: self.signer.public}
+        try:
+            keyring = source() if callable(source) else source
+        except Exception as exc:  # Redis away: anchor to and resume from this writer's own records only
+            log.warning("audit: published keys unavailable (%s); only this writer's records count as authentic",
+                        type(exc).__name__)
+            return {self.signer.kid: self.signer.public}
+        return {**keyring, self.signer.kid: self.signer.public}
+
     def _open_chain(self, chain_id: str | None) -> AuditChain:
         consumer = _consumer(self.bootstrap)
         try:
@@ -225,32 +259,39 @@ class AuditLog:
                 raise AuditError(f"audit topic {self.topic} has {len(partitions)} partitions; it must have exactly "
                                  "one (a single total order)")
             low, high = _watermarks(consumer, self.topic, AUDIT_PARTITION, self.timeout)
-            last = _read_range(consumer, self.topic, AUDIT_PARTITION, max(low, high - 1), high, self.timeout)
+            last = _read_range(consumer, self.topic, AUDIT_PARTITION, max(low, high - ANCHOR_LOOKBACK), high,
+                               self.timeout)
+            keyring = self._keyring() if last else {}
             if chain_id is not None:
-                tail = self._find_chain_tail(consumer, chain_id, low, high, last)
+                tail = self._find_chain_tail(consumer, chain_id, low, high, last, keyring)
                 if tail is not None:
-                    chain = AuditChain.resume(tail)
+                    chain = AuditChain.resume(tail, self.signer, trail=self.topic, keyring=keyring)
                     log.info("audit: resuming chain %s at seq %d", chain_id, chain.seq)
                     return chain
             anchor = None
-            if last:
-                record = last[-1][1]
-                if _verified(record):
+            for (_, offset), record in reversed(last):
+                if authentic(record, keyring, self.topic):
                     anchor = {"chain": record["chain"], "seq": record["seq"], "hash": record["hash"]}
-                else:
-                    log.warning("audit: the last record of %s (offset %d) does not verify; new chain not anchored",
-                                self.topic, last[-1][0][1])
-            return AuditChain(chain_id or new_chain_id(self.actor), anchor=anchor)
+                    if offset != high - 1:
+                        log.warning("audit: the last records of %s do not authenticate; new chain anchored to "
+                                    "offset %d", self.topic, offset)
+                    break
+            else:
+                if last:
+                    log.warning("audit: none of the last %d records of %s authenticates; new chain not anchored",
+                                len(last), self.topic)
+            return AuditChain(chain_id or new_chain_id(self.actor), self.signer, anchor=anchor, trail=self.topic)
         finally:
             consumer.close()
 
     def _find_chain_tail(self, consumer: Consumer, chain_id: str, low: int, high: int,
-                         last: list[Positioned]) -> Record | None:
-        """The last record of ``chain_id``, reading backwards from the end in growing windows."""
+                         last: list[Positioned], keyring: Mapping[str, PublicKey]) -> Record | None:
+        """The last authenticated record of ``chain_id``, reading backwards from the end in growing windows."""
         window, end, records = 64, high - len(last), last
         while True:
             for _, record in reversed(records):
-                if isinstance(record, dict) and record.get("chain") == chain_id:
+                if (isinstance(record, dict) and record.get("chain") == chain_id
+                        and authentic(record, keyring, self.topic)):
                     return record
             if end <= low:
                 return None

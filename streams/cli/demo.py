@@ -224,7 +224,10 @@ def run_demo(settings: Settings, keep_running: bool = False, events: int = 20) -
         else:
             _say(f"    erasure not completed: {r.stderr.strip()[-300:]}")
         r = cli("audit", "verify")
-        _say(f"    `streams audit verify` -> {r.stdout.strip()}")
+        lines = r.stdout.strip().splitlines() or [r.stderr.strip()]
+        _say(f"    `streams audit verify` -> {lines[0]}")
+        for line in lines[1:4]:  # the writers and their chains (signed records)
+            _say(f"      {line.strip()}")
 
         accounted = sum(published.values()) + len(bad)
         _step(9, "Reconciliation")

@@ -319,10 +319,17 @@ def _user() -> str:
         return "unknown"
 
 
+def _writer() -> str:
+    """The audit writer (signing identity) of this CLI process: its login, never the --actor claim."""
+    from streams.audit.signing import writer_name
+
+    return writer_name("cli", _user())
+
+
 def cmd_detokenize(args: argparse.Namespace) -> int:
     import redis
 
-    from streams.audit.log import AuditLog
+    from streams.audit.keys import open_audit_log
     from streams.privacy.detokenize import Detokenizer, DetokenizeRefused
     from streams.privacy.keys import KeyStore, LocalKeyFileProvider
     from streams.privacy.pseudonyms import Pseudonymizer
@@ -332,7 +339,7 @@ def cmd_detokenize(args: argparse.Namespace) -> int:
     provider = LocalKeyFileProvider(s.master_key_file, create=False)
     client = redis.Redis.from_url(s.redis_url, socket_timeout=5)
     actor = f"cli:{args.actor or _user()}"
-    with AuditLog(s.kafka(), s.audit_topic, actor) as audit:
+    with open_audit_log(s, actor, _writer(), client=client, provider=provider) as audit:
         d = Detokenizer(KeyStore(client, provider), audit, Pseudonymizer(client, provider))
         try:
             value = d.detokenize(tenant, args.subject, args.token, actor, args.reason)
@@ -417,21 +424,22 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from streams.audit.cli import verify_command
+    from streams.audit.cli import audit_command
 
-    s = _settings()
-    return verify_command(s.kafka(), s.audit_topic, sys.stdout)
+    return audit_command(_settings(), args.action, args.keys_action, keyring_file=args.keyring, trail=args.trail,
+                         writer=args.writer, out_file=args.out, cli_writer=_writer(),
+                         actor=f"cli:{args.actor or _user()}", out=sys.stdout)
 
 
 # ---------------------------------------------------------------- tenants
 
 def cmd_tenants(args: argparse.Namespace) -> int:
-    from streams.audit.log import AuditLog
+    from streams.audit.keys import open_audit_log
     from streams.tenancy.onboarding import build_service
 
     s = _settings()
     actor = f"cli:{args.actor or _user()}"
-    with AuditLog(s.kafka(), s.audit_topic, actor) as audit:
+    with open_audit_log(s, actor, _writer()) as audit:
         svc = build_service(s, actor, lambda: audit)
         if args.action == "list":
             print(json.dumps(svc.list(), indent=2))
@@ -495,7 +503,7 @@ def cmd_apikeys(args: argparse.Namespace) -> int:
 
     from streams.api.api_keys import MAX_LABEL, ApiKeyStore, Role
     from streams.audit.exceptions import AuditError
-    from streams.audit.log import AuditLog
+    from streams.audit.keys import open_audit_log
     from streams.tenancy.names import validate_tenant_name
 
     s = _settings()
@@ -536,7 +544,7 @@ def cmd_apikeys(args: argparse.Namespace) -> int:
         if meta is None:
             raise UsageError(f"no API key {args.key_id} (`streams apikeys list` shows them)")
     actor = f"cli:{args.actor or _user()}"
-    with AuditLog(s.kafka(), s.audit_topic, actor) as audit:
+    with open_audit_log(s, actor, _writer()) as audit:
         if args.action == "create":
             key_id, token = store.create(tenant, role, args.label)
             try:
@@ -675,10 +683,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("action", choices=["show", "rotate"])
     sp.add_argument("tenant")
 
-    sp = add("audit", "verify the hash-chained audit trail", cmd_audit,
-             "verify: read the whole audit topic and check every chain; names the record where a chain is "
-             "broken (modified, removed, reordered or foreign). Exit status 1 on a break.")
-    sp.add_argument("action", choices=["verify"])
+    sp = add("audit", "verify the signed, hash-chained audit trail; list, rotate or export its keys", cmd_audit,
+             "verify: read the whole audit topic, authenticate every record with its writer's published public "
+             "key and check every chain; names each chain's writer and the record where something is wrong "
+             "(forged, unknown-writer, modified, removed, reordered or foreign). Exit status 1 on a break. "
+             "Needs read access to the topic and the public keys (Redis, or --keyring FILE); no secret.\n\n"
+             "keys list: every writer's keys (public), which is current. keys rotate [--writer W]: a new "
+             "signing key for W (default: this CLI user's); the old one stays published and verifies what it "
+             "signed; audited. keys export [--out FILE]: the keyring (public keys only) for auditors.")
+    sp.add_argument("action", choices=["verify", "keys"])
+    sp.add_argument("keys_action", nargs="?", choices=["list", "rotate", "export"], metavar="KEYS_ACTION",
+                    help="for keys: list, rotate or export")
+    sp.add_argument("--keyring", help="verify: a keyring file from `audit keys export` instead of Redis")
+    sp.add_argument("--trail", help="verify: the trail name the records were signed for (default: the topic's)")
+    sp.add_argument("--writer", help="keys rotate: whose key (e.g. worker:streams-pipeline)")
+    sp.add_argument("--out", help="keys export: write the keyring to this file (default: standard output)")
+    sp.add_argument("--actor", help="keys rotate: who does it (default: the login name; kept in the audit trail)")
 
     sp = add("tenants", "onboard, list, describe, rotate credentials of, or delete tenants", cmd_tenants,
              "create NAME: topics, Kafka SCRAM user and prefixed ACLs (secure broker), a Redis ACL user limited "

@@ -13,6 +13,7 @@ import redis
 from streams.api.api_keys import ApiKeyStore, Role
 from streams.api.service import DataApi, build_data_api
 from streams.audit.exceptions import AuditError
+from streams.audit.keys import open_audit_log
 from streams.audit.log import AuditLog, read_all
 from streams.ingest import samples
 from streams.ingest.processor import Accepted, EventProcessor, SourceRef
@@ -31,7 +32,7 @@ def open_audit(s) -> AuditLog:
     deadline = time.monotonic() + 30
     while True:
         try:
-            return AuditLog(s.kafka_bootstrap, s.audit_topic, "test:api")
+            return open_audit_log(s, "test:api")
         except AuditError:
             if time.monotonic() > deadline:
                 raise
@@ -160,6 +161,7 @@ def test_build_data_api_needs_the_master_key(make_settings):
 
     s = make_settings()
     with open_audit(s) as audit:
+        s.master_key_file.unlink()  # opening the (signed) audit log created it; the API must find none
         with pytest.raises(KeyProviderError):
             build_data_api(s, audit, lambda: s.tenants)
     assert isinstance(DataApi, type)

@@ -17,7 +17,8 @@ import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streams.api.api_keys import ApiKeyStore
-from streams.audit.log import AuditLog, read_all
+from streams.audit.keys import open_audit_log
+from streams.audit.log import read_all
 from streams.ops.kafka_client import sasl_config
 from streams.sinks import store_keys as K
 from streams.tenancy.onboarding import build_service
@@ -32,7 +33,7 @@ def _tenant() -> str:
 @pytest.fixture
 def onboarded(make_secure_settings):
     s = make_secure_settings()
-    audit = AuditLog(s.kafka(), s.audit_topic, "test")
+    audit = open_audit_log(s, "test:isolation")
     svc = build_service(s, "test:isolation", lambda: audit)
     a, b = _tenant(), _tenant()
     creds = {t: svc.create(t, roles=["reader", "detokenizer"])["credentials"] for t in (a, b)}

@@ -257,10 +257,11 @@ def test_many_drops_are_audited_in_records_the_chain_accepts():
     import uuid as _uuid
 
     from streams.audit.chain import AuditChain
+    from streams.audit.signing import Signer
     from streams.ingest.batch import BatchPipeline
     from streams.ingest.processor import Dropped, SourceRef
 
-    chain = AuditChain("test:chain")
+    chain = AuditChain("test:chain", Signer.generate("worker:test"))
 
     class ChainAudit:  # appends to a real (in-memory) chain, which validates each record
         def append(self, action, tenant, subject_pseudonym, reason, details=None):
