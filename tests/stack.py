@@ -87,7 +87,7 @@ def _containers() -> Iterator[StackInfo]:
     )
     redis_port = _free_port()
     redis = DockerContainer("redis:7").with_bind_ports(6379, redis_port).with_command(
-        "redis-server --appendonly yes --appendfsync everysec")
+        "redis-server --appendonly yes --appendfsync everysec --save '' --aof-use-rdb-preamble no")
     with kafka, redis:
         wait_for_logs(kafka, "Kafka Server started", timeout=120)
         wait_for_logs(redis, "Ready to accept connections", timeout=60)

@@ -12,4 +12,5 @@ grep -v -e '^user streams ' -e '^user default ' "$ACL" > /tmp/tenants.acl || tru
   echo "user default off nopass resetkeys -@all"
   cat /tmp/tenants.acl
 } > "$ACL"
-exec redis-server --appendonly yes --appendfsync everysec --aclfile "$ACL"
+# Persistence as in docker-compose.yml and the local stack: AOF, no RDB snapshots, plain-RESP AOF base.
+exec redis-server --appendonly yes --appendfsync everysec --save "" --aof-use-rdb-preamble no --aclfile "$ACL"

@@ -13,7 +13,8 @@ Erasure steps, in order:
                  in the topic), so this step comes before the store's purge.
 3. ``store``     every store document of the subject and its index entries deleted
 4. ``key``       the subject key destroyed: every token of the subject, in every copy, is irreversible
-5. ``aof``       Redis rewrites its AOF so the deleted values leave the disk
+5. ``aof``       Redis rewrites its AOF (and its RDB snapshot, if snapshots are on) so the deleted
+                 values leave the disk; the step says what was rewritten, or that nothing persists
 6. ``audit``     the request and its steps written to the audit trail (pseudonym only)
 
 Steps 1-4 run per request; the receipt is then ``pending`` and the request
@@ -73,24 +74,69 @@ def _now() -> int:
     return int(time.time() * 1000)
 
 
-def rewrite_aof(client: redis.Redis, timeout: float = 60.0) -> dict[str, Any]:
-    """Start (or join) an AOF rewrite and wait until one that began after our deletes has finished."""
-    info = client.info("persistence")
-    if not info.get("aof_enabled"):
-        return {"aof": "disabled"}
-    try:
-        client.bgrewriteaof()  # schedules one if a rewrite is already running
-    except redis.ResponseError:
-        pass
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def _wait_persistence(client: redis.Redis, busy: Callable[[dict[str, Any]], bool], deadline: float, what: str) -> dict[str, Any]:
+    while True:
         info = client.info("persistence")
-        if not info.get("aof_rewrite_in_progress") and not info.get("aof_rewrite_scheduled"):
-            if info.get("aof_last_bgrewrite_status") != "ok":
-                raise RuntimeError("Redis AOF rewrite failed")
-            return {"aof": "rewritten"}
+        if not busy(info):
+            return info
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Redis {what} not finished in time")
         time.sleep(0.05)
-    raise TimeoutError(f"Redis AOF rewrite not finished in {timeout:.0f}s")
+
+
+def _snapshots_configured(client: redis.Redis) -> bool | None:
+    """Whether Redis writes RDB snapshots (``save`` points); None when CONFIG GET is not allowed."""
+    try:
+        return bool(str(client.config_get("save").get("save", "")).strip())
+    except redis.ResponseError:
+        return None
+
+
+def rewrite_aof(client: redis.Redis, timeout: float = 60.0) -> dict[str, Any]:
+    """Make Redis' files drop deleted values, and say what was done: rewrite the AOF when it is on
+    (start or join a rewrite and wait until one that began after our deletes has finished), and
+    write a fresh RDB snapshot when snapshots are configured (a dump.rdb would keep them too).
+
+    Returns ``{"aof": "rewritten" | "disabled"}`` plus ``"rdb": "rewritten"`` (snapshots on),
+    ``"rdb": "unknown"`` (CONFIG GET not allowed) or ``"persistence": "none"`` (neither AOF nor
+    snapshots: nothing is on disk). Raises RuntimeError when a rewrite or save failed and
+    TimeoutError when it did not finish in ``timeout`` s: the caller must then not report the
+    erasure as done.
+    """
+    deadline = time.monotonic() + timeout
+    out: dict[str, Any] = {}
+    info = client.info("persistence")
+    if info.get("aof_enabled"):
+        try:
+            client.bgrewriteaof()  # schedules one if a rewrite is already running
+        except redis.ResponseError:
+            pass
+        info = _wait_persistence(client, lambda i: bool(i.get("aof_rewrite_in_progress") or i.get("aof_rewrite_scheduled")),
+                                 deadline, "AOF rewrite")
+        if info.get("aof_last_bgrewrite_status") != "ok":
+            raise RuntimeError("Redis AOF rewrite failed")
+        out["aof"] = "rewritten"
+    else:
+        out["aof"] = "disabled"
+    snapshots = _snapshots_configured(client)
+    if snapshots:
+        while True:  # a save already running may have begun before our deletes: start our own
+            _wait_persistence(client, lambda i: bool(i.get("rdb_bgsave_in_progress") or i.get("aof_rewrite_in_progress")),
+                              deadline, "RDB snapshot")
+            try:
+                client.bgsave()
+                break
+            except redis.ResponseError:  # another one started meanwhile
+                continue
+        info = _wait_persistence(client, lambda i: bool(i.get("rdb_bgsave_in_progress")), deadline, "RDB snapshot")
+        if info.get("rdb_last_bgsave_status") != "ok":
+            raise RuntimeError("Redis RDB snapshot failed")
+        out["rdb"] = "rewritten"
+    elif snapshots is None:
+        out["rdb"] = "unknown"
+    elif out["aof"] == "disabled":
+        out["persistence"] = "none"
+    return out
 
 
 class RequestHandler:
@@ -104,6 +150,7 @@ class RequestHandler:
         self.consent = consent
         self.kafka = kafka
         self.audit = audit
+        self.aof_timeout = 60.0  # s an erasure waits for Redis' files to be rewritten
 
     def handle(self, req: PrivacyRequest) -> dict[str, Any]:
         """Run every step of ``req`` and return its receipt. Raises when a step fails (the
@@ -174,7 +221,9 @@ class RequestHandler:
         members = self.client.smembers(PENDING_AOF)
         if not members:
             return 0
-        aof = rewrite_aof(self.client)  # starts after every pending erasure's deletes
+        # Starts after every pending erasure's deletes. Raises when the rewrite failed or timed out:
+        # the receipts stay pending (and queued) and the next call tries again.
+        aof = rewrite_aof(self.client, self.aof_timeout)
         failpoint("erasure.aof")
         done = 0
         for m in sorted(x.decode() if isinstance(x, bytes) else x for x in members):

@@ -430,12 +430,18 @@ class LocalRedis(_ManagedProcess):
                 f"port {self.port}",
                 f"dir {self.home}",
                 "daemonize no",
+                # No RDB snapshots: a dump.rdb would keep erased values that no AOF rewrite removes.
                 "save ''",
                 # AOF on: the store survives restarts; erasure later rewrites it
                 # so deleted values leave the disk (DESIGN decision 6).
                 "appendonly yes",
                 "appendfsync everysec",
                 'appendfilename "appendonly.aof"',
+                # The rewritten AOF base in plain RESP, not an RDB preamble: RDB LZF-compresses and
+                # int-encodes values, so a search of the files for an erased value could miss it.
+                # The same three settings in docker-compose.yml and deploy/redis/secure-start.sh
+                # (tests/unit/test_deploy_config.py compares them).
+                "aof-use-rdb-preamble no",
                 f"logfile {self.home / 'redis.log'}",
                 *self._acl_lines(),
             ]

@@ -2,9 +2,12 @@
 
 Paths: valid (delivered), invalid (DLQ), consent-dropped (an opted-out
 subject), erased (a subject erased after delivery). Searched: every
-tenant-topic record, every DLQ record, every audit record, the broker's
-segment files of those topics, every Redis value and the Redis AOF, and the
-worker's log. Only events.raw may hold raw PII (the input; this test turns its pruning off
+tenant-topic record, every DLQ record, every audit record, every file under
+the broker's log directories (every topic but the events.raw input), every Redis
+key and value of every type and prefix, Redis' files (AOF base, increments, any
+RDB) after a finished rewrite, and the worker's, broker's and Redis' logs. Each
+search first finds a planted control (events.raw's files, a planted Redis key).
+Only events.raw may hold raw PII (the input; this test turns its pruning off
 to show that the search finds the canaries there).
 """
 
@@ -20,7 +23,7 @@ from streams.ingest import samples
 from streams.ingest.producer import EventProducer
 from streams.schema.registry import SchemaRegistry
 from tests.kafka_read import read_topic
-from tests.kafka_segments import haystack, partition_files
+from tests.disk_search import broker_files, find, redis_files, redis_values, rewrite_and_wait, topic_of
 
 pytestmark = pytest.mark.e2e
 
@@ -101,35 +104,59 @@ def test_no_canary_in_clean_outputs(make_settings, start_worker, stack):
     needles = _needles()
     haystacks: dict[str, bytes] = {}
     for m in tenant_msgs:
-        haystacks[f"{s.tenant_topic(tenant)}@{m.offset()}"] = (m.value() or b"") + (m.key() or b"")
+        haystacks[f"{s.tenant_topic(tenant)}-{m.partition()}@{m.offset()}"] = (m.value() or b"") + (m.key() or b"")
     for pos, rec in audit:
-        haystacks[f"{s.audit_topic}@{pos}"] = json.dumps(rec).encode()
+        haystacks[f"{s.audit_topic}@{pos}"] = json.dumps(rec, ensure_ascii=False).encode()
     for m in dlq_msgs:
-        haystacks[f"{s.dlq_topic}@{m.offset()}"] = m.value() + (m.key() or b"")
-    r = redis.Redis.from_url(s.redis_url)
-    for k in r.scan_iter(match=f"t:{{{tenant}}}:*", count=1000):
-        t = r.type(k)
-        if t == b"string":
-            haystacks[k.decode()] = r.get(k)
-        elif t == b"zset":
-            haystacks[k.decode()] = b" ".join(r.zrange(k, 0, -1)) + k
-    for k in r.scan_iter(match=f"k:{{{tenant}}}:*", count=1000):
-        haystacks[k.decode()] = k
+        haystacks[f"{s.dlq_topic}-{m.partition()}@{m.offset()}"] = m.value() + (m.key() or b"")
+    # Every record has its own haystack (partition and offset name it: offsets repeat across partitions).
+    assert len(haystacks) == len(tenant_msgs) + len(audit) + len(dlq_msgs) and audit
     haystacks["worker.log"] = worker.log_path.read_bytes()
-    # Segment files of the clean topics, as on disk, with their compressed batches opened.
-    for topic in (s.tenant_topic(tenant), s.dlq_topic, s.audit_topic):
-        for seg in partition_files(stack.kafka_log_dirs, topic):
-            haystacks[str(seg)] = haystack(seg)
-    if stack.redis_dir is not None:
-        r.bgrewriteaof()
-        for f in stack.redis_dir.rglob("appendonly*"):
-            if f.is_file():
-                haystacks[str(f)] = f.read_bytes()
+    assert haystacks["worker.log"]
+    for f in stack.log_files:  # the broker's and Redis' own logs
+        if f.is_file():
+            haystacks[str(f)] = f.read_bytes()
 
-    assert len(haystacks) > len(valid)
-    leaks = [(where, n.decode()) for where, data in haystacks.items() for n in needles if n in data]
+    # Redis: every key of every type and prefix (t:, k:, api:, privacy:, any other), values decoded.
+    # Positive control: a key planted with a canary is found by the same search, in memory and,
+    # after a finished AOF rewrite, in Redis' files; it is deleted before the real search.
+    r = redis.Redis.from_url(s.redis_url)
+    control = f"privacy:canary-control-{tenant}".encode()
+    r.hset(control, "email", CANARIES["email"])
+    assert (control.decode(), CANARIES["email"]) in find(needles, redis_values(r))
+    if stack.redis_dir is not None:
+        rewrite_and_wait(r)
+        assert [w for w, n in find(needles, redis_files(stack.redis_dir)) if n == CANARIES["email"]], \
+            "the search of Redis' files does not find a planted canary"
+    r.delete(control)
+    values = redis_values(r)
+    assert any(k.startswith(f"t:{{{tenant}}}:") for k in values) and any(k.startswith("k:") for k in values)
+    haystacks.update({f"redis:{k}": v for k, v in values.items()})
+
+    # On disk: every file under the broker's log directories (every topic, not only the clean ones)
+    # and every Redis file after a finished AOF rewrite. Off the local stack they are not on this
+    # machine: the test skips at the end, after every other check, saying so.
+    on_disk = bool(stack.kafka_log_dirs) and stack.redis_dir is not None
+    raw_found: list[tuple[str, str]] = []
+    if on_disk:
+        files = broker_files(stack.kafka_log_dirs)
+        # events.raw.* topics are the input (this test keeps its raw records): the control.
+        raw = {w: d for w, d in files.items() if topic_of(w, stack.kafka_log_dirs).startswith("events.raw.")}
+        raw_found = find(needles, {w: d for w, d in raw.items() if topic_of(w, stack.kafka_log_dirs) == s.raw_topic})
+        assert raw_found, "the search of the broker's files does not find the canaries in events.raw"
+        clean = {w: d for w, d in files.items() if w not in raw}
+        topics = {topic_of(w, stack.kafka_log_dirs) for w in clean}
+        assert {s.tenant_topic(tenant), s.dlq_topic, s.audit_topic, s.requests_topic} <= topics, topics
+        haystacks.update(clean)
+        rewrite_and_wait(r)
+        haystacks.update(redis_files(stack.redis_dir))
+
+    leaks = find(needles, haystacks)
     assert leaks == [], leaks[:10]
 
     # The raw topic does hold them (the test plants where it looks).
-    raw = read_topic(s.kafka_bootstrap, s.raw_topic, expect=len(valid) + len(bad), timeout=30)
-    assert any(CANARIES["email"].encode() in m.value() for m in raw)
+    raw_msgs = read_topic(s.kafka_bootstrap, s.raw_topic, expect=len(valid) + len(bad), timeout=30)
+    assert any(CANARIES["email"].encode() in m.value() for m in raw_msgs)
+    if not on_disk:
+        pytest.skip(f"every other check passed; the broker's log dirs and Redis' folder are not on this "
+                    f"machine ({stack.kind} stack), so their files were not searched")

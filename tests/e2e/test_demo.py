@@ -11,13 +11,24 @@ from pathlib import Path
 
 import pytest
 
+from streams.ingest import samples
 from streams.settings import REPO_ROOT
+from tests.stack import _PORT_OFFSET
 from tests.kafka_read import read_topic
 
 pytestmark = pytest.mark.e2e
 
-# Every email and phone the sample generator and the bad records use.
-PII_PATTERNS = [re.compile(rb"[A-Za-z0-9._%+-]+@example\.(com|org)"), re.compile(rb"\+49 30 \d{7}")]
+# The raw values the demo publishes (streams/ingest/samples.py): every email and phone, every full
+# name and recipient name the generator can pick, its street addresses, its support message bodies
+# and the bad records' canary.
+PII_PATTERNS = [
+    re.compile(rb"[A-Za-z0-9._%+-]+@example\.(com|org)"), re.compile(rb"\+49 30 \d{7}"),
+    re.compile(b"(" + b"|".join(f.encode() for f in samples._FIRST) + b") (" + b"|".join(l.encode() for l in samples._LAST) + b")"),
+    re.compile(rb"\d+ Sample Street"), re.compile(b"LS1 4AP"), re.compile(b"bad\\.actor"),
+    *[re.compile(re.escape(text.encode())) for text in samples._TEXTS],
+]
+# The demo's own stack, shifted like the test stacks so two checkouts can run this at once.
+KAFKA_PORT, REDIS_PORT, WEB_PORT = 29092 + _PORT_OFFSET, 26379 + _PORT_OFFSET, 26066 + _PORT_OFFSET
 
 
 def _port_open(port: int) -> bool:
@@ -46,8 +57,8 @@ def _pids_of(stack_dir: Path, exclude: int | None = None) -> list[int]:
 
 def test_demo_runs_twice_leaves_nothing_running_and_logs_no_pii(tmp_path):
     stack_dir = tmp_path / "stack"
-    env = dict(os.environ, STREAMS_STACK_DIR=str(stack_dir), STREAMS_KAFKA_BOOTSTRAP="127.0.0.1:29092",
-               STREAMS_REDIS_URL="redis://127.0.0.1:26379/0", STREAMS_WEB_PORT="26066")
+    env = dict(os.environ, STREAMS_STACK_DIR=str(stack_dir), STREAMS_KAFKA_BOOTSTRAP=f"127.0.0.1:{KAFKA_PORT}",
+               STREAMS_REDIS_URL=f"redis://127.0.0.1:{REDIS_PORT}/0", STREAMS_WEB_PORT=str(WEB_PORT))
     outputs = []
     for run in range(2):
         r = subprocess.run([sys.executable, "-m", "streams.cli.main", "demo", "--events", "5"], env=env,
@@ -62,10 +73,13 @@ def test_demo_runs_twice_leaves_nothing_running_and_logs_no_pii(tmp_path):
         for reason in ("undecodable", "unknown_schema", "schema_violation", "missing_tenant",
                        "unknown_tenant", "oversized", "key_mismatch"):
             assert reason in out, reason
-        assert "OK" in out.split("Reconciliation")[-1]
+        # Reconciliation: the demo's delivered count is what it read back from the tenant topics.
+        m = re.search(r"published (\d+) = delivered (\d+) \+ DLQ (\d+)  (\S+)", out.split("Reconciliation")[-1])
+        assert m, out[-2000:]
+        assert (int(m[1]), int(m[2]), int(m[3]), m[4]) == (2 * 9 + 9, 2 * 9, 9, "OK"), m.group(0)
         assert "nothing left running" in out
         assert _pids_of(stack_dir) == [], "stray processes after the demo"
-        assert not _port_open(29092) and not _port_open(26379), "broker or Redis still listening"
+        assert not _port_open(KAFKA_PORT) and not _port_open(REDIS_PORT), "broker or Redis still listening"
 
     # Every log file the demo produced: worker, broker, Redis.
     # (Kafka's segment files are also *.log: the raw topic holds PII by design; skip the data dir.)
@@ -101,8 +115,8 @@ def test_ctrl_c_stops_everything(tmp_path):
     import time
 
     stack_dir = tmp_path / "stack"
-    env = dict(os.environ, STREAMS_STACK_DIR=str(stack_dir), STREAMS_KAFKA_BOOTSTRAP="127.0.0.1:29092",
-               STREAMS_REDIS_URL="redis://127.0.0.1:26379/0", STREAMS_WEB_PORT="26066", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, STREAMS_STACK_DIR=str(stack_dir), STREAMS_KAFKA_BOOTSTRAP=f"127.0.0.1:{KAFKA_PORT}",
+               STREAMS_REDIS_URL=f"redis://127.0.0.1:{REDIS_PORT}/0", STREAMS_WEB_PORT=str(WEB_PORT), PYTHONUNBUFFERED="1")
     log = tmp_path / "demo.out"
     with open(log, "wb") as out:
         demo = subprocess.Popen([sys.executable, "-m", "streams.cli.main", "demo", "--events", "3", "--keep-running"],
@@ -114,7 +128,7 @@ def test_ctrl_c_stops_everything(tmp_path):
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
         assert len(_pids_of(stack_dir, exclude=demo.pid)) >= 2  # kafka, worker (redis rewrites its environ)
-        assert _port_open(29092) and _port_open(26379)
+        assert _port_open(KAFKA_PORT) and _port_open(REDIS_PORT)
         demo.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
         assert demo.wait(120) == 130
     finally:
@@ -127,4 +141,4 @@ def test_ctrl_c_stops_everything(tmp_path):
         LocalStack(Settings.from_env(env)).down()  # last resort: never leave a broker behind
     assert "nothing left running" in log.read_text()
     assert _pids_of(stack_dir) == []
-    assert not _port_open(29092) and not _port_open(26379)
+    assert not _port_open(KAFKA_PORT) and not _port_open(REDIS_PORT)

@@ -2,8 +2,11 @@
 
 After an erasure, and once Kafka has compacted (tenant topics) and deleted the
 processed raw records' segments (events.raw), no file under the broker's log
-directories and no Redis key, value or AOF file holds anything of the subject:
-its raw values, its tokens, its tenant-topic keys or its key material. Tokens
+directories (every topic's partition folders, internal topics included) and no
+Redis key, value (any type, any prefix) or file (AOF base and increments; an RDB
+file fails the test) holds anything of the subject: its raw values, its tokens,
+its tenant-topic keys or its key material. Each search first finds the subject's
+data before the erasure. Tokens
 taken before the erasure can no longer be detokenized.
 
 Compaction is made to run within the test the way an operator would tune it
@@ -29,6 +32,7 @@ from streams.schema.registry import SchemaRegistry
 from streams.sinks.partitioning import partition_for
 from streams.sinks.store import StoreReader
 from tests.e2e.test_privacy_requests import _cli, _file
+from tests.disk_search import broker_files, find, redis_files, redis_values, rewrite_and_wait, topic_of
 from tests.kafka_segments import haystack, partition_files
 
 pytestmark = pytest.mark.e2e
@@ -103,6 +107,13 @@ def test_erased_subject_is_on_no_disk(stack, make_settings, start_worker):
     # The tenant topic's segments hold the subject's tokens (lz4 batches, opened by the search).
     assert _leaks(tokens[:1], tenant_files())
     needles += tokens + [wrapped_key]
+    # The searches used after the erasure find the subject's tokens and key now: in Redis' keys and
+    # values, and, after a finished AOF rewrite, in Redis' files; and in the broker's files.
+    assert {tokens[0].decode(), wrapped_key.decode(errors="replace")} <= {n for _, n in find([tokens[0], wrapped_key], redis_values(r))}
+    rewrite_and_wait(r)
+    assert {tokens[0].decode(), wrapped_key.decode(errors="replace")} <= \
+        {n for _, n in find([tokens[0], wrapped_key], redis_files(stack.redis_dir))}
+    assert find(tokens[:1], broker_files(stack.kafka_log_dirs))
 
     _, receipt = _file(s, tenant, "erase", gone, "--reason", "completeness test")
     assert receipt["status"] == "done"
@@ -122,12 +133,12 @@ def test_erased_subject_is_on_no_disk(stack, make_settings, start_worker):
 
     t = threading.Thread(target=stream, daemon=True)
     t.start()
-    topics = [s.raw_topic, s.tenant_topic(tenant), s.dlq_topic, s.audit_topic, s.requests_topic]
     try:
         deadline = time.monotonic() + 150
         while True:
-            files = [f for topic in topics for f in partition_files(stack.kafka_log_dirs, topic)]
-            leaks = _leaks(needles, files)
+            # Every file under the broker's log directories: every topic (internal ones too).
+            files = broker_files(stack.kafka_log_dirs)
+            leaks = find(needles, files)
             if not leaks or time.monotonic() > deadline:
                 break
             time.sleep(1.0)
@@ -135,15 +146,16 @@ def test_erased_subject_is_on_no_disk(stack, make_settings, start_worker):
         stop.set()
         t.join(10)
     assert leaks == [], f"erased data still on the broker's disk: {leaks[:5]}"
+    searched = {topic_of(f, stack.kafka_log_dirs) for f in files}
+    assert {s.raw_topic, s.tenant_topic(tenant), s.dlq_topic, s.audit_topic, s.requests_topic} <= searched, searched
     assert tenant_files() and raw_files(), "the topics' folders are there, and were searched"
 
-    # Redis: no key names the subject, no value or AOF file holds its data or key.
+    # Redis: no key names the subject; no key or value of any type or prefix, and no file (AOF base,
+    # increments, any RDB file: refused loudly) holds its data, tokens or key.
     assert not [k for k in r.scan_iter(count=1000) if gone.encode() in k]
-    values = b"".join(_redis_value(r, k) for k in r.scan_iter(match=f"*{{{tenant}}}*", count=1000))
-    assert not [n for n in needles if n in values]
-    aof = [f for f in stack.redis_dir.rglob("*") if f.is_file() and f.name.startswith("appendonly")]
-    assert aof
-    assert not [(str(f), n) for f in aof for n in needles if n in f.read_bytes()]
+    assert find(needles, redis_values(r)) == []
+    rewrite_and_wait(r)  # the erasure rewrote the AOF; this one makes sure no later write put anything back
+    assert find(needles, redis_files(stack.redis_dir)) == []
 
     # Tokens handed out before the erasure are irreversible now.
     res = _cli(s, "detokenize", tenant, gone, tokens[0].decode(), "--reason", "after erasure")
@@ -159,17 +171,3 @@ def _strings(doc) -> list[str]:
         return [x for v in doc for x in _strings(v)]
     return []
 
-
-def _redis_value(r: redis.Redis, key: bytes) -> bytes:
-    t = r.type(key)
-    if t == b"string":
-        return r.get(key) or b""
-    if t == b"hash":
-        return b" ".join(k + b"=" + v for k, v in r.hgetall(key).items())
-    if t == b"zset":
-        return b" ".join(r.zrange(key, 0, -1))
-    if t == b"set":
-        return b" ".join(r.smembers(key))
-    if t == b"list":
-        return b" ".join(r.lrange(key, 0, -1))
-    return b""

@@ -47,7 +47,7 @@ def _get(port: int, path: str, token: str) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-def test_onboard_publish_and_read_with_tenant_credentials_only(make_secure_settings, start_worker):
+def test_onboard_publish_and_read_with_tenant_credentials_only(make_secure_settings, start_worker, secure_stack):
     port = free_port()
     s = make_secure_settings(web_enabled=True, web_port=port)
     worker = start_worker(s)  # knows no tenant yet
@@ -59,8 +59,16 @@ def test_onboard_publish_and_read_with_tenant_credentials_only(make_secure_setti
     created = json.loads(r.stdout)
     creds = created["credentials"]
     assert created["status"] == "created" and set(creds) == {"kafka", "producer", "redis", "api_keys"}
-    # The secrets are in the answer and nowhere in what the operator's terminal logged besides it.
-    assert creds["kafka"]["password"] not in r.stderr
+    # The secrets (Kafka and Redis passwords, API key tokens and their secret parts) are in the answer
+    # and nowhere in what the operator's terminal logged besides it; the end of the test searches
+    # the worker's, broker's and Redis' logs and every Redis key and value for them too.
+    secrets = [creds["kafka"]["password"], creds["producer"]["password"], creds["redis"]["password"]]
+    for k in creds["api_keys"]:
+        secrets += [k["token"], k["token"].split("_", 2)[2]]
+    assert len(secrets) == 5 and all(len(x) >= 12 for x in secrets)
+    for secret in secrets:
+        assert secret in r.stdout
+        assert secret not in r.stderr
 
     # The worker re-reads the tenant registry every 2 s: its API answers the tenant's key once it has.
     token = creds["api_keys"][0]["token"]
@@ -114,3 +122,17 @@ def test_onboard_publish_and_read_with_tenant_credentials_only(make_secure_setti
     status, body = _get(port, f"/v1/tenants/{tenant}/subjects/s-1/events", token)
     assert status == 200
     assert {e["event_id"] for e in body["events"]} == {events[0]["event_id"], events[1]["event_id"]}
+
+    # Secrets nowhere: not in the worker's log, the broker's or Redis' logs, or any Redis key or value
+    # (the search finds the API key's hash, which is what Redis keeps).
+    import hashlib
+
+    from tests.disk_search import find, redis_values
+
+    stack_info, _ = secure_stack
+    logs = {"worker.log": worker.log_path.read_bytes(), **{str(f): f.read_bytes() for f in stack_info.log_files if f.is_file()}}
+    assert logs["worker.log"] and len(logs) >= 2
+    values = redis_values(redis.Redis.from_url(s.redis_url))
+    api_secret = creds["api_keys"][0]["token"].split("_", 2)[2]
+    assert find([hashlib.sha256(api_secret.encode()).hexdigest().encode()], values), "the search misses the key's hash"
+    assert find([x.encode() for x in secrets], {**logs, **values}) == []

@@ -39,6 +39,12 @@ def _all_values(client: redis.Redis, pattern: str) -> str:
             out.append(str(client.smembers(k)))
         elif kind == "string":
             out.append(str(client.get(k)))
+        elif kind == "zset":
+            out.append(str(client.zrange(k, 0, -1)))
+        elif kind == "list":
+            out.append(str(client.lrange(k, 0, -1)))
+        elif kind == "stream":
+            out.append(str(client.xrange(k)))
     return "\n".join(out)
 
 
@@ -50,11 +56,19 @@ def test_create_and_authenticate_store_only_a_hash(client):
     assert keys.authenticate(token) == Principal(key_id, tenant, Role.READER)
 
     secret = token.split("_", 2)[2]
-    stored = _all_values(client, "api:*")
+    stored = _all_values(client, "*")  # the whole database, not only api:*
     assert secret not in stored and token not in stored
-    assert hashlib.sha256(secret.encode()).hexdigest() in stored
-    # Nothing of the key lives where a tenant's Redis ACL user could read it.
-    assert key_id not in _all_values(client, f"t:{{{tenant}}}:*")
+    assert hashlib.sha256(secret.encode()).hexdigest() in _all_values(client, "api:*")
+    # Nothing of the key lives where a tenant's Redis ACL user could read it. The tenant's keyspace
+    # holds a planted document, which the same search finds (it is not an empty keyspace).
+    planted = f"t:{{{tenant}}}:ev:{uuid.uuid4()}"
+    client.set(planted, "planted store document")
+    try:
+        tenant_space = _all_values(client, f"t:{{{tenant}}}:*")
+        assert "planted store document" in tenant_space
+        assert key_id not in tenant_space
+    finally:
+        client.delete(planted)
     assert client.sismember(tenant_set_key(tenant), key_id)
 
 

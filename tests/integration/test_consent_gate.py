@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 import redis
 from confluent_kafka import Producer
@@ -13,6 +16,7 @@ from streams.ingest.processor import EventProcessor
 from streams.ops.metrics import Metrics
 from streams.runtime import build_runtime
 from streams.schema.registry import SchemaRegistry
+from tests.kafka_read import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -66,6 +70,14 @@ def test_requests_are_applied_in_order_and_gate_the_batch(make_settings):
     p.flush(10)
     assert applier.catch_up([partition]) == 1
     assert applier.behind([partition]) == {}
+    dlq = read_topic(s.kafka_bootstrap, s.dlq_topic, expect=1, timeout=30)
+    assert len(dlq) == 1
+    doc = json.loads(dlq[0].value())
+    assert doc["reason"] == "invalid_request" and doc["source"]["topic"] == s.requests_topic
+    assert (doc["source"]["partition"], doc["source"]["offset"]) == (partition, offset + 1)
+    assert doc["payload_sha256"] == hashlib.sha256(b'{"type": "erase"}').hexdigest()
+    # It was passed over: the consent state is what the valid request made it.
+    assert gate.decide(gate.states([(tenant, "g-1")])[(tenant, "g-1")], tenant, "order_placed") is DropReason.OPTED_OUT
 
 
 def test_erasure_receipt_is_done_only_after_the_aof_rewrite(make_settings):

@@ -14,6 +14,7 @@ from streams.ingest.producer import encode_event, event_key
 from streams.schema.registry import SchemaRegistry
 from streams.sinks import store_keys
 from streams.sinks.store import StoreReader, StoreWriter
+from tests.disk_search import redis_values
 
 pytestmark = pytest.mark.integration
 
@@ -58,8 +59,16 @@ def test_writes_are_idempotent_and_indexed(make_settings):
     # Another tenant's keyspace sees none of it.
     other = sorted(s.tenants)[1]
     assert reader.count(other) == 0 and reader.get(other, events[0]["event_id"]) is None
-    assert all(k.startswith(store_keys.tenant_prefix(tenant))
-               for k in redis.Redis.from_url(s.redis_url, decode_responses=True).scan_iter(f"t:{{{tenant}}}*"))
+    # Every key of the whole database whose name or value mentions one of these events is in the
+    # tenant's keyspace: the documents, the subject and time indexes, the type indexes.
+    ids = [e["event_id"].encode() for e in events]
+    holding = {k for k, v in redis_values(redis.Redis.from_url(s.redis_url)).items() if any(i in v for i in ids)}
+    prefix = store_keys.tenant_prefix(tenant)
+    want = {store_keys.event_key(tenant, e["event_id"]) for e in events} | {
+        store_keys.subject_index(tenant, "alice"), store_keys.subject_index(tenant, "bob"), store_keys.time_index(tenant),
+        store_keys.type_index(tenant, "order_placed")}
+    assert want <= holding, want - holding
+    assert all(k.startswith(prefix) for k in holding), sorted(k for k in holding if not k.startswith(prefix))
 
 
 def test_redis_runs_with_aof(stack):

@@ -305,6 +305,49 @@ def test_redis_keeps_an_append_only_file(services: dict) -> None:
     assert "redis-cli" in test and "ping" in test
 
 
+# The Redis settings that decide what an erasure leaves on disk (DESIGN decision 6): AOF on, no RDB
+# snapshot (a dump.rdb would keep erased values), and a plain-RESP AOF base after a rewrite (an RDB
+# preamble LZF-compresses values, so a byte search of the files for an erased value could miss it).
+REDIS_PERSISTENCE = {"appendonly": "yes", "appendfsync": "everysec", "save": "", "aof-use-rdb-preamble": "no"}
+
+
+def _redis_flags(argv: list[str]) -> dict[str, str]:
+    """``--name value`` pairs of a redis-server command line."""
+    out = {}
+    for i, arg in enumerate(argv):
+        if arg.startswith("--") and i + 1 < len(argv):
+            out[arg[2:]] = argv[i + 1]
+    return out
+
+
+def _local_redis_config() -> dict[str, str]:
+    from streams.ops.localstack import LocalRedis
+
+    conf: dict[str, str] = {}
+    for line in LocalRedis(Settings()).config().splitlines():
+        parts = shlex.split(line)
+        if parts:
+            conf[parts[0]] = " ".join(parts[1:])
+    return conf
+
+
+def test_redis_persistence_is_the_same_in_compose_secure_compose_and_local_stack(services: dict) -> None:
+    """docker-compose.yml's Redis command, deploy/redis/secure-start.sh's exec line (the secure
+    override) and the local stack's redis.conf all set exactly REDIS_PERSISTENCE."""
+    compose_flags = _redis_flags(command_of(services["redis"]))
+    script = (REPO_ROOT / "deploy" / "redis" / "secure-start.sh").read_text()
+    exec_line = next(line for line in script.splitlines() if line.startswith("exec redis-server"))
+    secure_flags = _redis_flags(shlex.split(exec_line))
+    local = _local_redis_config()
+    secure_doc = yaml.safe_load(SECURE.read_text())
+    assert "secure-start.sh" in " ".join(command_of(secure_doc["services"]["redis"])), \
+        "the secure override no longer runs secure-start.sh: compare its Redis command instead"
+    for key, want in REDIS_PERSISTENCE.items():
+        assert compose_flags.get(key) == want, ("docker-compose.yml", key, compose_flags.get(key))
+        assert secure_flags.get(key) == want, ("deploy/redis/secure-start.sh", key, secure_flags.get(key))
+        assert local.get(key) == want, ("streams/ops/localstack.py", key, local.get(key))
+
+
 def test_worker_is_scalable(services: dict) -> None:
     worker = services["worker"]
     assert "container_name" not in worker, "container_name prevents `--scale worker=N`"

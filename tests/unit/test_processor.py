@@ -495,9 +495,44 @@ def test_no_rejection_carries_planted_values(proc, registry):
                        Reason.KEY_MISMATCH, Reason.OVERSIZED, Reason.SCHEMA_VIOLATION}
 
 
-def test_every_reason_is_reachable_and_documented():
+def test_every_reason_is_produced_by_the_code_and_documented(proc, registry):
+    """Each Reason is produced by the code that emits it (the processor for events; the requests
+    applier for privacy requests), every one of them: none is a dead entry of the enum or the docs."""
+    from streams.consent.applier import RequestsApplier
     from streams.dlq.reasons import REASON_DOCS
+    from streams.dlq.record import decode_dlq
+    from streams.ops.metrics import Metrics
+
     assert set(REASON_DOCS) == set(Reason)
+    produced: set[Reason] = set()
+    ev = pii_event()
+    key, value = wire(registry, ev, "json")
+    small = EventProcessor(registry, frozenset({"acme"}), max_event_bytes=64)
+    for p, k, v, kw in [
+        (proc, key, b"\x00\x01 not an event", {}),
+        (proc, key, value.replace(b'"customer_signup"', b'"no_such_schema"', 1), {}),
+        (proc, key, json.dumps(dict(json.loads(value), birth_date=CANARY)).encode(), {}),
+        (proc, key, wire(registry, pii_event(tenant=""), "json")[1], {}),
+        (proc, key, wire(registry, pii_event(tenant="initech"), "json")[1], {}),
+        (small, key, value, {}),
+        (proc, b"acme/someone-else", value, {}),
+        (proc, key, value, {"subject_key": lambda t, s: (_ for _ in ()).throw(ConnectionError("down"))}),
+    ]:
+        r = p.process(k, v, SRC, now_ms=NOW, **kw)
+        assert isinstance(r, Rejected), r
+        assert_clean(r)
+        produced.add(r.reason)
+
+    # A privacy request that does not parse: the applier's DLQ record (its Kafka sink records it).
+    sent = []
+    applier = RequestsApplier.__new__(RequestsApplier)
+    applier.topic, applier.dlq_topic, applier.tenants, applier.metrics = "privacy.requests", "events.dlq", frozenset({"acme"}), Metrics()
+    applier.kafka = type("Recorder", (), {"deliver": lambda self, recs: sent.extend(recs)})()
+    applier._apply_one(b'{"type": "erase"}', b"acme/u1", 0, 5)
+    assert len(sent) == 1 and sent[0].topic == "events.dlq"
+    produced.add(Reason(decode_dlq(sent[0].value)["reason"]))
+
+    assert produced == set(Reason), set(Reason) - produced
     assert {r.value for r in Reason} == {"undecodable", "unknown_schema", "schema_violation", "missing_tenant",
                                          "unknown_tenant", "tenant_mismatch", "oversized", "key_mismatch", "processing_error",
                                          "invalid_request"}
