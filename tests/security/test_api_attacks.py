@@ -368,12 +368,12 @@ def test_the_web_server_speaks_tls_when_given_a_certificate(make_secure_settings
             return exc.code, exc.read()
 
     assert get("/health") == (200, b'{"status":"ok"}')
-    status, body = get("/metrics")
-    assert status == 401 and b"streams_" not in body
     deadline = time.monotonic() + 30
     while (status := get("/metrics", operator)[0]) == 503 and time.monotonic() < deadline:
-        time.sleep(0.3)
+        time.sleep(0.3)  # the API is built once the worker's runtime exists
     assert status == 200
+    status, body = get("/metrics")
+    assert status == 401 and b"streams_" not in body
     assert get("/router/")[0] == 404
 
     # Plain HTTP on the same port gets no answer at all.
