@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import ssl
 from typing import Any
 
 import faust
 import redis
 from aiohttp.web import Response
+from faust.web.base import BlueprintManager
 
 from streams.api.faust_views import register_api
 from streams.api.service import DataApi, build_data_api
@@ -23,7 +25,7 @@ from streams.ingest.tenant_raw import TenantRawIngest, next_offsets
 from streams.ops.metrics import Metrics
 from streams.runtime import Runtime, build_runtime
 from streams.schema.registry import SchemaRegistry
-from streams.settings import Settings
+from streams.settings import Settings, SettingsError
 from streams.tenancy.registry import TenantDirectory
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,40 @@ def _raw_record(event: Any) -> RawRecord:
     m = event.message
     ts = int(m.timestamp * 1000) if m.timestamp else None
     return RawRecord(m.key, m.value, m.topic, m.partition, m.offset, ts)
+
+
+class _App(faust.App):
+    """A Faust app that serves none of Faust's own web pages.
+
+    Faust's web server mounts built-in blueprints (``faust.web.base.Web``:
+    ``/router`` and ``/table`` always, ``/`` as an index or statistics page,
+    ``/graph`` and ``/assignment`` with ``debug``, ``/performance`` when
+    enabled), without any authentication: the router names every worker, the
+    table pages read table data. Every page of this worker is one of ours
+    (health, readiness, metrics and the API), so the web driver is given an
+    empty blueprint list before its server is initialized
+    (``Web.init_server`` applies them).
+    """
+
+    def _new_web(self) -> Any:
+        web = super()._new_web()
+        web.blueprints = BlueprintManager()
+        return web
+
+
+def web_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The HTTPS context of the worker's web server, or None for plain HTTP (no certificate configured)."""
+    if not settings.web_tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(settings.web_tls_cert, settings.web_tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        # The paths are configuration, not secrets; the key's content is never shown.
+        raise SettingsError(f"STREAMS_WEB_TLS_CERT/STREAMS_WEB_TLS_KEY: cannot load the certificate and key "
+                            f"({type(exc).__name__}: {getattr(exc, 'strerror', None) or exc.args[-1]})") from None
+    return ctx
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -45,7 +81,7 @@ def create_app(settings: Settings) -> faust.App:
     processor = EventProcessor(registry, tenants, settings.max_event_bytes, sender_of=settings.tenant_of_raw_topic)
     metrics = Metrics()
 
-    app = faust.App(
+    app = _App(
         settings.app_id,
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
         broker_credentials=(faust.SASLCredentials(username=settings.kafka_username, password=settings.kafka_password,
@@ -54,7 +90,9 @@ def create_app(settings: Settings) -> faust.App:
         store="memory://",
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
-        web_bind="0.0.0.0",
+        # Loopback unless configured otherwise (STREAMS_WEB_HOST); HTTPS with a certificate.
+        web_bind=settings.web_host,
+        web_ssl_context=web_ssl_context(settings),
         consumer_auto_offset_reset="earliest",
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
@@ -165,11 +203,8 @@ def create_app(settings: Settings) -> faust.App:
         ok = rt is not None and await rt.pipeline.store.ping()
         return web.json({"ready": ok}, status=200 if ok else 503)
 
-    @app.page("/metrics")
-    async def metrics_view(web: Any, request: Any) -> Response:
-        return web.text(metrics.render(), content_type="text/plain")
-
-    register_api(app, lambda: api.get("api"))
+    # The API's pages, and /metrics (operator keys only: the metrics name every tenant and its volume).
+    register_api(app, lambda: api.get("api"), metrics.render)
 
     app.streams_metrics = metrics  # type: ignore[attr-defined]
     return app

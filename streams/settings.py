@@ -64,6 +64,13 @@ def _security(raw: str, password: str) -> str:
     return value
 
 
+def _web_tls(env: Mapping[str, str]) -> dict[str, str]:
+    cert, key = (env.get("STREAMS_WEB_TLS_CERT") or "").strip(), (env.get("STREAMS_WEB_TLS_KEY") or "").strip()
+    if bool(cert) != bool(key):
+        raise SettingsError("STREAMS_WEB_TLS_CERT and STREAMS_WEB_TLS_KEY go together: set both (HTTPS) or neither")
+    return {"web_tls_cert": cert, "web_tls_key": key}
+
+
 def _ratio(env: Mapping[str, str], name: str, default: float) -> float:
     value = _float(env, name, default)
     if value > 1:
@@ -153,6 +160,11 @@ class Settings:
     web_port: int = 6066
     #: STREAMS_WEB_ENABLED - 0 to run the worker without its HTTP server.
     web_enabled: bool = True
+    #: STREAMS_WEB_HOST - the address the HTTP server binds (loopback; 0.0.0.0 only behind a network you trust).
+    web_host: str = "127.0.0.1"
+    #: STREAMS_WEB_TLS_CERT / STREAMS_WEB_TLS_KEY - PEM certificate chain and key: the server speaks HTTPS.
+    web_tls_cert: str = ""
+    web_tls_key: str = ""
     #: STREAMS_DATA_DIR - the worker's local state (Faust tables).
     data_dir: Path = REPO_ROOT / ".stack" / "worker"
     #: STREAMS_STACK_DIR - the local broker's and Redis' files (``streams stack``).
@@ -224,6 +236,8 @@ class Settings:
             batch_within=_float(env, "STREAMS_BATCH_WITHIN", d.batch_within),
             web_port=_port(env, "STREAMS_WEB_PORT", d.web_port),
             web_enabled=_bool(env, "STREAMS_WEB_ENABLED", d.web_enabled),
+            web_host=(env.get("STREAMS_WEB_HOST") or d.web_host).strip(),
+            **_web_tls(env),
             data_dir=Path(env.get("STREAMS_DATA_DIR") or stack_dir / "worker"),
             stack_dir=stack_dir,
             master_key_file=Path(env.get("STREAMS_MASTER_KEY_FILE") or stack_dir / "keys" / "master.key"),

@@ -57,10 +57,12 @@ _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
 
 
 class Role(str, Enum):
-    """What a key may do: read its tenant's data; also detokenize; or operate (no tenant data)."""
+    """What a key may do: read its tenant's data; also detokenize; file its tenant's privacy requests (and
+    read their receipts; no tenant data); or operate (no tenant data)."""
 
     READER = "reader"
     DETOKENIZER = "detokenizer"
+    PRIVACY = "privacy"
     OPERATOR = "operator"
 
 

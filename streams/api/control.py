@@ -61,7 +61,7 @@ if TYPE_CHECKING:  # only for build_tenant_control's signature
 log = logging.getLogger(__name__)
 
 CONTROL_CONCURRENCY = 2
-TENANT_ROLES = ("reader", "detokenizer")  # the roles a tenant's API keys may have (operator keys: no tenant)
+TENANT_ROLES = ("reader", "detokenizer", "privacy")  # the roles a tenant's API keys may have (operator keys: no tenant)
 DEFAULT_ROLES = ("reader",)
 CREATE_FIELDS = ("name", "regime", "roles")
 
@@ -84,7 +84,7 @@ def parse_create_body(body: bytes) -> dict[str, Any]:
     if len(body) > MAX_BODY_BYTES:
         raise ApiError(413, "payload_too_large", f"the body is limited to {MAX_BODY_BYTES} bytes")
     shape = ('the body must be a JSON object {"name": <tenant>, "regime": "opt_out"|"opt_in" (optional), '
-             '"roles": ["reader", "detokenizer"] (optional)}')
+             '"roles": ["reader", "detokenizer", "privacy"] (optional)}')
     try:
         obj = json.loads(body)
     except (ValueError, UnicodeDecodeError):

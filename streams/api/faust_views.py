@@ -9,7 +9,9 @@ path, with a handler per method: ``/v1/tenants`` takes GET and POST). A catch-al
 ``/v1/{rest:.*}``, registered last, answers what no route took with a JSON
 404 (or a 405 when the path exists with another method), so every answer
 under ``/v1`` has the same error shape. ``/openapi.json`` is served without
-authentication, also while the worker starts.
+authentication, also while the worker starts. ``/metrics`` (Prometheus text)
+answers operator keys only (``DataApi.authorize_metrics``; 503 while the
+worker starts).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from faust.web import View
 from streams.api.openapi import openapi_document
 from streams.api.service import (
     MAX_BODY_BYTES,
+    METRICS_PATH,
     OPENAPI_PATH,
     ROUTES,
     ApiResponse,
@@ -83,8 +86,10 @@ async def _read_capped(request: Any, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def register_api(app: faust.App, get_api: Callable[[], DataApi | None]) -> None:
-    """Add the data API's pages to ``app``. ``get_api()`` is None until the worker's runtime exists (503)."""
+def register_api(app: faust.App, get_api: Callable[[], DataApi | None],
+                 render_metrics: Callable[[], str] | None = None) -> None:
+    """Add the data API's pages to ``app``, and ``/metrics`` when ``render_metrics`` is given. ``get_api()``
+    is None until the worker's runtime exists (503)."""
     executor = ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="streams-api")
     _quiet_aiohttp_parse_errors()
 
@@ -130,6 +135,18 @@ def register_api(app: faust.App, get_api: Callable[[], DataApi | None]) -> None:
         get = post = put = patch = delete = _unmatched
 
     app.page("/v1/{rest:.*}", name="api_not_found")(ApiNotFound)
+
+    if render_metrics is not None:
+        @app.page(METRICS_PATH, name="metrics")
+        async def metrics_view(web: View, request: Any) -> Any:
+            api = get_api()
+            if api is None:
+                return _respond(web, _STARTING)
+            denied = await asyncio.get_running_loop().run_in_executor(
+                executor, api.authorize_metrics, dict(request.headers))
+            if denied is not None:
+                return _respond(web, denied)
+            return web.text(render_metrics(), content_type="text/plain", headers={"Cache-Control": "no-store"})
 
     @app.page(OPENAPI_PATH, name="api_openapi")
     async def openapi(web: View, request: Any) -> Any:

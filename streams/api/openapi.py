@@ -15,9 +15,13 @@ from typing import Any
 from streams.tenancy.registry import REGIMES
 
 from streams.api.control import CONTROL_CONCURRENCY, DEFAULT_ROLES, TENANT_ROLES
+from streams.consent.requests import PURPOSES, RequestType
+
 from streams.api.service import (
     MAX_BODY_BYTES,
     MAX_REASON,
+    MAX_REQUEST_REASON,
+    METRICS_PATH,
     MAX_TOKEN_CHARS,
     MIN_REASON,
     OPENAPI_PATH,
@@ -25,6 +29,7 @@ from streams.api.service import (
     SUBJECT,
     TENANT,
     ParamSpec,
+    Role,
     Route,
 )
 
@@ -35,11 +40,12 @@ _ERROR_TEXT = {
     401: "No API key, or one that is malformed, unknown or revoked.",
     403: "The key may not do this: another tenant's path (the same answer whether that tenant exists or not), "
          "an operator key on tenant data, or a role without this right.",
-    404: "No such event.",
+    404: "No such event; no receipt (yet) for this privacy request.",
     405: "Method not allowed on this path.",
     413: f"The body is larger than {MAX_BODY_BYTES} bytes.",
     422: "Detokenize refused: not a token, not this subject's, or the subject is erased (audited).",
-    503: "The worker is starting, or the store or the audit trail is unavailable; retry.",
+    503: "The worker is starting, or the store, the audit trail or (filing a privacy request) the broker is "
+         "unavailable; retry. A privacy request answered 503 is not filed.",
 }
 
 # The tenant control routes (operator keys) answer some statuses for their own reasons.
@@ -96,12 +102,19 @@ _OK_SCHEMA = {
     "tenant_describe": {"$ref": "#/components/schemas/TenantDescription"},
     "tenant_rotate_credentials": {"$ref": "#/components/schemas/CredentialsRotated"},
     "tenant_delete": {"$ref": "#/components/schemas/DeletionReceipt"},
+    "privacy_request": {"$ref": "#/components/schemas/PrivacyRequestFiled"},
+    "privacy_request_status": {"$ref": "#/components/schemas/PrivacyRequestReceipt"},
 }
-_REQUEST_SCHEMA = {"detokenize": "DetokenizeRequest", "tenants_create": "TenantCreateRequest"}
+_REQUEST_SCHEMA = {"detokenize": "DetokenizeRequest", "tenants_create": "TenantCreateRequest",
+                   "privacy_request": "PrivacyRequest"}
+# Success statuses other than 200.
+_OK_STATUS = {"tenants_create": "201", "privacy_request": "202"}
 # Error statuses beyond 400, 401, 403 and 503, per route.
 _MORE_ERRORS = {
     "event": [404],
     "detokenize": [413, 422],
+    "privacy_request": [413],
+    "privacy_request_status": [404],
     "tenants_create": [409, 413, 502],
     "tenants_list": [],
     "tenant_describe": [404, 502],
@@ -113,9 +126,22 @@ _DESCRIPTION = {
               "offset for the next page (null on the last one).",
     "tenants_create": "Topics, Kafka SCRAM user and prefixed ACLs (secure broker), a Redis ACL user limited to the "
                       "tenant's keyspace, API keys of the given roles, the consent regime and the tenant key. "
-                      "Idempotent: a repeated call completes what is missing, answers 200 with status \"exists\" "
-                      "and shows only credentials it made. Credentials appear in this answer only: store them. "
-                      "Audited with the calling key as actor. Operator keys only.",
+                      "Credentials appear in the answer that onboards the tenant (201) only: store them. "
+                      "Idempotent: a repeated call on an onboarded tenant repairs topics, ACLs and Redis rules, "
+                      "answers 200 with status \"exists\" and makes and shows no credential (an operator never "
+                      "gets a key to a tenant's data this way; new keys: `streams apikeys create --tenant`, or "
+                      "rotate-credentials). Audited with the calling key as actor. Operator keys only.",
+    "privacy_request": "For one of the tenant's own subjects: opt_out (stop all processing of its events), "
+                       "opt_in (lift it), erase (delete everything now; later events are blocked until an opt-in), "
+                       "erase_and_suppress (the same, for good), grant and revoke (consent for one purpose). "
+                       "Validated, written to the audit trail (the subject as a pseudonym, the key as actor), then "
+                       "published to the privacy requests topic; 202 once the broker acknowledged it. The worker "
+                       "that owns the subject applies it (usually within a second); its receipt is then at the "
+                       "Location. Privacy keys of this tenant only: a reader or detokenizer key, or another "
+                       "tenant's key, gets 403 (audited) and nothing is filed.",
+    "privacy_request_status": "The receipt the worker wrote when it applied the request: its steps with their "
+                              "times. 404 while it is pending (or for an id this tenant never filed). Privacy keys "
+                              "of this tenant only.",
     "tenants_list": "Names, regimes, statuses and creation times; never secrets. Operator keys only.",
     "tenant_describe": "Topics, tenant key version, API keys (metadata, never hashes), Redis and Kafka users. "
                        "Operator keys only.",
@@ -130,17 +156,21 @@ _DESCRIPTION = {
 
 def _operation(r: Route) -> dict[str, Any]:
     statuses = sorted([400, 401, 403, 503] + _MORE_ERRORS.get(r.name, []))
-    ok_status = "201" if r.name == "tenants_create" else "200"
+    ok_status = _OK_STATUS.get(r.name, "200")
     content = {"application/json": {"schema": _OK_SCHEMA[r.name]}}
-    responses: dict[str, Any] = {ok_status: {"description": "Created" if ok_status == "201" else "OK",
-                                             "content": content}}
+    text = {"200": "OK", "201": "Created", "202": "Accepted: filed (the broker acknowledged it)"}[ok_status]
+    responses: dict[str, Any] = {ok_status: {"description": text, "content": content}}
+    if r.name == "privacy_request":
+        responses["202"]["headers"] = {"Location": {"description": "The request's receipt",
+                                                    "schema": {"type": "string"}}}
     if r.name == "tenants_create":
         responses["201"]["headers"] = {"Location": {"description": "The tenant's path", "schema": {"type": "string"}}}
         responses["200"] = {"description": "The tenant existed: what was missing was completed", "content": content}
     op: dict[str, Any] = {
         "operationId": r.name,
         "summary": r.summary,
-        "tags": ["tenant management (operator keys)" if r.control else "tenant data"],
+        "tags": ["tenant management (operator keys)" if r.control else
+                 "privacy requests (privacy keys)" if r.roles == frozenset({Role.PRIVACY}) else "tenant data"],
         "parameters": [_parameter(p) for p in r.path_params + r.query_params],
         "responses": {**responses, **{str(s): _error(s, r.control) for s in statuses}},
     }
@@ -207,6 +237,18 @@ def _document() -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for r in ROUTES:
         paths.setdefault(r.template, {})[r.method.lower()] = _operation(r)
+    paths[METRICS_PATH] = {"get": {
+        "operationId": "metrics", "summary": "The worker's metrics in Prometheus text format; operator keys only",
+        "description": "Events processed, delivered per tenant, DLQ per reason, sink retries. They name every "
+                       "tenant and its volume: a tenant's key gets 403 and no key 401 (denials with a key are "
+                       "audited).",
+        "tags": ["operations (operator keys)"],
+        "responses": {
+            "200": {"description": "Prometheus text exposition format", "content": {"text/plain": {"schema": {
+                "type": "string"}}}},
+            **{str(s): _error(s) for s in (401, 403, 503)},
+        },
+    }}
     paths[OPENAPI_PATH] = {"get": {
         "operationId": "openapi", "summary": "This document", "security": [],
         "responses": {"200": {"description": "The OpenAPI document",
@@ -219,8 +261,10 @@ def _document() -> dict[str, Any]:
             "version": "1",
             "description": "Read a tenant's clean events from the store, and (detokenizer keys only) reveal a "
                            "token's value, audited. Each API key belongs to one tenant and one role "
-                           "(reader, detokenizer), or to the operators: operator keys read no tenant data; they "
-                           "onboard, list, describe, rotate and delete tenants (/v1/tenants), audited.",
+                           "(reader, detokenizer, privacy), or to the operators: operator keys read no tenant "
+                           "data; they onboard, list, describe, rotate and delete tenants (/v1/tenants), audited, "
+                           "and read /metrics. Privacy keys file their tenant's privacy requests (opt-out, opt-in, "
+                           "erasure, consent) and read their receipts, audited; they read no events.",
         },
         "paths": paths,
         "security": [{"bearerAuth": []}, {"apiKeyHeader": []}],
@@ -276,6 +320,40 @@ def _document() -> dict[str, Any]:
                 "Detokenized": {"type": "object", "required": ["tenant", "subject", "value"],
                                 "properties": {"tenant": {"type": "string"}, "subject": {"type": "string"},
                                                "value": {"type": "string"}}},
+                "PrivacyRequest": {
+                    "type": "object", "required": ["type", "subject"], "additionalProperties": False,
+                    "properties": {
+                        "type": {"type": "string", "enum": [t.value for t in RequestType]},
+                        "subject": {**param_schema(SUBJECT), "description": "The tenant's own subject id."},
+                        "purpose": {"type": "string", "enum": list(PURPOSES), "nullable": True,
+                                    "description": "grant and revoke only (required there)."},
+                        "reason": {"type": "string", "maxLength": MAX_REQUEST_REASON,
+                                   "pattern": "^[^\\u0000-\\u001f\\u007f]*$",
+                                   "description": "Why (a ticket number); kept in the audit trail (no personal "
+                                                  "data)."},
+                    },
+                },
+                "PrivacyRequestFiled": {
+                    "type": "object",
+                    "required": ["tenant", "request_id", "type", "subject", "filed_at_ms", "filed_by", "status",
+                                 "receipt"],
+                    "properties": {
+                        "tenant": {"type": "string"}, "request_id": {"type": "string", "pattern": "^r-[0-9a-f]{32}$"},
+                        "type": {"type": "string", "enum": [t.value for t in RequestType]},
+                        "subject": {"type": "string"}, "purpose": {"type": "string", "nullable": True},
+                        "filed_at_ms": {"type": "integer"},
+                        "filed_by": {"type": "string", "description": "api:<key id> of the privacy key"},
+                        "status": {"type": "string", "enum": ["filed"]},
+                        "receipt": {"type": "string", "description": "The path of its receipt"},
+                    },
+                },
+                "PrivacyRequestReceipt": {
+                    "type": "object", "required": ["tenant", "receipt"],
+                    "properties": {"tenant": {"type": "string"},
+                                   "receipt": {"type": "object", "additionalProperties": True,
+                                               "description": "request_id, type, status, filed_by, steps with "
+                                                              "their times"}},
+                },
                 "TenantCreateRequest": {
                     "type": "object", "required": ["name"], "additionalProperties": False,
                     "properties": {
@@ -286,8 +364,8 @@ def _document() -> dict[str, Any]:
                                                   "Kept as it is when the tenant exists."},
                         "roles": {"type": "array", "items": {"type": "string", "enum": list(TENANT_ROLES)},
                                   "uniqueItems": True, "maxItems": len(TENANT_ROLES), "default": list(DEFAULT_ROLES),
-                                  "description": "Roles of the tenant's API keys; a key is made for each role the "
-                                                 "tenant has none of yet."},
+                                  "description": "Roles of the tenant's API keys, made when the tenant is "
+                                                 "onboarded (a repeated call makes none)."},
                     },
                 },
                 "TenantCreated": {

@@ -23,6 +23,18 @@ Order of the checks, and why
        bounded lengths and integer ranges;
     6. the query.
 
+Privacy requests (``/v1/tenants/{tenant}/privacy-requests``) are filed by a
+tenant's ``privacy`` key for its own tenant only (the same 403 as every other
+tenant route for another tenant's key; reader and detokenizer keys get 403 too,
+audited). The request is validated like ``streams privacy file`` validates it,
+audited (``privacy.request_filed``, the subject as a pseudonym) and only then
+published to the requests topic with the key as actor (``api:<key id>``, the
+receipt's ``filed_by``); the receipt is read back with the same key.
+
+``/metrics`` (Prometheus text; it names every tenant and its volume) is not a
+route of this API but is authorized here too (``authorize_metrics``): operator
+keys only, denials audited like the routes'.
+
 The tenant control routes (``/v1/tenants``, ``/v1/tenants/{tenant}``,
 ``.../rotate-credentials``) are for operator keys only: after authentication
 the role is checked (403 for any other key, audited, whatever the path or
@@ -61,6 +73,8 @@ import redis
 
 from streams.api.api_keys import ApiKeyStore, Principal, Role, key_id_of
 from streams.audit.exceptions import AuditError
+from streams.consent.exceptions import InvalidRequest
+from streams.consent.requests import PURPOSES, PrivacyRequest, RequestType, new_request
 from streams.privacy.detokenize import MAX_REASON, DetokenizeRefused, Detokenizer
 from streams.sinks.store import StoreReader
 from streams.tenancy.names import is_valid_tenant_name
@@ -81,6 +95,8 @@ MAX_TIME_MS = 253_402_300_799_999
 MAX_BODY_BYTES = 16 * 1024
 MAX_TOKEN_CHARS = 4096
 MIN_REASON = 3
+MAX_REQUEST_REASON = 200  # streams.consent.requests' limit
+PRIVACY_FIELDS = ("type", "subject", "purpose", "reason")
 UNKNOWN_KEY_AUDITS_PER_SECOND = 10.0
 UNKNOWN_KEY_AUDIT_BURST = 50
 
@@ -190,6 +206,9 @@ START = ParamSpec("start", "query", "integer", "Earliest event time, ms since th
                   minimum=0, maximum=MAX_TIME_MS)
 END = ParamSpec("end", "query", "integer", "Latest event time, ms since the epoch (inclusive).",
                 minimum=0, maximum=MAX_TIME_MS)
+REQUEST_ID = ParamSpec(
+    "request_id", "path", "string", "The privacy request's id, as the filing answered it.",
+    pattern=r"^r-[0-9a-f]{32}$", min_length=34, max_length=34)
 # The same rule on the control routes, where the key (an operator's) belongs to no tenant.
 MANAGED_TENANT = dataclasses.replace(TENANT, description="The tenant's name.")
 CONFIRM = ParamSpec(
@@ -213,6 +232,7 @@ class Route:
 
 
 _OPERATOR = frozenset({Role.OPERATOR})
+_PRIVACY = frozenset({Role.PRIVACY})
 
 
 ROUTES: tuple[Route, ...] = (
@@ -226,6 +246,11 @@ ROUTES: tuple[Route, ...] = (
     Route("detokenize", "POST", "/v1/tenants/{tenant}/detokenize",
           "The value behind a token of one subject; audited; detokenizer keys only", (TENANT,),
           roles=frozenset({Role.DETOKENIZER}), has_body=True),
+    Route("privacy_request", "POST", "/v1/tenants/{tenant}/privacy-requests",
+          "File a privacy request (opt-out, opt-in, erasure, consent) for one of the tenant's subjects; audited; "
+          "privacy keys only", (TENANT,), roles=_PRIVACY, has_body=True),
+    Route("privacy_request_status", "GET", "/v1/tenants/{tenant}/privacy-requests/{request_id}",
+          "The receipt of a privacy request of the tenant; privacy keys only", (TENANT, REQUEST_ID), roles=_PRIVACY),
     # The control plane: what `streams tenants` does, for operator keys only.
     Route("tenants_create", "POST", "/v1/tenants",
           "Onboard a tenant (idempotent: 201 when created, 200 when it existed); new credentials are shown once",
@@ -242,6 +267,10 @@ ROUTES: tuple[Route, ...] = (
 )
 ROUTES_BY_NAME = {r.name: r for r in ROUTES}
 OPENAPI_PATH = "/openapi.json"
+METRICS_PATH = "/metrics"
+# Not served by DataApi (it answers Prometheus text); authorized by DataApi.authorize_metrics.
+METRICS_ROUTE = Route("metrics", "GET", METRICS_PATH, "The worker's metrics (Prometheus text); operator keys only",
+                      (), roles=_OPERATOR)
 
 
 def _segments(path: str) -> list[str]:
@@ -299,6 +328,13 @@ class AuditSink(Protocol):
                details: Mapping[str, Any] | None = None, *, actor: str | None = None) -> Any: ...
 
 
+class RequestFiler(Protocol):
+    """Publishes a privacy request to the requests topic; returns once the broker acknowledged it, raises
+    otherwise (``streams.api.service.KafkaRequestFiler``)."""
+
+    def file(self, request: PrivacyRequest) -> None: ...
+
+
 class TenantControlPart(Protocol):
     """What the operator routes need (``streams.api.control.TenantControl``)."""
 
@@ -320,9 +356,13 @@ class DataApi:
 
     def __init__(self, store: StoreReader, keys: ApiKeyStore, detokenizer: Detokenizer, audit: AuditSink,
                  pseudonym: Callable[[str, str], str], tenants: Callable[[], AbstractSet[str]],
-                 control: TenantControlPart | None = None) -> None:
-        # control None: the operator routes answer 503 (not enabled here) after authorization.
+                 control: TenantControlPart | None = None, *, filer: RequestFiler | None = None,
+                 receipts: Callable[[str, str], dict[str, Any] | None] | None = None) -> None:
+        # control None: the operator routes answer 503 (not enabled here) after authorization; filer or
+        # receipts None: the privacy request routes answer 503 after authorization.
         self._control = control
+        self._filer = filer
+        self._receipts = receipts
         self._store = store
         self._keys = keys
         self._detokenizer = detokenizer
@@ -383,6 +423,10 @@ class DataApi:
             return self._event(tenant, path["event_id"].lower())  # stored ids are lowercase (str(UUID))
         if r.name == "counts":
             return ok({"tenant": tenant, "type": q.get("type"), "count": self._store.count(tenant, q.get("type"))})
+        if r.name == "privacy_request":
+            return self._file_privacy_request(tenant, principal, body)
+        if r.name == "privacy_request_status":
+            return self._privacy_request_status(tenant, path["request_id"])
         return self._detokenize(tenant, principal, body)
 
     def _control_route(self, r: Route, p: Principal, raw_tenant: str, params: Mapping[str, str], query: Query,
@@ -400,6 +444,28 @@ class DataApi:
         if self._control is None:
             raise ApiError(503, "unavailable", "tenant management is not enabled on this server")
         return self._control.handle(r.name, f"api:{p.key_id}", tenant, q, body)
+
+    # ------------------------------------------------------------ /metrics
+
+    def authorize_metrics(self, headers: Mapping[str, str]) -> ApiResponse | None:
+        """None when the caller may read ``/metrics`` (an operator key), else the error to answer (401/403,
+        audited like the routes' denials). The metrics name every tenant and its volume: no tenant key and
+        no anonymous caller reads them."""
+        r = METRICS_ROUTE
+        try:
+            p = self._authenticate(r, headers, "")
+            if p.role not in r.roles:
+                self._deny_audit(r, 403, p.key_id, p, p.tenant or "", f"role {p.role.value} may not read metrics")
+                raise ApiError(403, "forbidden", "only operator keys may read the metrics")
+            return None
+        except ApiError as exc:
+            return exc.response
+        except (redis.RedisError, OSError) as exc:
+            log.warning("api metrics: the store is unavailable (%s)", type(exc).__name__)
+            return error_response(503, "unavailable", "the store is unavailable; retry later", {"Retry-After": "1"})
+        except Exception as exc:
+            log.error("api metrics: unexpected %s", type(exc).__name__)
+            return error_response(500, "internal_error", "internal error")
 
     # ------------------------------------------------------------ auth
 
@@ -483,6 +549,45 @@ class DataApi:
         if doc is None:
             raise ApiError(404, "not_found", "no event with this id in this tenant's store")
         return ok({"tenant": tenant, "event": doc})
+
+    def _file_privacy_request(self, tenant: str, p: Principal, body: bytes) -> ApiResponse:
+        fields = parse_privacy_body(body)
+        if self._filer is None:
+            raise ApiError(503, "unavailable", "filing privacy requests is not enabled on this server")
+        actor = f"api:{p.key_id}"
+        try:
+            req = new_request(fields["type"], tenant, fields["subject"], actor, fields["purpose"], fields["reason"])
+        except InvalidRequest as exc:  # its messages name the rule, never the value
+            raise ApiError(400, "invalid_body", str(exc)) from None
+        pseudonym = self._pseudonym(tenant, req.subject)
+        details = {"request_id": req.request_id, "type": req.type.value, "purpose": req.purpose, "key_id": p.key_id}
+        # Audited first (acknowledged; an AuditError is a 503 and nothing was filed), then published.
+        self._audit.append("privacy.request_filed", tenant, pseudonym, req.reason or "filed over the API", details,
+                           actor=actor)
+        try:
+            self._filer.file(req)
+        except Exception as exc:
+            log.warning("api privacy_request: not acknowledged by the broker (%s)", type(exc).__name__)
+            try:
+                self._audit.append("privacy.request_not_filed", tenant, pseudonym,
+                                   "the broker did not acknowledge the request", details, actor=actor)
+            except Exception:
+                log.warning("api privacy_request: the failure was not audited")
+            raise ApiError(503, "unavailable", "the request was not acknowledged by the broker and is not filed; "
+                                               "retry later", {"Retry-After": "2"}) from None
+        location = f"/v1/tenants/{tenant}/privacy-requests/{req.request_id}"
+        return ok({"tenant": tenant, "request_id": req.request_id, "type": req.type.value, "subject": req.subject,
+                   "purpose": req.purpose, "filed_at_ms": req.filed_at_ms, "filed_by": actor, "status": "filed",
+                   "receipt": location}, 202, {"Location": location})
+
+    def _privacy_request_status(self, tenant: str, request_id: str) -> ApiResponse:
+        if self._receipts is None:
+            raise ApiError(503, "unavailable", "privacy requests are not enabled on this server")
+        receipt = self._receipts(tenant, request_id)
+        if receipt is None:
+            raise ApiError(404, "not_found", "no receipt for this request id in this tenant: not applied yet, or "
+                                             "unknown")
+        return ok({"tenant": tenant, "receipt": receipt})
 
     def _detokenize(self, tenant: str, p: Principal, body: bytes) -> ApiResponse:
         req = parse_detokenize_body(body)
@@ -574,7 +679,71 @@ def parse_detokenize_body(body: bytes) -> dict[str, str]:
     return {"subject": subject, "token": token, "reason": reason.strip()}
 
 
+def parse_privacy_body(body: bytes) -> dict[str, Any]:
+    """``{"type", "subject", "purpose"?, "reason"?}`` validated; ApiError 400/413 saying what is wrong (no values)."""
+    if len(body) > MAX_BODY_BYTES:
+        raise ApiError(413, "payload_too_large", f"the body is limited to {MAX_BODY_BYTES} bytes")
+    types = ", ".join(t.value for t in RequestType)
+    shape = (f'the body must be a JSON object {{"type": one of {types}, "subject": <subject id>, "purpose": '
+             f'(grant and revoke only) one of {", ".join(PURPOSES)}, "reason": (optional)}}')
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ApiError(400, "invalid_body", shape) from None
+    if not isinstance(obj, dict) or "type" not in obj or "subject" not in obj:
+        raise ApiError(400, "invalid_body", shape)
+    if set(obj) - set(PRIVACY_FIELDS):
+        raise ApiError(400, "invalid_body", f"unknown member in the body; the members are: {', '.join(PRIVACY_FIELDS)}")
+    type_ = obj["type"]
+    if not isinstance(type_, str) or type_ not in {t.value for t in RequestType}:
+        raise ApiError(400, "invalid_body", f"'type' must be one of: {types}")
+    subject = obj["subject"]
+    try:
+        SUBJECT.parse(subject)
+    except ApiError:
+        raise ApiError(400, "invalid_body", f"'subject' must be {SUBJECT.rule()}") from None
+    purpose = obj.get("purpose")
+    if purpose is not None and (not isinstance(purpose, str) or purpose not in PURPOSES):
+        raise ApiError(400, "invalid_body", f"'purpose' must be one of: {', '.join(PURPOSES)}")
+    reason = obj.get("reason", "")
+    if (not isinstance(reason, str) or len(reason) > MAX_REQUEST_REASON
+            or any(ord(c) < 32 or ord(c) == 127 for c in reason)):
+        raise ApiError(400, "invalid_body", f"'reason' must be at most {MAX_REQUEST_REASON} characters, no control "
+                                            "characters (kept in the audit trail; no personal data)")
+    return {"type": type_, "subject": subject, "purpose": purpose, "reason": reason.strip()}
+
+
 # ---------------------------------------------------------------- wiring
+
+
+class KafkaRequestFiler:
+    """Publishes privacy requests to the requests topic (acks=all), keyed ``tenant/subject`` like
+    ``streams privacy file`` does; ``file`` returns once the broker acknowledged the record."""
+
+    def __init__(self, config: Mapping[str, Any], topic: str, timeout: float = 15.0) -> None:
+        from confluent_kafka import Producer
+
+        self._topic, self._timeout = topic, timeout
+        self._producer = Producer({**config, "acks": "all", "partitioner": "murmur2_random",
+                                   "logger": logging.getLogger("streams.kafka.producer")})
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return "KafkaRequestFiler()"
+
+    def file(self, request: PrivacyRequest) -> None:
+        done = threading.Event()
+        errors: list[Any] = []
+
+        def delivered(err: Any, _msg: Any) -> None:
+            errors.append(err)
+            done.set()
+
+        with self._lock:  # one request in flight per worker: filings are rare, ordering stays simple
+            self._producer.produce(self._topic, request.to_json(), request.key, on_delivery=delivered)
+            self._producer.flush(self._timeout)
+        if not done.is_set() or errors[0] is not None:
+            raise RuntimeError("the privacy request was not acknowledged by the broker")
 
 
 def build_data_api(settings: "Settings", audit: AuditSink, tenants: Callable[[], AbstractSet[str]],
@@ -600,4 +769,8 @@ def build_data_api(settings: "Settings", audit: AuditSink, tenants: Callable[[],
     store = StoreReader(redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=5,
                                              socket_connect_timeout=5))
     tenant_control = build_tenant_control(settings, audit, provider, on_tenants_changed) if control else None
-    return DataApi(store, ApiKeyStore(client), detokenizer, audit, pseudonyms, tenants, tenant_control)
+    from streams.consent.store import ConsentStore
+
+    consent = ConsentStore(client)
+    return DataApi(store, ApiKeyStore(client), detokenizer, audit, pseudonyms, tenants, tenant_control,
+                   filer=KafkaRequestFiler(settings.kafka(), settings.requests_topic), receipts=consent.receipt)

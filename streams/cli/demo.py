@@ -139,7 +139,7 @@ def run_demo(settings: Settings, keep_running: bool = False, events: int = 20) -
             if worker.poll() is not None or time.monotonic() > deadline:
                 raise UsageError(f"the worker did not start; see {worker_log}")
             time.sleep(0.3)
-        _say(f"    worker pid {worker.pid} ready; log: {worker_log}; metrics: http://127.0.0.1:{settings.web_port}/metrics")
+        _say(f"    worker pid {worker.pid} ready; log: {worker_log}; metrics (operator key): http://127.0.0.1:{settings.web_port}/metrics")
 
         run = uuid.uuid4().hex[:4]
         _step(4, f"Publishing {events} valid events per tenant ({', '.join(DEMO_TENANTS)}) and one bad event of each kind")

@@ -448,9 +448,9 @@ def cmd_tenants(args: argparse.Namespace) -> int:
             raise UsageError(f"`tenants {args.action}` needs a tenant NAME")
         if args.action == "create":
             roles = [r.strip() for r in args.roles.split(",") if r.strip()]
-            bad = [r for r in roles if r not in ("reader", "detokenizer")]
+            bad = [r for r in roles if r not in ("reader", "detokenizer", "privacy")]
             if bad:
-                raise UsageError(f"--roles: unknown role {bad[0]!r} (reader, detokenizer)")
+                raise UsageError(f"--roles: unknown role {bad[0]!r} (reader, detokenizer, privacy)")
             result = svc.create(args.name, args.regime, roles)
         elif args.action == "describe":
             result = svc.describe(args.name)
@@ -513,7 +513,7 @@ def cmd_apikeys(args: argparse.Namespace) -> int:
         if args.key_id:
             raise UsageError("create takes no KEY_ID (the key's id is made for it)")
         if not args.role:
-            raise UsageError("create needs --role: operator, reader or detokenizer")
+            raise UsageError("create needs --role: operator, reader, detokenizer or privacy")
         role = Role(args.role)
         if role is Role.OPERATOR:
             if args.tenant:
@@ -702,8 +702,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("tenants", "onboard, list, describe, rotate credentials of, or delete tenants", cmd_tenants,
              "create NAME: topics, Kafka SCRAM user and prefixed ACLs (secure broker), a Redis ACL user limited "
-             "to the tenant's keyspace, API keys (--roles), consent regime and tenant key; idempotent: a re-run "
-             "completes what is missing and shows only credentials it made. list / describe NAME: what exists "
+             "to the tenant's keyspace, API keys (--roles), consent regime and tenant key, with the credentials "
+             "printed once. A re-run on an onboarded tenant repairs topics, ACLs and rules but makes and shows no "
+             "credential (new keys: `apikeys create --tenant`, or rotate-credentials). list / describe NAME: what exists "
              "(never secrets). rotate-credentials NAME: new Kafka and Redis passwords and API keys; the old "
              "ones stop working. delete NAME --yes: shreds the tenant's keys, revokes its credentials, deletes "
              "its topics and store, rewrites the AOF, and prints a receipt with each step's time.")
@@ -712,7 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--regime", choices=["opt_out", "opt_in"], default="opt_out",
                     help="create: consent regime (opt_in: nothing is processed before consent)")
     sp.add_argument("--roles", default="reader",
-                    help="create: API key roles, comma-separated: reader, detokenizer (default reader)")
+                    help="create: API key roles, comma-separated: reader, detokenizer, privacy (default reader)")
     sp.add_argument("--yes", action="store_true", help="delete: confirm")
     sp.add_argument("--actor", help="who does it (default: the login name; kept in the audit trail)")
 
@@ -734,8 +735,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("apikeys", "create, list or revoke API keys of the HTTP API", cmd_apikeys,
              "API keys authenticate calls to the HTTP API served by each worker (Authorization: Bearer <token>). "
              "A key has one role: reader (read one tenant's clean events), detokenizer (also reveal tokens, "
-             "audited) or operator (manage tenants under /v1/tenants; reads no tenant data). Reader and "
-             "detokenizer keys belong to one onboarded tenant (--tenant); operator keys to none.\n\n"
+             "audited), privacy (file the tenant's privacy requests; reads no data) or operator (manage tenants "
+             "under /v1/tenants and read /metrics; reads no tenant data). Reader, detokenizer and privacy keys "
+             "belong to one onboarded tenant (--tenant); operator keys to none.\n\n"
              "create --role ROLE [--tenant NAME] [--label TEXT]: make a key; its token is printed once (only a "
              "hash of it is stored: it cannot be shown again; revoke it and make another if it is lost).\n"
              "list [--tenant NAME]: keys' ids, roles, tenants, labels and creation times (never tokens or "
@@ -744,7 +746,7 @@ def build_parser() -> argparse.ArgumentParser:
              "Each action is written to the audit trail with the key's id and role (never its token).")
     sp.add_argument("action", choices=["create", "list", "revoke"])
     sp.add_argument("key_id", nargs="?", metavar="KEY_ID", help="revoke: the key's id (12 hex characters)")
-    sp.add_argument("--role", choices=["operator", "reader", "detokenizer"], help="create: the key's role")
+    sp.add_argument("--role", choices=["operator", "reader", "detokenizer", "privacy"], help="create: the key's role")
     sp.add_argument("--tenant", help="create: the tenant of a reader or detokenizer key (onboarded); "
                                      "list: only this tenant's keys")
     sp.add_argument("--label", default="", help="create: a note naming the key's holder or use (no personal data)")

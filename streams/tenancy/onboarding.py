@@ -2,7 +2,11 @@
 
 ``create`` gives a tenant everything it needs, each part idempotent, so re-running it
 completes a half-done onboarding without touching what exists (existing credentials are
-never replaced; only missing ones are made and shown):
+never replaced). Credentials are made and shown only by the call that onboards the tenant
+(before it is in the registry); a re-run on an onboarded tenant repairs topics, ACLs and
+Redis rules but makes and shows no secret: an operator who may re-run ``create`` must not
+thereby get a key to the tenant's data. New keys for an onboarded tenant are an explicit,
+audited action (``rotate_credentials``, ``streams apikeys create --tenant``):
 
 - its topics (``tenant.<t>.events``) with their configs;
 - a Kafka SCRAM user ``tenant-<t>`` (its consumers) with prefixed ACLs: read and describe
@@ -149,7 +153,7 @@ class TenantService:
         step("topics", **topics)
 
         if self.settings.kafka_secure:
-            if not self._kafka_user_exists(kafka_user):
+            if existing is None and not self._kafka_user_exists(kafka_user):  # no secret on a re-run
                 password = _password()
                 self._upsert_scram(kafka_user, password)
                 credentials["kafka"] = {"username": kafka_user, "password": password,
@@ -159,7 +163,7 @@ class TenantService:
             else:
                 step("kafka_user", created=False)
             producer = producer_principal(tenant)
-            if not self._kafka_user_exists(producer):
+            if existing is None and not self._kafka_user_exists(producer):  # no secret on a re-run
                 password = _password()
                 self._upsert_scram(producer, password)
                 credentials["producer"] = {"username": producer, "password": password,
@@ -173,26 +177,28 @@ class TenantService:
         else:
             step("kafka_user", skipped="broker without SASL/ACLs (STREAMS_KAFKA_SECURITY=PLAINTEXT)")
 
-        if self.r.acl_getuser(redis_user) is None:
+        if existing is None and self.r.acl_getuser(redis_user) is None:  # no secret on a re-run
             password = _password()
             self.r.execute_command("ACL", "SETUSER", redis_user, "reset", *redis_acl_rules(tenant), f">{password}")
             credentials["redis"] = {"username": redis_user, "password": password,
                                     "key_pattern": f"{K.tenant_prefix(tenant)}*"}
             step("redis_user", created=True, persisted=self._acl_save())
         else:
-            # Re-assert the rules (not the password): a re-run repairs a user edited by hand.
+            # Re-assert the rules (not the password): a re-run repairs a user edited by hand (a missing
+            # user is made without a password: nobody logs in as it before rotate_credentials).
             self.r.execute_command("ACL", "SETUSER", redis_user, *redis_acl_rules(tenant))
             step("redis_user", created=False, persisted=self._acl_save())
 
         have = {k["role"] for k in self.api_keys.list(tenant)}
         new_keys = []
         for role in wanted_roles:
-            if role.value not in have:
+            if existing is None and role.value not in have:  # an onboarded tenant gets no key here
                 key_id, token = self.api_keys.create(tenant, role, label="onboarding")
                 new_keys.append({"key_id": key_id, "role": role.value, "token": token})
         if new_keys:
             credentials["api_keys"] = new_keys
-        step("api_keys", created=[k["role"] for k in new_keys])
+        step("api_keys", created=[k["role"] for k in new_keys],
+             **({"not_made": sorted({r.value for r in wanted_roles} - have)} if existing is not None else {}))
 
         version = self.keys.ensure_tenant_key(tenant)
         step("tenant_key", version=version)
@@ -203,8 +209,13 @@ class TenantService:
         step("registry", regime=record.regime)
         self._audit("tenant.create", tenant, "onboarded" if existing is None else "onboarding re-run",
                     {"steps": ",".join(s["step"] for s in steps), "new_credentials": ",".join(sorted(credentials))})
-        return {"tenant": tenant, "status": "created" if existing is None else "exists", "regime": record.regime,
-                "steps": steps, "credentials": credentials}
+        out = {"tenant": tenant, "status": "created" if existing is None else "exists", "regime": record.regime,
+               "steps": steps, "credentials": credentials}
+        if existing is not None:
+            out["note"] = (f"{tenant} was onboarded already: no credential was made or shown. A new API key: "
+                           f"`streams apikeys create --tenant {tenant} --role ROLE`; new passwords and keys: "
+                           "rotate-credentials")
+        return out
 
     # ------------------------------------------------------------------ read
 

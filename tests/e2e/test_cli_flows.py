@@ -8,10 +8,13 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
+import redis
 
+from streams.api.api_keys import ApiKeyStore, Role
 from streams.ingest import samples
 from tests.conftest import settings_env
 from tests.kafka_read import read_topic
@@ -69,9 +72,15 @@ def test_publish_tail_dlq_store_and_http(make_settings, start_worker, tmp_path):
     base = f"http://127.0.0.1:{s.web_port}"
     assert json.load(urllib.request.urlopen(f"{base}/health", timeout=5)) == {"status": "ok"}
     assert json.load(urllib.request.urlopen(f"{base}/ready", timeout=5)) == {"ready": True}
+    # /metrics names every tenant and its volume: operator keys only (tests/security/ attacks it).
+    with pytest.raises(urllib.error.HTTPError) as anonymous:
+        urllib.request.urlopen(f"{base}/metrics", timeout=5)
+    assert anonymous.value.code == 401
+    _, operator = ApiKeyStore(redis.Redis.from_url(s.redis_url)).create(None, Role.OPERATOR, "metrics")
+    scrape = urllib.request.Request(f"{base}/metrics", headers={"Authorization": f"Bearer {operator}"})
     deadline = time.monotonic() + 10
     while True:
-        metrics = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+        metrics = urllib.request.urlopen(scrape, timeout=5).read().decode()
         if "streams_events_processed_total 4" in metrics or time.monotonic() > deadline:
             break
         time.sleep(0.3)

@@ -44,10 +44,11 @@ def test_every_route_is_documented_with_its_parameters_and_constraints():
                 assert (schema["minLength"], schema["maxLength"]) == (spec.min_length, spec.max_length)
                 re.compile(schema["pattern"])
         assert not documented, f"{r.name} documents parameters it does not take: {documented}"
-        for status in ("201" if r.name == "tenants_create" else "200", "400", "401", "403", "503"):
+        ok_status = {"tenants_create": "201", "privacy_request": "202"}.get(r.name, "200")
+        for status in (ok_status, "400", "401", "403", "503"):
             assert status in op["responses"], (r.name, status)
         for status, resp in op["responses"].items():
-            if status not in ("200", "201"):
+            if status not in ("200", "201", "202"):
                 assert resp["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
         assert "WWW-Authenticate" in op["responses"]["401"]["headers"]
     assert "404" in doc["paths"]["/v1/tenants/{tenant}/events/{event_id}"]["get"]["responses"]
@@ -74,7 +75,7 @@ def test_the_control_routes_are_documented_for_operator_keys():
     assert create["requestBody"]["required"] is True
     body = doc["components"]["schemas"]["TenantCreateRequest"]
     assert body["required"] == ["name"] and body["additionalProperties"] is False
-    assert body["properties"]["roles"]["items"]["enum"] == ["reader", "detokenizer"]
+    assert body["properties"]["roles"]["items"]["enum"] == ["reader", "detokenizer", "privacy"]
     assert set(create["responses"]) >= {"200", "201", "400", "401", "403", "409", "413", "502", "503"}
     assert "Location" in create["responses"]["201"]["headers"]
     delete = doc["paths"]["/v1/tenants/{tenant}"]["delete"]

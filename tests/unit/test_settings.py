@@ -47,6 +47,9 @@ CUSTOM = {
     "STREAMS_BATCH_WITHIN": ("0.5", 0.5),
     "STREAMS_WEB_PORT": ("0", 0),
     "STREAMS_WEB_ENABLED": ("false", False),
+    "STREAMS_WEB_HOST": ("0.0.0.0", "0.0.0.0"),
+    "STREAMS_WEB_TLS_CERT": ("/etc/streams/web.crt", "/etc/streams/web.crt"),
+    "STREAMS_WEB_TLS_KEY": ("/etc/streams/web.key", "/etc/streams/web.key"),
     "STREAMS_DATA_DIR": ("/var/data", Path("/var/data")),
     "STREAMS_STACK_DIR": ("/var/stack", Path("/var/stack")),
     "STREAMS_KAFKA_VERSION": ("3.9.0", "3.9.0"),
@@ -71,7 +74,9 @@ CUSTOM = {
     "STREAMS_KAFKA_REAUTH_MS": ("15000", 15000),
 }
 # Variables that only make sense with another one.
-COMPANIONS = {"STREAMS_KAFKA_SECURITY": {"STREAMS_KAFKA_PASSWORD": "s3cret-pass-word"}}
+COMPANIONS = {"STREAMS_KAFKA_SECURITY": {"STREAMS_KAFKA_PASSWORD": "s3cret-pass-word"},
+              "STREAMS_WEB_TLS_CERT": {"STREAMS_WEB_TLS_KEY": "/etc/streams/web.key"},
+              "STREAMS_WEB_TLS_KEY": {"STREAMS_WEB_TLS_CERT": "/etc/streams/web.crt"}}
 
 
 def test_env_var_names_cover_every_field():
@@ -193,3 +198,10 @@ def test_sasl_needs_a_password_and_never_shows_it():
                          "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "admin",
                          "sasl.password": "pw-never-shown-42"}
     assert Settings().kafka() == {"bootstrap.servers": Settings().kafka_bootstrap}
+
+
+def test_the_web_server_binds_loopback_by_default_and_tls_needs_both_files():
+    assert Settings.from_env({}).web_host == "127.0.0.1"
+    for one in ({"STREAMS_WEB_TLS_CERT": "/c.pem"}, {"STREAMS_WEB_TLS_KEY": "/k.pem"}):
+        with pytest.raises(SettingsError, match="STREAMS_WEB_TLS_CERT and STREAMS_WEB_TLS_KEY"):
+            Settings.from_env(one)
