@@ -508,6 +508,14 @@ def test_every_reason_is_produced_by_the_code_and_documented(proc, registry):
     ev = pii_event()
     key, value = wire(registry, ev, "json")
     small = EventProcessor(registry, frozenset({"acme"}), max_event_bytes=64)
+    from streams.settings import Settings
+
+    bound = EventProcessor(registry, frozenset({"acme", "globex"}), 256 * 1024, sender_of=Settings().tenant_of_raw_topic)
+    globex_src = dataclasses.replace(SRC, topic=Settings().tenant_raw_topic("globex"))
+    r = bound.process(key, value, globex_src, now_ms=NOW)  # acme's event on globex's own raw topic
+    assert isinstance(r, Rejected)
+    assert_clean(r)
+    produced.add(r.reason)
     for p, k, v, kw in [
         (proc, key, b"\x00\x01 not an event", {}),
         (proc, key, value.replace(b'"customer_signup"', b'"no_such_schema"', 1), {}),
