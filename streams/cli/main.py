@@ -469,12 +469,12 @@ def cmd_tenants(args: argparse.Namespace) -> int:
 
 
 def cmd_principals(args: argparse.Namespace) -> int:
-    from streams.audit.log import AuditLog
+    from streams.audit.keys import open_audit_log
     from streams.tenancy.principals import build_principals
 
     s = _settings()
     actor = f"cli:{args.actor or _user()}"
-    with AuditLog(s.kafka(), s.audit_topic, actor) as audit:
+    with open_audit_log(s, actor, _writer()) as audit:
         svc = build_principals(s, actor, audit)
         if args.action == "list":
             print(json.dumps(svc.list(), indent=2))
@@ -724,7 +724,8 @@ def build_parser() -> argparse.ArgumentParser:
              "privacy-officer: write privacy.requests; read receipts, request indexes, counts and the tenant "
              "registry in Redis. Run `streams privacy ...` with STREAMS_KAFKA_USERNAME=privacy-officer and its "
              "Redis user in STREAMS_REDIS_URL.\n"
-             "auditor: read the audit topic (consumer groups auditor.*). Run `streams audit verify` with it.\n\n"
+             "auditor: read the audit topic and the writers' published public keys. Run `streams audit verify` "
+             "with it.\n\n"
              "create ROLE: idempotent; prints a password only when it makes one. rotate ROLE: new passwords; "
              "open Redis sessions end at once, Kafka sessions within STREAMS_KAFKA_REAUTH_MS. delete ROLE: "
              "removes the users and their ACLs. list: which roles exist. Each action is audited.")

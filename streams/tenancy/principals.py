@@ -10,7 +10,8 @@ operator use the credential in ``STREAMS_KAFKA_USERNAME`` / ``STREAMS_REDIS_URL`
   writes no audit record, cannot forge an erasure's effect). Redis: reads of the tenant
   registry, receipts, request indexes and counts only, never key material or tenant data.
 - ``auditor``: reads and verifies the audit trail. Kafka: read and describe the ``audit``
-  topic and read consumer groups starting ``auditor.``; nothing to write anywhere.
+  topic and read consumer groups starting ``streams-audit-read-``; Redis: read the published
+  audit public keys (``audit:{<trail>}:pub``) only; nothing to write anywhere.
 
 ``create`` is idempotent and shows a password only when it makes one; ``rotate`` replaces it
 and ends the role's open Redis sessions (the broker ends Kafka sessions within
@@ -34,7 +35,8 @@ from streams.tenancy.exceptions import OnboardingError
 
 TIMEOUT = 30.0
 SCRAM_ITERATIONS = 8192
-AUDITOR_GROUP_PREFIX = "auditor."
+# `streams audit verify` reads with assign() under a throwaway group of this prefix (streams.audit.log).
+AUDITOR_GROUP_PREFIX = "streams-audit-read-"
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,10 @@ ROLES: dict[str, StaffRole] = {
          "+zrange", "+zrangebyscore", "+zrevrange", "+zcard", "+exists", "+type", "+ping"),
     ),
     "auditor": StaffRole(
-        "auditor", "reads and verifies the audit trail", _auditor_acls, (),
+        "auditor", "reads and verifies the audit trail", _auditor_acls,
+        # The writers' public keys, to check signatures; never a private key (audit:{t}:signer:*).
+        ("on", "resetkeys", "%R~audit:{*}:pub", "resetchannels", "-@all", "+hget", "+hgetall", "+hkeys", "+exists",
+         "+type", "+ping"),
     ),
 }
 

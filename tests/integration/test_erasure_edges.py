@@ -6,6 +6,8 @@ completes it."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import signal
 import time
@@ -16,7 +18,8 @@ import pytest
 import redis
 from confluent_kafka.admin import NewTopic
 
-from streams.audit.log import AuditError, AuditLog, read_all
+from streams.audit.keys import open_audit_log
+from streams.audit.log import AuditError, read_all
 from streams.consent.handler import PENDING_AOF
 from streams.consent.requests import new_request
 from streams.ingest.processor import EventProcessor
@@ -239,7 +242,7 @@ def test_erasure_stays_pending_when_the_audit_append_fails(make_settings):
     doomed = f"audit.doomed-{uuid.uuid4().hex[:8]}"
     admin = admin_client(s)
     admin.create_topics([NewTopic(doomed, 1, 1)])[doomed].result(30)
-    rt.requests.audit = AuditLog(s.kafka_bootstrap, doomed, "test", timeout=3.0)
+    rt.requests.audit = open_audit_log(dataclasses.replace(s, audit_topic=doomed), "test", timeout=3.0)
     admin.delete_topics([doomed])[doomed].result(30)
     deadline = time.monotonic() + 30
     while doomed in admin.list_topics(timeout=10).topics and time.monotonic() < deadline:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import dataclasses
 import json
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from confluent_kafka import Producer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from streams.api.api_keys import ApiKeyStore, Role
-from streams.audit.chain import GENESIS_PREV, encode_record, pseudonym, record_hash
+from streams.audit.chain import GENESIS_PREV, encode_record, record_hash
 from streams.audit.keys import open_audit_log
 from streams.audit.log import audit_topic_spec, read_all
 from streams.audit.signing import Signer, signing_input

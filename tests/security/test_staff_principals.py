@@ -3,7 +3,6 @@ job, and is refused everything else, with plain clients; refusals change nothing
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import uuid
@@ -12,7 +11,7 @@ import pytest
 import redis
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from streams.audit.log import AuditLog
+from streams.audit.keys import open_audit_log
 from streams.ops.kafka_client import sasl_config
 from streams.privacy.keys import key_prefix
 from streams.sinks import store_keys as K
@@ -27,7 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.security]
 def staff(make_secure_settings):
     s = make_secure_settings()
     tenant = f"t{uuid.uuid4().hex[:8]}"
-    audit = AuditLog(s.kafka(), s.audit_topic, "test:security")
+    audit = open_audit_log(s, "test:security")
     build_service(s, "test:security", lambda: audit).create(tenant)
     svc = build_principals(s, "test:security", audit)
     for role in ("privacy-officer", "auditor"):
@@ -95,29 +94,34 @@ def test_privacy_officer_files_requests_and_nothing_else(staff):
     assert admin.get(f"{key_prefix(tenant)}receipt:forged") is None
 
 
-def test_auditor_reads_the_audit_trail_and_writes_nothing(staff):
+def test_auditor_verifies_the_audit_trail_and_writes_nothing(staff):
+    """The auditor runs `streams audit verify` with nothing but its own credentials (Kafka read of
+    the trail, Redis read of the public keys) and it verifies; writing the trail or a request, or
+    reading a private signing key, is refused."""
     s, _, _, creds = staff
-    k = creds["auditor"]["kafka"]
-    assert "redis" not in creds["auditor"]
-    conf = sasl_config(s.kafka_bootstrap, k["username"], k["password"])
+    k, rd = creds["auditor"]["kafka"], creds["auditor"]["redis"]
     assert sum(_ends(s, s.audit_topic)) > 0  # onboarding and the principals were audited
-    c = Consumer({**conf, "group.id": "auditor.check", "auto.offset.reset": "earliest", "log_level": 0})
-    c.subscribe([s.audit_topic])
-    try:
-        got = None
-        for _ in range(60):
-            m = c.poll(0.5)
-            if m is not None and not m.error():
-                got = json.loads(m.value())
-                break
-        assert got is not None and "action" in got
-    finally:
-        c.close()
+    env = {**settings_env(s), "STREAMS_KAFKA_USERNAME": k["username"], "STREAMS_KAFKA_PASSWORD": k["password"],
+           "STREAMS_REDIS_URL": _redis_url(s, rd["username"], rd["password"])}
+    r = subprocess.run([sys.executable, "-m", "streams.cli.main", "audit", "verify"], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "test:security" in r.stdout or "cli:" in r.stdout or "writer" in r.stdout.lower(), r.stdout
+
+    conf = sasl_config(s.kafka_bootstrap, k["username"], k["password"])
     ends = {t: _ends(s, t) for t in (s.audit_topic, s.requests_topic)}
     for topic in (s.audit_topic, s.requests_topic):
         err = _produce_error(conf, topic)
         assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, topic
     assert {t: _ends(s, t) for t in ends} == ends
+    auditor = redis.Redis.from_url(_redis_url(s, rd["username"], rd["password"]))
+    assert auditor.hgetall(f"audit:{{{s.audit_topic}}}:pub")  # control: the public keys are readable
+    admin = redis.Redis.from_url(s.redis_url)
+    signers = list(admin.scan_iter(match=f"audit:{{{s.audit_topic}}}:signer:*"))
+    assert signers
+    for key in signers:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            auditor.hgetall(key)
 
 
 def test_rotating_a_staff_principal_revokes_its_old_passwords(staff):
