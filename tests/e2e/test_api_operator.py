@@ -60,7 +60,8 @@ def test_onboard_use_and_delete_a_tenant_over_http(make_settings, start_worker):
     status, _, listed = call(base, "/v1/tenants", op)
     assert status == 200 and tenant in {t["tenant"] for t in listed["tenants"]}
     status, _, desc = call(base, f"/v1/tenants/{tenant}", op)
-    assert status == 200 and desc["topics"] == {s.tenant_topic(tenant): s.tenant_partitions}
+    assert status == 200 and desc["topics"] == {s.tenant_topic(tenant): s.tenant_partitions,
+                                             s.tenant_raw_topic(tenant): s.partitions}
 
     # A stray DELETE does nothing.
     status, _, err = call(base, f"/v1/tenants/{tenant}", op, "DELETE")
@@ -74,7 +75,7 @@ def test_onboard_use_and_delete_a_tenant_over_http(make_settings, start_worker):
     assert receipt["tenant"] == tenant and receipt["status"] == "done" and receipt["requested_by"] == op_actor
     steps = {st["step"]: st for st in receipt["steps"]}
     assert steps["store"]["deleted_keys"] > 0 and steps["api_keys"]["revoked"] == 1
-    assert steps["topics"]["deleted"] == [s.tenant_topic(tenant)]
+    assert sorted(steps["topics"]["deleted"]) == sorted([s.tenant_topic(tenant), s.tenant_raw_topic(tenant)])
     assert receipt["started_at_ms"] <= receipt["completed_at_ms"]
 
     status, _, _ = call(base, path, reader)
