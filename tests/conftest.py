@@ -18,6 +18,22 @@ from streams.settings import REPO_ROOT, Settings, to_env
 from tests.stack import StackInfo, provide_secure_stack, provide_stack
 
 
+# Per-test time limits by group (pytest-timeout; the default in pyproject.toml, 120 s, is for unit
+# tests, where more means a hang). They include fixture set-up, so the first test of a session
+# also pays for starting the stack. A module's own `pytest.mark.timeout` (faults, demo) wins.
+GROUP_TIMEOUTS = {"e2e": 300, "integration": 180}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("timeout") is not None:
+            continue
+        for group, seconds in GROUP_TIMEOUTS.items():
+            if item.get_closest_marker(group) is not None:
+                item.add_marker(pytest.mark.timeout(seconds))
+                break
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[StackInfo]:
     with provide_stack() as info:
