@@ -97,7 +97,9 @@ class Load(threading.Thread):
                 try:
                     self._producer.produce(self.s.raw_topic, value, event_key(event), on_delivery=self._on_delivery(sent))
                     break
-                except BufferError:
+                except BufferError:  # local queue full (the broker away): wait, unless told to stop
+                    if self._halt.is_set():
+                        return
                     self._producer.poll(0.1)
             self._producer.poll(0)
             n += 1
