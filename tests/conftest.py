@@ -18,6 +18,22 @@ from streams.settings import REPO_ROOT, Settings, to_env
 from tests.stack import StackInfo, provide_secure_stack, provide_stack
 
 
+# Per-test time limits by group (pytest-timeout; the default in pyproject.toml, 120 s, is for unit
+# tests, where more means a hang). They include fixture set-up, so the first test of a session
+# also pays for starting the stack. A module's own `pytest.mark.timeout` (faults, demo) wins.
+GROUP_TIMEOUTS = {"e2e": 300, "integration": 180}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("timeout") is not None:
+            continue
+        for group, seconds in GROUP_TIMEOUTS.items():
+            if item.get_closest_marker(group) is not None:
+                item.add_marker(pytest.mark.timeout(seconds))
+                break
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[StackInfo]:
     with provide_stack() as info:
@@ -95,18 +111,54 @@ def settings_env(s: Settings) -> dict[str, str]:
     return env
 
 
-class WorkerProcess:
-    """A worker started as an operator would (`streams worker`), with its log in a file."""
+# Worker processes alive in this session: a test that times out ends pytest with os._exit (the
+# `thread` timeout method, see pyproject.toml), skipping every teardown, so they are killed first.
+_LIVE_WORKERS: set["WorkerProcess"] = set()
 
-    def __init__(self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None) -> None:
+
+def _kill_live_workers() -> None:
+    for w in list(_LIVE_WORKERS):
+        try:
+            os.killpg(w.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+try:
+    import pytest_timeout as _pytest_timeout
+
+    _timeout_timer = _pytest_timeout.timeout_timer
+
+    def _timeout_timer_killing_workers(item, settings):  # type: ignore[no-untyped-def]
+        _kill_live_workers()
+        _timeout_timer(item, settings)
+
+    _pytest_timeout.timeout_timer = _timeout_timer_killing_workers
+except ImportError:  # pytest refuses to start without it (required_plugins); nothing to hook then
+    pass
+
+
+class WorkerProcess:
+    """A worker started as an operator would (`streams worker`), with its log in a file.
+
+    At teardown (``start_worker``) a worker must exit cleanly: status 0 on SIGTERM within the
+    stop timeout, and no "Traceback" in its log, unless the test killed it on purpose
+    (``kill()``, or ``killed_on_purpose=True`` for a worker a failpoint ends).
+    """
+
+    def __init__(self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None,
+                 killed_on_purpose: bool = False) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.killed_on_purpose = killed_on_purpose
+        self.stop_timed_out = False
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli.main", "worker", "--no-create-topics"],
             env={**settings_env(settings), **(extra_env or {})}, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
             start_new_session=True,
         )
+        _LIVE_WORKERS.add(self)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -122,28 +174,51 @@ class WorkerProcess:
         raise AssertionError(f"worker not ready in {timeout}s:\n{self.log_text()[-3000:]}")
 
     def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, wait up to ``timeout`` s, then SIGKILL the process group; returns the exit status."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                self.stop_timed_out = True
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self._log.close()
+        _LIVE_WORKERS.discard(self)
         return self.proc.returncode
 
     def kill(self) -> None:
+        """SIGKILL the process group, on purpose: teardown then does not ask for a clean exit."""
+        self.killed_on_purpose = True
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        _LIVE_WORKERS.discard(self)
+
+    def unclean_exit(self) -> str | None:
+        """Why this (stopped) worker's exit was not clean, or None; always None if killed on purpose."""
+        if self.killed_on_purpose:
+            return None
+        log = self.log_text()
+        if self.stop_timed_out:
+            return f"did not stop within its timeout after SIGTERM (killed):\n{log[-3000:]}"
+        if self.proc.returncode != 0:
+            return f"exited with status {self.proc.returncode}:\n{log[-3000:]}"
+        if "Traceback" in log:
+            i = log.index("Traceback")
+            return f"logged a traceback:\n{log[max(0, i - 500):i + 2500]}"
+        return None
 
 
 @pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]]:
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Starts workers; at teardown stops them and fails the test if one did not exit cleanly
+    (see ``WorkerProcess``)."""
     workers: list[WorkerProcess] = []
 
-    def start(settings: Settings, ready: bool = True, extra_env: dict[str, str] | None = None) -> WorkerProcess:
-        w = WorkerProcess(settings, tmp_path / f"worker-{len(workers)}.log", extra_env)
+    def start(settings: Settings, ready: bool = True, extra_env: dict[str, str] | None = None,
+              killed_on_purpose: bool = False) -> WorkerProcess:
+        w = WorkerProcess(settings, tmp_path / f"worker-{len(workers)}.log", extra_env, killed_on_purpose)
         workers.append(w)
         if ready:
             w.wait_ready()
@@ -152,3 +227,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]
     yield start
     for w in workers:
         w.stop()
+    problems = [f"worker {i} ({w.log_path.name}) {why}" for i, w in enumerate(workers)
+                if (why := w.unclean_exit()) is not None]
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)

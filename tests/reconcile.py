@@ -40,6 +40,12 @@ class Sent:
     offset: int = -1
 
 
+# A fault test gives up once the pipeline made no progress for this long (no new acknowledgement
+# while flushing the load, no new record in the store or the DLQ while waiting): the slowest
+# recovery seen (a broker restart) resumes within about 20 s.
+STALL_SECONDS = 45.0
+
+
 class Load(threading.Thread):
     """Publishes ``rate`` events/s round-robin over subjects until ``stop()``; every 20th is bad
     (a schema violation, keyed like the others). Keeps only what the broker acknowledged."""
@@ -91,7 +97,9 @@ class Load(threading.Thread):
                 try:
                     self._producer.produce(self.s.raw_topic, value, event_key(event), on_delivery=self._on_delivery(sent))
                     break
-                except BufferError:
+                except BufferError:  # local queue full (the broker away): wait, unless told to stop
+                    if self._halt.is_set():
+                        return
                     self._producer.poll(0.1)
             self._producer.poll(0)
             n += 1
@@ -100,11 +108,29 @@ class Load(threading.Thread):
             if delay > 0:
                 self._halt.wait(delay)
 
-    def stop(self, timeout: float = 120.0) -> None:
+    def stop(self, timeout: float = 120.0, stall: float | None = None) -> None:
+        """Stop publishing and wait for the broker's answers: fails once none came for ``stall`` s
+        (default ``STALL_SECONDS``) or after ``timeout`` s, with the counts so far."""
+        stall = STALL_SECONDS if stall is None else stall
         self._halt.set()
         self.join(10)
-        left = self._producer.flush(timeout)
-        assert left == 0, f"{left} events never acknowledged by the broker"
+        assert not self.is_alive(), "the load thread did not stop within 10 s"
+        start = last_change = time.monotonic()
+        answered = -1
+        while True:
+            left = self._producer.flush(1.0)
+            if left == 0:
+                return
+            now = time.monotonic()
+            with self._lock:
+                counts = (len(self.acked), self.failed)
+            if sum(counts) != answered:
+                answered, last_change = sum(counts), now
+            why = (f"no broker answer for {stall:.0f} s" if now - last_change > stall
+                   else f"not all answered in {timeout:.0f} s" if now - start > timeout else None)
+            if why:
+                raise AssertionError(f"load: {why}; {left} events unanswered, {counts[0]} acknowledged, "
+                                     f"{counts[1]} failed")
 
 
 @dataclass
@@ -120,6 +146,7 @@ class Report:
     dlq_records: int = 0
     missing_in_dlq: list[tuple[int, int]] = field(default_factory=list)
     order_violations: list[str] = field(default_factory=list)
+    wait: str = ""  # how waiting for the pipeline to catch up ended (wait_processed)
 
     @property
     def ok(self) -> bool:
@@ -131,21 +158,34 @@ class Report:
         return "reconciliation: " + json.dumps(d)
 
 
-def wait_processed(s: Settings, sent: list[Sent], timeout: float = 180.0) -> None:
+def wait_processed(s: Settings, sent: list[Sent], timeout: float = 180.0, stall: float | None = None) -> str:
     """Until every acknowledged valid event is in the store and the DLQ holds as many records as
-    bad events were acknowledged (or ``timeout``); the reconciliation then says what is missing."""
+    bad events were acknowledged. Gives up early when neither count moved for ``stall`` s
+    (default ``STALL_SECONDS``: a stuck pipeline fails in under a minute, not after ``timeout``).
+    Returns how the wait ended, with the counts; the reconciliation then says what is missing."""
+    stall = STALL_SECONDS if stall is None else stall
     r = redis.Redis.from_url(s.redis_url)
     valid = [x for x in sent if x.valid]
     bad = len(sent) - len(valid)
-    deadline = time.monotonic() + timeout
+    start = last_change = time.monotonic()
     pending = valid
-    while time.monotonic() < deadline:
+    progress: tuple[int, int] | None = None
+    while True:
         pipe = r.pipeline(transaction=False)
         for x in pending:
             pipe.exists(f"{K.tenant_prefix(x.tenant)}ev:{x.event_id}")
         pending = [x for x, found in zip(pending, pipe.execute()) if not found]
-        if not pending and _dlq_count(s) >= bad:
-            return
+        dlq = _dlq_count(s)
+        now = time.monotonic()
+        counts = f"{len(valid) - len(pending)} of {len(valid)} valid events in the store, DLQ {dlq} of {bad}"
+        if not pending and dlq >= bad:
+            return f"caught up in {now - start:.0f} s"
+        if (len(pending), dlq) != progress:
+            progress, last_change = (len(pending), dlq), now
+        elif now - last_change > stall:
+            return f"STALLED: no progress for {stall:.0f} s ({counts})"
+        if now - start > timeout:
+            return f"NOT CAUGHT UP in {timeout:.0f} s ({counts})"
         time.sleep(1.0)
 
 
@@ -209,7 +249,8 @@ def reconcile(s: Settings, sent: list[Sent]) -> Report:
 def settle(s: Settings, load: Load) -> Report:
     """Stop the load, wait until the pipeline has caught up, reconcile (and print the counts)."""
     load.stop()
-    wait_processed(s, load.acked)
+    waited = wait_processed(s, load.acked)
     rep = reconcile(s, load.acked)
+    rep.wait = waited
     print(rep)
     return rep

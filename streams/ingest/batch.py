@@ -148,7 +148,14 @@ class BatchPipeline:
                 ciphers[(tenant, subject)] = SubjectCipher(key)
         return ciphers, failed
 
-    def out_records(self, outcomes: Sequence[Accepted | Rejected | Dropped]) -> list[OutRecord]:
+    def out_records(self, outcomes: Sequence[Accepted | Rejected | Dropped],
+                    now_ms: int | None = None) -> list[OutRecord]:
+        """The records to produce: accepted ones to their tenant topic, rejected ones to the DLQ.
+
+        Every DLQ record of the call is stamped ``rejected_at_ms=now_ms`` (default: the clock, read once).
+        """
+        if now_ms is None:
+            now_ms = int(time.time() * 1000)
         out: list[OutRecord] = []
         for o in outcomes:
             if isinstance(o, Accepted):
@@ -160,7 +167,7 @@ class BatchPipeline:
                 ))
             elif isinstance(o, Rejected):
                 out.append(OutRecord(
-                    self.settings.dlq_topic, o.tenant.encode() if o.tenant else None, encode_dlq(o),
+                    self.settings.dlq_topic, o.tenant.encode() if o.tenant else None, encode_dlq(o, now_ms),
                     [("reason", o.reason.value.encode()), ("content-type", b"application/json")],
                 ))
         return out

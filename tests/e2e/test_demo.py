@@ -55,6 +55,7 @@ def _pids_of(stack_dir: Path, exclude: int | None = None) -> list[int]:
     return found
 
 
+@pytest.mark.timeout(720)  # two demo runs of at most 300 s each and a 90 s read, plus a margin
 def test_demo_runs_twice_leaves_nothing_running_and_logs_no_pii(tmp_path):
     stack_dir = tmp_path / "stack"
     env = dict(os.environ, STREAMS_STACK_DIR=str(stack_dir), STREAMS_KAFKA_BOOTSTRAP=f"127.0.0.1:{KAFKA_PORT}",
@@ -110,6 +111,7 @@ def test_demo_runs_twice_leaves_nothing_running_and_logs_no_pii(tmp_path):
         json.loads(m.value())
 
 
+@pytest.mark.timeout(540)  # start of at most 240 s, stop of at most 120 s, clean-up, plus a margin
 def test_ctrl_c_stops_everything(tmp_path):
     import signal
     import time

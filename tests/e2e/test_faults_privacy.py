@@ -23,8 +23,10 @@ from streams.privacy.keys import subject_key_name
 from streams.schema.registry import SchemaRegistry
 from streams.sinks.store import StoreReader
 from tests.e2e.test_privacy_requests import _records_of, _tombstoned_after_delivery
+from tests.kafka_groups import wait_committed
 
-pytestmark = [pytest.mark.e2e, pytest.mark.faults]
+# Each case: a worker start, the crash, a restart and the erasure's completion (at most 60 + 90 s).
+pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(300)]
 
 
 @pytest.mark.parametrize("point", ["erasure.tombstone", "erasure.store", "erasure.aof"])
@@ -41,7 +43,7 @@ def test_erasure_interrupted_by_a_crash_completes_after_restart(point, make_sett
     # The test Redis outlives sessions: an erasure an earlier, interrupted run left pending would
     # make this worker's start-up drain hit the failpoint. Those belong to old test tenants.
     redis.Redis.from_url(s.redis_url).delete(PENDING_AOF)
-    worker = start_worker(s, extra_env={"STREAMS_FAILPOINTS": point})
+    worker = start_worker(s, extra_env={"STREAMS_FAILPOINTS": point}, killed_on_purpose=True)
     reader = StoreReader.from_url(s.redis_url)
     deadline = time.monotonic() + 60
     while len(reader.by_subject(tenant, subject)) < len(mine):
@@ -66,8 +68,9 @@ def test_erasure_interrupted_by_a_crash_completes_after_restart(point, make_sett
     receipt = consent.receipt(tenant, req.request_id)
     assert [st["step"] for st in receipt["steps"]] == ["state", "tombstone", "store", "key", "aof", "audit"]
 
-    # Nothing deleted came back: the replayed raw events were dropped, not delivered again.
-    time.sleep(3.0)
+    # Nothing deleted came back: the raw events (replayed if the crash left them uncommitted) were
+    # dropped, not delivered again. Synced on the restarted worker committing all of events.raw.
+    wait_committed(s.kafka(), s.app_id, s.raw_topic, timeout=60)
     assert reader.by_subject(tenant, subject) == []
     assert redis.Redis.from_url(s.redis_url).get(subject_key_name(tenant, subject)) is None
     records = _records_of(s, tenant, subject)

@@ -3,37 +3,50 @@
 Each test runs a steady load (tests/reconcile.py), injects its faults, stops the
 load, waits until the pipeline has caught up and reconciles every acknowledged
 raw event against the tenant topics, the store and the DLQ. On failure the
-assertion prints the reconciliation counts.
+assertion prints the reconciliation counts. Group changes are read from the broker
+(tests/kafka_groups.py), not assumed after a sleep.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import time
 
 import pytest
 
+from tests.kafka_groups import wait_group
 from tests.reconcile import Load, settle
 
-pytestmark = [pytest.mark.e2e, pytest.mark.faults]
+# Each test: about 30 s of load and faults, then the settle step (bounded by its stall limit).
+pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(420)]
 
 
 def test_sigkill_at_random_moments_loses_nothing(make_settings, start_worker):
+    """Three workers in turn are SIGKILLed while live and under load (seeded random moments; the
+    seed is printed, STREAMS_FAULT_SEED replays it); every acknowledged event is reconciled."""
+    seed = int(os.environ.get("STREAMS_FAULT_SEED") or random.SystemRandom().randrange(2**32))
+    print(f"fault seed: {seed} (STREAMS_FAULT_SEED={seed} replays these kill moments)")
+    rng = random.Random(seed)
     s = make_settings(session_timeout=6.0)
     load = Load(s, sorted(s.tenants), rate=200)
     worker = start_worker(s)
     load.start()
-    rng = random.Random()
-    kills = 0
+    acked_at_kill = []
     for _ in range(3):
         time.sleep(rng.uniform(1.5, 4.0))
+        assert worker.proc.poll() is None, f"seed {seed}: the worker died before its kill:\n{worker.log_text()[-2000:]}"
+        acked_at_kill.append(len(load.acked))
         worker.kill()  # SIGKILL to the whole process group: no commit, no flush, no goodbye
-        kills += 1
+        assert worker.proc.returncode == -signal.SIGKILL, f"seed {seed}: {worker.proc.returncode}"
         worker = start_worker(s)
     time.sleep(2.0)
     rep = settle(s, load)
-    assert rep.ok, str(rep)
-    assert kills == 3 and rep.acked_valid > 300 and rep.acked_bad > 10, str(rep)
+    assert rep.ok, f"seed {seed}: {rep}"
+    # the load was flowing through every kill
+    assert acked_at_kill == sorted(set(acked_at_kill)) and acked_at_kill[0] > 0, (seed, acked_at_kill)
+    assert rep.acked_valid > 300 and rep.acked_bad > 10, f"seed {seed}: {rep}"
 
 
 def _publish_requests(s, tenants: list[str], n: int, stop_after: float) -> None:
@@ -70,7 +83,25 @@ def _replayed_states(s) -> dict:
     return states
 
 
+def _member_id(worker) -> str:
+    """The consumer-group member id the worker last joined with (Faust logs it)."""
+    import re
+
+    ids = re.findall(r"Joined group '[^']+' \(generation \d+\) with member_id (\S+)", worker.log_text())
+    assert ids, "the worker never logged joining its group:\n" + worker.log_text()[-2000:]
+    return ids[-1]
+
+
 def test_rebalance_one_killed_one_added_loses_nothing_and_state_replays(make_settings, start_worker):
+    """Two workers; one is SIGKILLed under load while privacy requests flow, and a third starts 3 s
+    later (before the dead one's session expires). The group then settles with two live members and
+    without the dead one (its member id, from its log, read from the broker: a rebalance happened);
+    every event is reconciled and the consent state equals a replay of privacy.requests.
+
+    Not checked: that the survivor keeps its membership. It does not (found while writing this
+    test; see the report of issue 15): its batch waits for the privacy requests of the dead
+    worker's partitions, Faust's revocation waits for that batch, and the broker expels it; it
+    rejoins once the newcomer has applied them. With the survivor alone the pipeline stalls."""
     import threading
 
     import redis
@@ -83,17 +114,25 @@ def test_rebalance_one_killed_one_added_loses_nothing_and_state_replays(make_set
     tenants = sorted(s.tenants)
     first = start_worker(s)
     start_worker(s)
+    two = wait_group(s.kafka(), s.app_id, lambda g: g.state == "STABLE" and len(g.members) == 2, 60,
+                     "two members")
     load = Load(s, tenants, rate=200)
     load.start()
-    requests = threading.Thread(target=_publish_requests, args=(s, tenants, 60, 12.0))
+    requests = threading.Thread(target=_publish_requests, args=(s, tenants, 60, 12.0), daemon=True)
     requests.start()
     time.sleep(4.0)
-    first.kill()  # its partitions move to the other worker after the session timeout
+    dead = _member_id(first)
+    assert dead in two.members, (dead, two)
+    first.kill()  # its partitions move to the others after the session timeout
     time.sleep(3.0)
     start_worker(s)  # a third joins: another rebalance, under load
-    time.sleep(5.0)
+    after = wait_group(s.kafka(), s.app_id, lambda g: g.state == "STABLE" and len(g.members) == 2
+                       and dead not in g.members, 60, "two live members, the dead one gone")
+    print(f"group before the kill: {sorted(two.members)} (dead: {dead}); after: {sorted(after.members)}")
+    time.sleep(3.0)  # some load through the new assignment
     rep = settle(s, load)
     requests.join(60)
+    assert not requests.is_alive(), "publishing the privacy requests did not end"
     assert rep.ok, str(rep)
 
     # The consent state the workers built equals a replay of its source, request by request.
@@ -119,19 +158,31 @@ def test_rebalance_one_killed_one_added_loses_nothing_and_state_replays(make_set
         assert set(keys.subject_keys(tenant, subjects, create=False)) == set(subjects)
 
 
-def test_worker_paused_past_its_session_timeout_writes_nothing_stale(make_settings, start_worker):
-    import os
-    import signal
-
+def test_worker_paused_past_its_session_timeout_is_fenced_out_rejoins_and_loses_nothing(make_settings, start_worker):
+    """A worker SIGSTOPped under load is removed from the group (its partitions go to the other
+    worker: seen in the membership) while it still holds a stale assignment; resumed, it rejoins as a
+    new member and keeps running, and every event is reconciled (duplicates from its resumed batch
+    are allowed and counted: the pipeline is at least once)."""
     s = make_settings(session_timeout=6.0)
     paused = start_worker(s)
     start_worker(s)
+    two = wait_group(s.kafka(), s.app_id, lambda g: g.state == "STABLE" and len(g.members) == 2, 60,
+                     "two members")
     load = Load(s, sorted(s.tenants), rate=200)
     load.start()
     time.sleep(3.0)
     os.killpg(paused.proc.pid, signal.SIGSTOP)  # no heartbeats: the group gives its partitions away
-    time.sleep(12.0)
-    os.killpg(paused.proc.pid, signal.SIGCONT)  # it resumes mid-batch with a stale assignment
-    time.sleep(6.0)
+    try:
+        one = wait_group(s.kafka(), s.app_id, lambda g: g.state == "STABLE" and len(g.members) == 1, 60,
+                         "the paused member fenced out (rebalance to one member)")
+        time.sleep(3.0)  # the survivor processes the paused worker's partitions meanwhile
+    finally:
+        os.killpg(paused.proc.pid, signal.SIGCONT)  # it resumes mid-batch with a stale assignment
+    assert one.members < two.members, (one, two)
+    back = wait_group(s.kafka(), s.app_id, lambda g: g.state == "STABLE" and len(g.members) == 2, 60,
+                      "the resumed worker rejoined")
+    assert not back.members <= two.members, "the resumed worker kept its old membership: it was never fenced"
+    time.sleep(3.0)
     rep = settle(s, load)
+    assert paused.proc.poll() is None, "the resumed worker died:\n" + paused.log_text()[-3000:]
     assert rep.ok, str(rep)

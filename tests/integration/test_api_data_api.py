@@ -157,11 +157,15 @@ def test_detokenize_is_audited_and_denials_too(setup):
 
 
 def test_build_data_api_needs_the_master_key(make_settings):
+    """Without the master key file building fails (KeyProviderError); once the worker made it, it builds."""
     from streams.privacy.exceptions import KeyProviderError
+    from streams.privacy.keys import LocalKeyFileProvider
 
     s = make_settings()
     with open_audit(s) as audit:
         s.master_key_file.unlink()  # opening the (signed) audit log created it; the API must find none
         with pytest.raises(KeyProviderError):
             build_data_api(s, audit, lambda: s.tenants)
-    assert isinstance(DataApi, type)
+        assert not s.master_key_file.exists()  # the failed build did not create one either
+        LocalKeyFileProvider(s.master_key_file).load()  # what the worker does at start
+        assert isinstance(build_data_api(s, audit, lambda: s.tenants, control=False), DataApi)

@@ -121,6 +121,29 @@ def test_batch_of_500_in_one_round_trip_once_they_exist(client, provider, tenant
     assert counting.calls == ["mget"]
 
 
+def run_threads(*targets: Callable[[], None], timeout: float = 60.0) -> None:
+    """Runs each target in a daemon thread and joins them all within ``timeout`` s; fails if one is
+    still running then (a hang cannot keep pytest from exiting) or raised (re-raised here)."""
+    errors: list[BaseException] = []
+
+    def guarded(fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+                errors.append(exc)
+        return run
+
+    threads = [threading.Thread(target=guarded(fn), daemon=True) for fn in targets]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout)
+    assert not any(th.is_alive() for th in threads), f"a thread was still running after {timeout} s"
+    if errors:
+        raise errors[0]
+
+
 def test_concurrent_creators_agree_on_one_key(client, provider, tenants):
     t = tenants()
     subjects = [f"s{i}" for i in range(200)]
@@ -129,14 +152,10 @@ def test_concurrent_creators_agree_on_one_key(client, provider, tenants):
 
     def run() -> None:
         store = KeyStore(redis.Redis(connection_pool=client.connection_pool), provider)
-        barrier.wait()
+        barrier.wait(timeout=30)
         results.append(store.subject_keys(t, subjects))
 
-    threads = [threading.Thread(target=run) for _ in range(6)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    run_threads(*[run] * 6)
     assert len(results) == 6
     assert all(r == results[0] for r in results)
     assert KeyStore(client, provider).subject_keys(t, subjects, create=False) == results[0]
@@ -245,18 +264,65 @@ def test_destroy_between_read_and_rewrap_is_not_undone(client, provider, tenants
     assert left == {s: k for s, k in keys.items() if s not in subjects[::5]}
 
 
+class PausingScan:
+    """A client whose first SCAN (a rotation's first page, read before it re-wraps anything) waits
+    until ``go`` is set: the other side of a race then surely runs while the rotation is under way."""
+
+    def __init__(self, real: redis.Redis, go: threading.Event) -> None:
+        self._real = real
+        self._go = go
+        self.started = threading.Event()
+        self.scans = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def scan(self, *args: Any, **kwargs: Any) -> Any:
+        page = self._real.scan(*args, **kwargs)
+        self.scans += 1
+        if self.scans == 1:
+            self.started.set()
+            assert self._go.wait(30), "the other side of the race never got going"
+        return page
+
+
 def test_destroys_racing_with_rotation_stay_destroyed(client, provider, tenants):
+    """600 destroys run while a rotation re-wraps 3000 keys: the rotation waits after its first SCAN
+    page until 100 are done, the other 500 race freely; destroys that ran between that page and
+    the rotation's end are counted (at least 100). None is undone by the re-wrap."""
     t = tenants()
     subjects = [f"u{i}" for i in range(3000)]
     keys = KeyStore(client, provider).subject_keys(t, subjects)
     doomed = random.Random(7).sample(subjects, 600)
     eraser = KeyStore(redis.Redis(connection_pool=client.connection_pool), provider)
     reports: list[RotationReport] = []
-    rotator = threading.Thread(target=lambda: reports.append(KeyStore(client, provider).rotate_tenant_key(t)))
-    rotator.start()
-    destroyed = [eraser.destroy_subject_key(t, s) for s in doomed]
-    rotator.join()
-    assert all(destroyed)
+    go = threading.Event()
+    pausing = PausingScan(redis.Redis(connection_pool=client.connection_pool), go)
+    rotating = threading.Event()
+    destroyed: list[bool] = []
+    during_rotation = 0
+
+    def rotate() -> None:
+        try:
+            reports.append(KeyStore(pausing, provider).rotate_tenant_key(t))
+        finally:
+            rotating.clear()
+
+    def erase() -> None:
+        nonlocal during_rotation
+        assert pausing.started.wait(30), "the rotation never reached its first SCAN"
+        for i, s in enumerate(doomed):
+            destroyed.append(eraser.destroy_subject_key(t, s))
+            during_rotation += rotating.is_set()
+            if i == 99:
+                go.set()  # the rotation goes on from here, racing with the other 500
+        go.set()
+
+    rotating.set()
+    run_threads(rotate, erase)
+    assert during_rotation >= 100, f"only {during_rotation} destroys overlapped the rotation"
+    print(f"{during_rotation} of {len(doomed)} destroys ran during the rotation ({pausing.scans} SCAN pages)")
+    assert len(destroyed) == len(doomed) and all(destroyed)
     assert reports and reports[0].new_version == 2
     assert client.exists(*[subject_key_name(t, s) for s in doomed]) == 0
     left = KeyStore(client, provider).subject_keys(t, subjects, create=False)
@@ -265,25 +331,49 @@ def test_destroys_racing_with_rotation_stay_destroyed(client, provider, tenants)
 
 
 def test_creation_racing_with_rotation_never_loses_a_key(client, provider, tenants):
+    """A creator adds keys in batches of 20 while a rotation re-wraps 2000: the rotation waits after
+    its first SCAN page until 5 batches are done, later ones race freely; batches between that page
+    and the rotation's end are counted (at least 5). Every key created is readable afterwards,
+    under the new version."""
     t = tenants()
     store = KeyStore(client, provider)
     store.subject_keys(t, [f"old{i}" for i in range(2000)])
     created: dict[str, bytes] = {}
     stop = threading.Event()
+    go = threading.Event()
+    pausing = PausingScan(redis.Redis(connection_pool=client.connection_pool), go)
+    rotating = threading.Event()
+    reports: list[RotationReport] = []
+    batches_during_rotation = 0
 
     def create() -> None:
+        nonlocal batches_during_rotation
         creator = KeyStore(redis.Redis(connection_pool=client.connection_pool), provider)
         i = 0
-        while not stop.is_set() or i < 200:
-            batch = [f"new{i + j}" for j in range(20)]
-            created.update(creator.subject_keys(t, batch))
-            i += 20
+        try:
+            while (not stop.is_set() or i < 200) and i < 100_000:  # bounded even if the rotation hangs
+                batch = [f"new{i + j}" for j in range(20)]
+                created.update(creator.subject_keys(t, batch))
+                i += 20
+                if pausing.started.is_set() and rotating.is_set():
+                    batches_during_rotation += 1
+                    if batches_during_rotation == 5:
+                        go.set()  # the rotation goes on from here, racing with the next batches
+        finally:
+            go.set()
 
-    th = threading.Thread(target=create)
-    th.start()
-    report = store.rotate_tenant_key(t)
-    stop.set()
-    th.join()
+    def rotate() -> None:
+        try:
+            reports.append(KeyStore(pausing, provider).rotate_tenant_key(t))
+        finally:
+            rotating.clear()
+            stop.set()
+
+    rotating.set()
+    run_threads(create, rotate)
+    assert batches_during_rotation >= 5, f"only {batches_during_rotation} batches overlapped the rotation"
+    print(f"{batches_during_rotation} batches of 20 created during the rotation ({pausing.scans} SCAN pages)")
+    [report] = reports
     assert report.new_version == 2 and report.deleted_versions == 1
     assert set(client.hgetall(tenant_hash_key(t))) == {b"current", b"v2"}
     # every key created during the rotation is readable: none is left under the deleted v1

