@@ -74,7 +74,8 @@ def test_the_tenant_lifecycle_over_the_operator_routes(operator_api):
     listed = api.handle("GET", "tenants_list", {}, {}, _h(op), b"")
     assert listed.status == 200 and tenant in {t["tenant"] for t in listed.body["tenants"]}
     desc = api.handle("GET", "tenant_describe", {"tenant": tenant}, {}, _h(op), b"")
-    assert desc.status == 200 and desc.body["topics"] == {s.tenant_topic(tenant): s.tenant_partitions}
+    assert desc.status == 200 and desc.body["topics"] == {s.tenant_topic(tenant): s.tenant_partitions,
+                                                                s.tenant_raw_topic(tenant): s.partitions}
     assert {k["role"] for k in desc.body["api_keys"]} == {"reader", "detokenizer"}
     assert desc.body["redis_user"]["exists"] is True
     text = json.dumps(desc.body) + json.dumps(listed.body)
