@@ -17,6 +17,9 @@ from streams.consent.applier import RequestsApplier
 from streams.consent.gate import ConsentGate
 from streams.consent.handler import RequestHandler
 from streams.consent.store import ConsentStore
+from streams.dlq.keys import DlqKeyring
+from streams.dlq.record import DlqSealer
+from streams.dlq.subjects import DlqSubjects
 from streams.ingest.batch import BatchPipeline
 from streams.ingest.processor import EventProcessor
 from streams.ingest.raw_pruning import RawPruner
@@ -67,11 +70,15 @@ def build_runtime(settings: Settings, registry: SchemaRegistry, processor: Event
     kafka = KafkaSink(settings.kafka())
     audit = AuditLog(settings.kafka(), settings.audit_topic, actor)
     gate = ConsentGate(consent, pseudonyms, tenants.regimes(), purposes_of(registry))
-    handler = RequestHandler(settings.tenant_topic, client, keys, pseudonyms, consent, kafka, audit)
+    dlq_subjects = DlqSubjects(client, provider)
+    dlq = DlqSealer(DlqKeyring(client, provider), pseudonyms, tenants, dlq_subjects)
+    handler = RequestHandler(settings.tenant_topic, client, keys, pseudonyms, consent, kafka, audit,
+                             dlq_subjects=dlq_subjects)
     applier = RequestsApplier(settings.kafka(), settings.requests_topic, settings.dlq_topic, tenants,
-                              client, consent, handler, kafka, metrics)
+                              client, consent, handler, kafka, metrics, dlq=dlq)
     lock = asyncio.Lock()
     pipeline = BatchPipeline(settings, processor, kafka, StoreWriter(settings.redis_url), keys, metrics,
-                             gate=gate, audit=audit, lock=lock, applier=applier, own_partitions=own_partitions)
+                             gate=gate, audit=audit, lock=lock, applier=applier, own_partitions=own_partitions,
+                             dlq=dlq)
     pruner = RawPruner(admin_client(settings), settings.raw_topic)
     return Runtime(pipeline, handler, applier, consent, audit, lock, pruner)
