@@ -71,7 +71,7 @@ def build_runtime(settings: Settings, registry: SchemaRegistry, processor: Event
     audit = AuditLog(settings.kafka(), settings.audit_topic, actor)
     gate = ConsentGate(consent, pseudonyms, tenants.regimes(), purposes_of(registry))
     dlq_subjects = DlqSubjects(client, provider)
-    dlq = DlqSealer(DlqKeyring(client, provider), pseudonyms, tenants, dlq_subjects)
+    dlq = DlqSealer(DlqKeyring(client, provider, settings.dlq_topic), pseudonyms, tenants, dlq_subjects)
     handler = RequestHandler(settings.tenant_topic, client, keys, pseudonyms, consent, kafka, audit,
                              dlq_subjects=dlq_subjects)
     applier = RequestsApplier(settings.kafka(), settings.requests_topic, settings.dlq_topic, tenants,

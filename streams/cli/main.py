@@ -218,7 +218,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         from streams.privacy.keys import LocalKeyFileProvider
 
         ring = DlqKeyring(redis.Redis.from_url(s.redis_url, socket_timeout=5),
-                          LocalKeyFileProvider(s.master_key_file, create=False))
+                          LocalKeyFileProvider(s.master_key_file, create=False), s.dlq_topic)
         scopes = [args.tenant, None] if args.tenant else [None]
         wanted = set()
         for scope in scopes:

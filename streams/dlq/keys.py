@@ -10,11 +10,14 @@ keeps equal payloads of two tenants unlinkable.
 
 Redis layout (pipeline-only keyspace, never granted to a tenant's ACL user):
 
-=============  ==============================================================
-``k:dlq:keys``  HASH ``current`` -> ``"<n>"``; ``v<n>`` -> base64 of key n
-                wrapped by the master key (aad ``dlq-key/v<n>``); ``t<n>`` ->
-                its creation time, epoch ms
-=============  ==============================================================
+======================  ======================================================
+``k:dlq:<topic>:keys``  HASH ``current`` -> ``"<n>"``; ``v<n>`` -> base64 of key
+                        n wrapped by the master key (aad ``dlq-key/<topic>/v<n>``);
+                        ``t<n>`` -> its creation time, epoch ms
+======================  ======================================================
+
+One keyring per DLQ topic (``STREAMS_DLQ_TOPIC``): the key belongs to the records it
+fingerprints.
 
 Rotation schedule: a key version is used for ``rotate_ms`` (7 days) and then
 replaced by the next one, by whichever worker first needs a key after that
@@ -38,7 +41,10 @@ import redis
 
 from streams.privacy.keys import KeyProvider
 
-REDIS_KEY = "k:dlq:keys"
+def redis_key(topic: str) -> str:
+    return f"k:dlq:{topic}:keys"
+
+
 KEY_BYTES = 32
 ROTATE_MS = 7 * 24 * 3600 * 1000
 RETAIN_MS = 30 * 24 * 3600 * 1000  # the DLQ topic's retention (streams.ops.topics)
@@ -56,8 +62,8 @@ return cur
 """
 
 
-def _aad(version: int) -> bytes:
-    return f"dlq-key/v{version}".encode()
+def _aad(topic: str, version: int) -> bytes:
+    return f"dlq-key/{topic}/v{version}".encode()
 
 
 class Fingerprinter(Protocol):
@@ -90,8 +96,11 @@ class EphemeralDlqKey:
 class DlqKeyring:
     """The DLQ key's versions in Redis, wrapped by the key provider; rotates itself on schedule."""
 
-    def __init__(self, client: redis.Redis, provider: KeyProvider, rotate_ms: int = ROTATE_MS,
-                 retain_ms: int = RETAIN_MS, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, client: redis.Redis, provider: KeyProvider, topic: str = "events.dlq",
+                 rotate_ms: int = ROTATE_MS, retain_ms: int = RETAIN_MS,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.topic = topic
+        self._redis_key = redis_key(topic)
         self._r = client
         self._provider = provider
         self.rotate_ms = rotate_ms
@@ -110,12 +119,12 @@ class DlqKeyring:
         return int(self._clock() * 1000)
 
     def _load(self) -> dict[bytes, bytes]:
-        return self._r.hgetall(REDIS_KEY)
+        return self._r.hgetall(self._redis_key)
 
     def _unwrap(self, version: int, wrapped_b64: bytes) -> bytes:
         key = self._keys.get(version)
         if key is None:
-            key = self._keys[version] = self._provider.unwrap(base64.b64decode(wrapped_b64), _aad(version))
+            key = self._keys[version] = self._provider.unwrap(base64.b64decode(wrapped_b64), _aad(self.topic, version))
         return key
 
     def current(self) -> tuple[int, bytes]:
@@ -128,8 +137,8 @@ class DlqKeyring:
             h = self._load()
             cur = int(h.get(b"current", b"0"))
             if cur == 0 or now - int(h.get(b"t%d" % cur, b"0")) >= self.rotate_ms:
-                wrapped = base64.b64encode(self._provider.wrap(os.urandom(KEY_BYTES), _aad(cur + 1)))
-                self._rotate(keys=[REDIS_KEY], args=[cur, wrapped, now])
+                wrapped = base64.b64encode(self._provider.wrap(os.urandom(KEY_BYTES), _aad(self.topic, cur + 1)))
+                self._rotate(keys=[self._redis_key], args=[cur, wrapped, now])
                 h = self._load()
                 cur = int(h[b"current"])
                 self._prune(h, cur, now)
@@ -147,7 +156,7 @@ class DlqKeyring:
                 gone += [b"v%d" % v, b"t%d" % v]
                 self._keys.pop(v, None)
         if gone:
-            self._r.hdel(REDIS_KEY, *gone)
+            self._r.hdel(self._redis_key, *gone)
 
     def live(self) -> list[tuple[int, bytes]]:
         """Every version not yet destroyed, newest first (to match records made under older ones)."""
@@ -165,8 +174,8 @@ class DlqKeyring:
         with self._lock:
             h = self._load()
             cur = int(h.get(b"current", b"0"))
-            wrapped = base64.b64encode(self._provider.wrap(os.urandom(KEY_BYTES), _aad(cur + 1)))
-            new = int(self._rotate(keys=[REDIS_KEY], args=[cur, wrapped, self._now_ms()]))
+            wrapped = base64.b64encode(self._provider.wrap(os.urandom(KEY_BYTES), _aad(self.topic, cur + 1)))
+            new = int(self._rotate(keys=[self._redis_key], args=[cur, wrapped, self._now_ms()]))
             self._current = None
             self._prune(self._load(), new, self._now_ms())
             return new
