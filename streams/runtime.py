@@ -18,6 +18,9 @@ from streams.consent.applier import RequestsApplier
 from streams.consent.gate import ConsentGate
 from streams.consent.handler import RequestHandler
 from streams.consent.store import ConsentStore
+from streams.dlq.keys import DlqKeyring
+from streams.dlq.record import DlqSealer
+from streams.dlq.subjects import DlqSubjects
 from streams.ingest.batch import BatchPipeline
 from streams.ingest.processor import EventProcessor
 from streams.ingest.raw_pruning import RawPruner
@@ -69,11 +72,15 @@ def build_runtime(settings: Settings, registry: SchemaRegistry, processor: Event
     # Signs as writer worker:<app_id>: the key is created and published by the first worker of the group.
     audit = open_audit_log(settings, actor, client=client, provider=provider)
     gate = ConsentGate(consent, pseudonyms, tenants.regimes(), purposes_of(registry))
-    handler = RequestHandler(settings.tenant_topic, client, keys, pseudonyms, consent, kafka, audit)
+    dlq_subjects = DlqSubjects(client, provider)
+    dlq = DlqSealer(DlqKeyring(client, provider, settings.dlq_topic), pseudonyms, tenants, dlq_subjects)
+    handler = RequestHandler(settings.tenant_topic, client, keys, pseudonyms, consent, kafka, audit,
+                             dlq_subjects=dlq_subjects)
     applier = RequestsApplier(settings.kafka(), settings.requests_topic, settings.dlq_topic, tenants,
-                              client, consent, handler, kafka, metrics)
+                              client, consent, handler, kafka, metrics, dlq=dlq)
     lock = asyncio.Lock()
     pipeline = BatchPipeline(settings, processor, kafka, StoreWriter(settings.redis_url), keys, metrics,
-                             gate=gate, audit=audit, lock=lock, applier=applier, own_partitions=own_partitions)
+                             gate=gate, audit=audit, lock=lock, applier=applier, own_partitions=own_partitions,
+                             dlq=dlq)
     pruner = RawPruner(admin_client(settings))
     return Runtime(pipeline, handler, applier, consent, audit, lock, pruner)

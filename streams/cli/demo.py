@@ -185,7 +185,7 @@ def run_demo(settings: Settings, keep_running: bool = False, events: int = 20) -
             src = d["source"]
             extra = f" field={d['field']}" if d.get("field") else ""
             _say(f"    {d['reason']:<17} {src['topic']}[{src['partition']}]@{src['offset']:<6}"
-                 f" sha256={d['payload_sha256'][:12]}{extra}  {d['detail']}")
+                 f" fp={(d.get('payload_fingerprint') or '-')[:14]}{extra}  {d['detail']}")
 
         _step(7, "The store (Redis, per-tenant keyspace, indexed by subject and by type and time)")
         reader = StoreReader.from_url(settings.redis_url)

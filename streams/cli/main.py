@@ -209,10 +209,29 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 def cmd_dlq(args: argparse.Namespace) -> int:
     s = _settings()
+    wanted: set[str] | None = None
+    if args.payload or args.event_id:
+        # Match a record the operator holds: its fingerprints under every live DLQ key version.
+        import redis
+
+        from streams.dlq.keys import DlqKeyring
+        from streams.privacy.keys import LocalKeyFileProvider
+
+        ring = DlqKeyring(redis.Redis.from_url(s.redis_url, socket_timeout=5),
+                          LocalKeyFileProvider(s.master_key_file, create=False), s.dlq_topic)
+        scopes = [args.tenant, None] if args.tenant else [None]
+        wanted = set()
+        for scope in scopes:
+            if args.payload:
+                wanted.update(ring.fingerprints("payload", scope, Path(args.payload).read_bytes()))
+            if args.event_id:
+                wanted.update(ring.fingerprints("event_id", scope, args.event_id.encode()))
 
     def show(msg: Any) -> None:
         doc = json.loads(msg.value())
         if args.reason and doc.get("reason") != args.reason:
+            return
+        if wanted is not None and not wanted & {doc.get("payload_fingerprint"), doc.get("event_ref")}:
             return
         if args.json:
             print(json.dumps(doc))
@@ -220,9 +239,31 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             src = doc.get("source", {})
             where = f"{src.get('topic')}[{src.get('partition')}]@{src.get('offset')}"
             extra = f" field={doc['field']}" if doc.get("field") else ""
+            extra += f" subject={doc['subject']}" if doc.get("subject") else ""
             print(f"{doc['reason']:<17} {where:<22} tenant={doc.get('tenant') or '-'}{extra}  {doc.get('detail')}")
 
     return _consume(s, s.dlq_topic, show, args)
+
+
+def cmd_dlq_resolve(args: argparse.Namespace) -> int:
+    import redis
+
+    from streams.audit.log import AuditLog
+    from streams.dlq.subjects import DlqSubjects, ResolveRefused, resolve_audited
+    from streams.privacy.keys import LocalKeyFileProvider
+
+    s = _settings()
+    tenant = _onboarded_tenant(s, args.tenant)
+    subjects = DlqSubjects(redis.Redis.from_url(s.redis_url, socket_timeout=5),
+                           LocalKeyFileProvider(s.master_key_file, create=False))
+    actor = f"cli:{args.actor or _user()}"
+    with AuditLog(s.kafka(), s.audit_topic, actor) as audit:
+        try:
+            subject = resolve_audited(subjects, audit, tenant, args.pseudonym, actor, args.reason)
+        except ResolveRefused as exc:
+            raise UsageError(str(exc)) from None
+    print(subject)
+    return 0
 
 
 # ---------------------------------------------------------------- store
@@ -631,9 +672,23 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             sp.add_argument("--reason", help="only this reason code")
             sp.add_argument("--json", action="store_true", help="print whole DLQ records as JSON")
+            sp.add_argument("--payload", metavar="FILE",
+                            help="only records of this raw payload (matched by its keyed fingerprint)")
+            sp.add_argument("--event-id", help="only records of this event id (matched by its keyed fingerprint)")
+            sp.add_argument("--tenant", help="with --payload/--event-id: the tenant the event was for")
         sp.add_argument("--from-beginning", action="store_true", help="start at the oldest retained record")
         sp.add_argument("--max", type=int, help="stop after this many records")
         sp.add_argument("--timeout", type=float, help="stop after this many seconds")
+
+    sp = add("dlq-resolve", "show the subject id behind a DLQ record's pseudonym, for triage; audited",
+             cmd_dlq_resolve,
+             "DLQ records name subjects only by pseudonym. This prints the subject id behind one, after writing "
+             "who asked and why to the audit trail. Refused once the subject is erased (or no DLQ record of it is "
+             "retained any more).")
+    sp.add_argument("tenant")
+    sp.add_argument("pseudonym", help="a p_<24 hex> value from a DLQ record's subject or key.subject")
+    sp.add_argument("--reason", required=True, help="why the id is needed (kept in the audit trail; no PII)")
+    sp.add_argument("--actor", help="who asks (default: the login name)")
 
     sp = add("store", "query the Redis store of a tenant", cmd_store,
              "Query a tenant's clean events in the store: by subject, by type and time range, or by id.")

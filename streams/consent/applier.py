@@ -18,7 +18,6 @@ idempotent; a completed request's receipt short-cuts it).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import uuid
@@ -35,8 +34,8 @@ from streams.consent.handler import RequestHandler
 from streams.consent.requests import parse
 from streams.consent.store import ConsentStore
 from streams.dlq.reasons import Reason
-from streams.dlq.record import encode_dlq
-from streams.ingest.processor import Rejected, SourceRef, key_hint
+from streams.dlq.record import DlqSealer, default_sealer
+from streams.ingest.processor import Rejected, SourceRef, withhold
 from streams.ops.metrics import Metrics
 from streams.sinks.kafka_sink import KafkaSink, OutRecord
 
@@ -71,8 +70,10 @@ class EndOffsets:
 
 class RequestsApplier:
     def __init__(self, bootstrap: KafkaTarget, topic: str, dlq_topic: str, tenants: frozenset[str], client: redis.Redis,
-                 consent: ConsentStore, handler: RequestHandler, kafka: KafkaSink, metrics: Metrics) -> None:
+                 consent: ConsentStore, handler: RequestHandler, kafka: KafkaSink, metrics: Metrics,
+                 dlq: DlqSealer | None = None) -> None:
         self.topic = topic
+        self.dlq = dlq or default_sealer()
         self.dlq_topic = dlq_topic
         self.tenants = tenants
         self.client = client
@@ -159,9 +160,9 @@ class RequestsApplier:
                 raise InvalidRequest("tenant is not an onboarded tenant")
         except InvalidRequest as exc:
             rej = Rejected(reason=Reason.INVALID_REQUEST, detail=str(exc), source=SourceRef(self.topic, partition, offset),
-                           payload_size=len(value or b""),
-                           payload_sha256=hashlib.sha256(value).hexdigest() if value else None, key_hint=key_hint(key))
-            self.kafka.deliver([OutRecord(self.dlq_topic, None, encode_dlq(rej), [("reason", rej.reason.value.encode())])])
+                           payload_size=len(value or b""), payload=withhold(value), key=withhold(key))
+            self.kafka.deliver([OutRecord(self.dlq_topic, None, self.dlq.encode(rej),
+                                          [("reason", rej.reason.value.encode())])])
             self.metrics.inc("streams_events_dlq_total", reason=rej.reason.value)
             return
         started = time.monotonic()

@@ -13,6 +13,10 @@ Erasure steps, in order:
                  in the topic), so this step comes before the store's purge.
 3. ``store``     every store document of the subject and its index entries deleted
 4. ``key``       the subject key destroyed: every token of the subject, in every copy, is irreversible
+   ``dlq``       the DLQ names subjects only by pseudonym; the way back from the subject's
+                 pseudonym to its id (``streams.dlq.subjects``) is deleted, so nothing in or beside
+                 the DLQ names the subject any more (the step says so: ``subject_named: "pseudonym
+                 only"``, ``resolvable: false``)
 5. ``aof``       Redis rewrites its AOF (and its RDB snapshot, if snapshots are on) so the deleted
                  values leave the disk; the step says what was rewritten, or that nothing persists
 6. ``audit``     the request and its steps written to the audit trail (pseudonym only)
@@ -142,7 +146,7 @@ def rewrite_aof(client: redis.Redis, timeout: float = 60.0) -> dict[str, Any]:
 class RequestHandler:
     def __init__(self, tenant_topic: Callable[[str], str], client: redis.Redis, keys: KeyStore,
                  pseudonyms: Callable[[str, str], str], consent: ConsentStore, kafka: KafkaSink,
-                 audit: AuditLog) -> None:
+                 audit: AuditLog, dlq_subjects: Any = None) -> None:
         self.tenant_topic = tenant_topic
         self.client = client
         self.keys = keys
@@ -151,6 +155,7 @@ class RequestHandler:
         self.kafka = kafka
         self.audit = audit
         self.aof_timeout = 60.0  # s an erasure waits for Redis' files to be rewritten
+        self.dlq_subjects = dlq_subjects  # streams.dlq.subjects.DlqSubjects
 
     def handle(self, req: PrivacyRequest) -> dict[str, Any]:
         """Run every step of ``req`` and return its receipt. Raises when a step fails (the
@@ -184,6 +189,8 @@ class RequestHandler:
             step("store", deleted_events=int(deleted))
             existed = self.keys.destroy_subject_key(req.tenant, req.subject)
             step("key", destroyed=existed)
+            forgotten = self.dlq_subjects.forget(req.tenant, who) if self.dlq_subjects is not None else 0
+            step("dlq", subject_named="pseudonym only", resolvable=False, resolve_mappings_deleted=forgotten)
             # The AOF rewrite takes as long as the whole store takes to write out: it runs after
             # the worker's lock is released (finish_pending), shared by every erasure before it.
             receipt = self._receipt(req, who, steps, "pending")

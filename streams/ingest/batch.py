@@ -27,7 +27,7 @@ from streams.consent.applier import RequestsApplier
 from streams.consent.gate import ConsentGate
 from streams.consent.state import DropReason
 from streams.dlq.reasons import Reason
-from streams.dlq.record import encode_dlq
+from streams.dlq.record import DlqSealer, default_sealer
 from streams.ingest.processor import Accepted, Dropped, EventProcessor, Rejected, SourceRef, Validated
 from streams.ops.metrics import Metrics
 from streams.ops.retry import hold_back
@@ -76,7 +76,8 @@ class BatchPipeline:
                  keys: SubjectKeySource, metrics: Metrics | None = None, gate: ConsentGate | None = None,
                  audit: DropAudit | None = None, lock: asyncio.Lock | None = None,
                  applier: RequestsApplier | None = None,
-                 own_partitions: Callable[[], set[int]] | None = None) -> None:
+                 own_partitions: Callable[[], set[int]] | None = None,
+                 dlq: DlqSealer | None = None) -> None:
         self.settings = settings
         self.processor = processor
         self.kafka = kafka
@@ -88,6 +89,8 @@ class BatchPipeline:
         self.lock = lock
         self.applier = applier
         self.own_partitions = own_partitions or (lambda: set())
+        # DLQ records: keyed fingerprints and pseudonyms (an in-process key when none is given).
+        self.dlq = dlq or default_sealer()
 
     async def _hold_back(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
         return await hold_back(what, fn, self.metrics, self.settings.sink_retry_max_seconds)
@@ -149,13 +152,17 @@ class BatchPipeline:
         return ciphers, failed
 
     def out_records(self, outcomes: Sequence[Accepted | Rejected | Dropped],
-                    now_ms: int | None = None) -> list[OutRecord]:
+                    dlq_values: Sequence[bytes] | None = None, now_ms: int | None = None) -> list[OutRecord]:
         """The records to produce: accepted ones to their tenant topic, rejected ones to the DLQ.
 
-        Every DLQ record of the call is stamped ``rejected_at_ms=now_ms`` (default: the clock, read once).
+        ``dlq_values``: the rejections' DLQ records in order (``DlqSealer.encode_batch``), else made
+        here, every one stamped ``rejected_at_ms=now_ms`` (default: the clock, read once).
         """
         if now_ms is None:
             now_ms = int(time.time() * 1000)
+        if dlq_values is None:
+            dlq_values = self.dlq.encode_batch([o for o in outcomes if isinstance(o, Rejected)], now_ms)
+        values = iter(dlq_values)
         out: list[OutRecord] = []
         for o in outcomes:
             if isinstance(o, Accepted):
@@ -167,7 +174,7 @@ class BatchPipeline:
                 ))
             elif isinstance(o, Rejected):
                 out.append(OutRecord(
-                    self.settings.dlq_topic, o.tenant.encode() if o.tenant else None, encode_dlq(o, now_ms),
+                    self.settings.dlq_topic, o.tenant.encode() if o.tenant else None, next(values),
                     [("reason", o.reason.value.encode()), ("content-type", b"application/json")],
                 ))
         return out
@@ -229,7 +236,10 @@ class BatchPipeline:
             result = BatchResult(accepted=len(accepted),
                                  rejected=Counter(o.reason.value for o in outcomes if isinstance(o, Rejected)),
                                  dropped=Counter(d.reason for d in dropped))
-            out = self.out_records(outcomes)
+            rejected = [o for o in outcomes if isinstance(o, Rejected)]
+            dlq_values = (await self._hold_back("dlq", lambda: self._thread(self.dlq.encode_batch, rejected))
+                          if rejected else [])
+            out = self.out_records(outcomes, dlq_values)
             # The store first, then the topic: every event in a tenant topic is then in the store's
             # subject index, which is where an erasure finds the events to tombstone (a crash between
             # the two leaves at most an extra tombstone, never an event the erasure cannot find).

@@ -9,13 +9,15 @@ whole batch in one round trip between them:
 
 ``process`` does both (tests, benchmark). None of them raises: an unexpected
 error becomes a ``processing_error`` rejection, so one poison event cannot
-stop the stream, and no rejection carries a value of the event.
+stop the stream, and no rejection carries a value of the event in the clear:
+the raw payload, record key and subject id a DLQ record needs (for keyed
+fingerprints and a pseudonym, ``streams.dlq.record``) are held in ``Withheld``
+boxes that neither ``repr`` nor ``str`` opens.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import re
 import time
@@ -29,14 +31,11 @@ from streams.privacy.transforms import PolicyApplier, SubjectCipher, TransformFa
 from streams.schema import codec
 from streams.schema.clean import LINEAGE_FIELD, derive_clean
 from streams.schema.exceptions import DecodeError, SchemaViolation, UnknownSchemaError
-from streams.schema.json_datum import decode_json
+from streams.schema.json_datum import MAX_POSITIONS, UnknownMembers, decode_json
 from streams.schema.registry import SchemaEntry, SchemaRegistry
 from streams.sinks.tenant_keys import record_key
 from streams.tenancy.names import is_valid_tenant_name
 
-# A key is echoed into the DLQ only when it is exactly <tenant name>/<subject id>; anything
-# else (an email used as subject id, say) could be personal data and is hashed.
-_SAFE_KEY = re.compile(r"[a-z][a-z0-9-]{0,62}/[A-Za-z0-9._:-]{1,128}")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _SUBJECT_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -99,43 +98,51 @@ class Dropped:
     source: SourceRef
 
 
+class Withheld:
+    """Producer data a DLQ record is derived from but never shows: ``repr`` and ``str`` say nothing."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<withheld>"
+
+    __str__ = __repr__
+
+
+def withhold(value: Any) -> Withheld | None:
+    if value is None:
+        return None
+    if isinstance(value, (bytearray, memoryview)):
+        value = bytes(value)
+    return Withheld(value)
+
+
 @dataclass(frozen=True)
 class Rejected:
-    """A DLQ outcome. Every text here is safe to log: no field values, no payload."""
+    """A DLQ outcome. Every text here is safe to log: no field values, no payload, no producer-chosen name.
+
+    ``payload``, ``key`` and ``subject`` hold the raw record value, the raw record key and the
+    event's subject id (when the event was decoded and its tenant is onboarded), withheld: the
+    DLQ record shows them only as keyed fingerprints and a pseudonym (``streams.dlq.record``).
+    ``event_id`` is the event's id when it is a valid UUID (the DLQ record shows it fingerprinted).
+    """
 
     reason: Reason
     detail: str
     source: SourceRef
     payload_size: int
-    payload_sha256: str | None
-    key_hint: str | None = None
+    payload: Withheld | None = field(default=None, compare=False)
+    key: Withheld | None = field(default=None, compare=False)
+    subject: Withheld | None = field(default=None, compare=False)
     field: str | None = None
     tenant: str | None = None
     event_id: str | None = None
     event_type: str | None = None
     schema_fingerprint: str | None = None
-
-
-def key_hint(key: bytes | None) -> str | None:
-    """The record key if it has the expected tenant/subject shape, else a hash of it.
-
-    A malformed key could be anything a producer typed, personal data included.
-    """
-    if key is None:
-        return None
-    if isinstance(key, (bytearray, memoryview)):
-        key = bytes(key)
-    elif not isinstance(key, bytes):
-        # Not what a Kafka client hands over (a str or int from a buggy caller): name the type only,
-        # hashing or decoding it would raise and let the event escape as an exception.
-        return f"<{type(key).__name__}>"
-    try:
-        text = key.decode()
-        if _SAFE_KEY.fullmatch(text):
-            return text
-    except UnicodeDecodeError:
-        pass
-    return "sha256:" + hashlib.sha256(key).hexdigest()[:16]
+    unknown_members: dict[str, Any] | None = None
 
 
 def _millis(value: Any) -> int:
@@ -210,10 +217,9 @@ class EventProcessor:
             try:
                 return self._reject(Reason.PROCESSING_ERROR, detail, key, value, source)
             except Exception:
-                # The record itself broke _reject (a str value cannot be hashed): before this fallback
+                # The record itself broke _reject (a value without a length): before this fallback
                 # that exception escaped validate() and held the whole batch back.
-                return Rejected(reason=Reason.PROCESSING_ERROR, detail=detail, source=source, payload_size=0,
-                                payload_sha256=None)
+                return Rejected(reason=Reason.PROCESSING_ERROR, detail=detail, source=source, payload_size=0)
 
     def finish(self, v: Validated, cipher: SubjectCipher, now_ms: int | None = None) -> Accepted | Rejected:
         """Apply the privacy policy and encode. ``cipher`` holds the subject's key."""
@@ -225,22 +231,22 @@ class EventProcessor:
             return self.reject_validated(v, Reason.PROCESSING_ERROR, f"{type(exc).__name__} in the transform")
 
     def reject_validated(self, v: Validated, reason: Reason, detail: str, field: str | None = None) -> Rejected:
-        # The hash is computed here, not at validation: only the few events rejected late need it.
         return Rejected(reason=reason, detail=detail, source=v.source, payload_size=len(v.value),
-                        payload_sha256=hashlib.sha256(v.value).hexdigest(), key_hint=key_hint(v.key), tenant=v.tenant,
+                        payload=withhold(v.value), key=withhold(v.key), tenant=v.tenant,
                         event_id=v.event_id, event_type=v.raw_entry.event_type,
-                        schema_fingerprint=v.raw_entry.fingerprint_hex, field=field)
+                        schema_fingerprint=v.raw_entry.fingerprint_hex, field=field, subject=Withheld(v.subject))
 
     def _reject(self, reason: Reason, detail: str, key: bytes | None, value: bytes | None,
                 source: SourceRef, **extra: Any) -> Rejected:
         return Rejected(
             reason=reason, detail=detail, source=source,
             payload_size=len(value) if value is not None else 0,
-            payload_sha256=hashlib.sha256(value).hexdigest() if value is not None else None,
-            key_hint=key_hint(key), **extra,
+            payload=withhold(value), key=withhold(key), **extra,
         )
 
     def _validate(self, key: bytes | None, value: bytes | None, source: SourceRef) -> Validated | Rejected:
+        if value is not None and not isinstance(value, (bytes, bytearray, memoryview)):
+            raise TypeError("a record value must be bytes")  # a caller bug: processing_error, as any other
         if value is None or len(value) == 0:
             return self._reject(Reason.UNDECODABLE, "empty value", key, value, source)
         if len(value) > self.max_event_bytes:
@@ -258,6 +264,11 @@ class EventProcessor:
             return self._reject(Reason.UNKNOWN_SCHEMA, str(exc), key, value, source)
         except DecodeError as exc:
             return self._reject(Reason.UNDECODABLE, str(exc), key, value, source)
+        except UnknownMembers as exc:
+            return self._reject(Reason.SCHEMA_VIOLATION, str(exc), key, value, source, field=exc.field,
+                                unknown_members={"schema": exc.record, "count": len(exc.positions),
+                                                 "positions": exc.positions[:MAX_POSITIONS],
+                                                 "members": exc.members})
         except SchemaViolation as exc:
             return self._reject(Reason.SCHEMA_VIOLATION, str(exc), key, value, source, field=exc.field)
 
@@ -280,6 +291,7 @@ class EventProcessor:
         if not _SUBJECT_RE.fullmatch(subject):
             return self._reject(Reason.SCHEMA_VIOLATION, "field 'subject_id': expected 1-128 of [A-Za-z0-9._:-]",
                                 key, value, source, field="subject_id", **ctx)
+        ctx["subject"] = Withheld(subject)
         if ctx["event_id"] is None:
             return self._reject(Reason.SCHEMA_VIOLATION, "field 'event_id': expected string (uuid)",
                                 key, value, source, field="event_id", **ctx)

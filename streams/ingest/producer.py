@@ -32,7 +32,7 @@ def encode_event(registry: SchemaRegistry, event: dict[str, Any], fmt: WireForma
     name = event.get(SCHEMA_KEY)
     entry = registry.by_name(name) if isinstance(name, str) else None
     if entry is None:
-        raise UnknownSchemaError(f"unknown schema name {name!r}")
+        raise UnknownSchemaError("the 'schema' member names no schema in schemas/")  # producer text: not echoed
     fields = {k: v for k, v in event.items() if k != SCHEMA_KEY}
     datum = to_datum(entry.expanded, fields, "")  # validates both formats before anything is sent
     if fmt == "json":

@@ -44,7 +44,7 @@ def decode(registry: SchemaRegistry, payload: bytes) -> tuple[SchemaEntry, dict[
     fp = bytes(payload[2:HEADER_LEN])
     entry = registry.by_fingerprint(fp)
     if entry is None:
-        raise UnknownSchemaError(f"unknown writer schema fingerprint {fp.hex()}")
+        raise UnknownSchemaError("the writer schema fingerprint is not in schemas/")  # 8 producer bytes: not echoed
     buf = io.BytesIO(payload)
     buf.seek(HEADER_LEN)
     try:

@@ -13,6 +13,12 @@ surrogate (``"\\ud800"``) is a schema violation of its field.
 Conversion and validation are one walk over the schema, so a violation names
 the field path and what was expected there, and never the value: fastavro's
 own ValidationError text contains the raw datum, which may be personal data.
+
+Nor does it ever name a member or map key the producer chose (a JSON payload
+keyed by email address or a person's name would put them in the DLQ): a path
+holds schema field names only; an unknown member is reported by count and
+position in its object (``unknown member #2 of CustomerSignup``), a map value
+by its key's position (``attributes{#3}``), an unknown schema name not at all.
 """
 
 from __future__ import annotations
@@ -29,7 +35,6 @@ from streams.schema.registry import SchemaEntry, SchemaRegistry
 SCHEMA_KEY = "schema"
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
-_SAFE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 MAX_DEPTH = 32
@@ -43,13 +48,36 @@ def _is_text(value: Any) -> bool:
     return isinstance(value, str) and (value.isascii() or _SURROGATE.search(value) is None)
 
 
-def _safe(name: str) -> str:
-    """A producer-supplied key, only if it looks like a field name (it could be PII)."""
-    return name if isinstance(name, str) and _SAFE_NAME.fullmatch(name) else "<invalid name>"
-
-
 def _join(path: str, name: str) -> str:
+    """``name`` is always a field name from the schema, never a member name from the payload."""
     return f"{path}.{name}" if path else name
+
+
+def _map_entry(path: str, position: int) -> str:
+    """The path of a map's value by its key's 1-based position: the key itself is producer text."""
+    return f"{path}{{#{position}}}" if path else f"{{#{position}}}"
+
+
+#: Positions of unknown members listed in a violation; beyond this the count says how many more.
+MAX_POSITIONS = 10
+
+
+class UnknownMembers(SchemaViolation):
+    """Members a record does not define, reported by count and position, never by name.
+
+    ``positions`` are 1-based positions among the members of the JSON object as
+    the producer sent it (at the top level the ``schema`` member counts too).
+    """
+
+    def __init__(self, path: str, record: str, positions: list[int], members: int) -> None:
+        self.record = record
+        self.positions = positions
+        self.members = members
+        shown = ", ".join(f"#{p}" for p in positions[:MAX_POSITIONS])
+        more = f" and {len(positions) - MAX_POSITIONS} more" if len(positions) > MAX_POSITIONS else ""
+        noun = "member" if len(positions) == 1 else "members"
+        super().__init__(path or "<root>",
+                         f"only fields of {record}: {len(positions)} unknown {noun} ({shown}{more} of {members})")
 
 
 def _type_label(schema: Any) -> str:
@@ -105,10 +133,11 @@ def to_datum(schema: Any, value: Any, path: str, depth: int = 0) -> Any:
         if t == "map":
             if not isinstance(value, dict):
                 raise SchemaViolation(path, "map")
-            for k in value:
+            for i, k in enumerate(value, 1):
                 if not _is_text(k):
-                    raise SchemaViolation(_join(path, _safe(k)), "map key (valid Unicode)")
-            return {k: to_datum(schema["values"], v, _join(path, _safe(k)), depth + 1) for k, v in value.items()}
+                    raise SchemaViolation(_map_entry(path, i), "map key (valid Unicode)")
+            return {k: to_datum(schema["values"], v, _map_entry(path, i), depth + 1)
+                    for i, (k, v) in enumerate(value.items(), 1)}
         if t == "fixed":
             if not isinstance(value, str) or len(value) != schema["size"]:
                 raise SchemaViolation(path, f"fixed of {schema['size']} bytes")
@@ -148,13 +177,13 @@ def _primitive(t: str, value: Any, path: str) -> Any:
     raise SchemaViolation(path, t)
 
 
-def _record(schema: dict, value: Any, path: str, depth: int) -> dict[str, Any]:
+def _record(schema: dict, value: Any, path: str, depth: int, ignore: str | None = None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise SchemaViolation(path or "<root>", _type_label(schema))
     known = {f["name"] for f in schema["fields"]}
-    for k in value:
-        if k not in known:
-            raise SchemaViolation(_join(path, _safe(k)), "no such field in " + schema["name"].rsplit(".", 1)[-1])
+    unknown = [i for i, k in enumerate(value, 1) if k not in known and k != ignore]
+    if unknown:
+        raise UnknownMembers(path, schema["name"].rsplit(".", 1)[-1], unknown, len(value))
     out: dict[str, Any] = {}
     for f in schema["fields"]:
         name = f["name"]
@@ -220,10 +249,11 @@ def decode_json(registry: SchemaRegistry, payload: bytes) -> tuple[SchemaEntry, 
         raise DecodeError("not valid UTF-8 JSON") from None
     if not isinstance(obj, dict):
         raise DecodeError("JSON event must be an object")
-    name = obj.pop(SCHEMA_KEY, None)
+    name = obj.get(SCHEMA_KEY)
     if not isinstance(name, str) or not name:
         raise UnknownSchemaError("JSON event has no 'schema' member naming its schema")
     entry = registry.by_name(name)
-    if entry is None:
-        raise UnknownSchemaError(f"unknown schema name {_safe(name)!r}")
-    return entry, to_datum(entry.expanded, obj, "")
+    if entry is None:  # the name is producer text: not repeated
+        raise UnknownSchemaError("the 'schema' member names no schema in schemas/")
+    # The 'schema' member stays in place (and is skipped) so unknown members' positions are as sent.
+    return entry, _record(entry.expanded, obj, "", 0, ignore=SCHEMA_KEY)

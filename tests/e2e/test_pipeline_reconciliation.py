@@ -75,7 +75,7 @@ def test_mixed_batch_reconciles_exactly_once(make_settings, start_worker, stack)
     # Each bad kind landed with its reason.
     assert Counter(d["reason"] for d in dlq_docs) == Counter(r for r, _, _ in bad)
     for d in dlq_docs:
-        assert d["source"]["topic"] == s.raw_topic and d["payload_sha256"]
+        assert d["source"]["topic"] == s.raw_topic and d["payload_fingerprint"]
 
     # The store holds every valid event, indexed by subject and type.
     r = redis.Redis.from_url(s.redis_url, decode_responses=True)

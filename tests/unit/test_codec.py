@@ -109,7 +109,7 @@ def test_unknown_fingerprint(registry):
     payload = encode_event(registry, samples.signup("acme", "u1", email=CANARY), "avro")
     forged = codec.MAGIC + bytes.fromhex("0102030405060708") + payload[codec.HEADER_LEN:]
     exc = decode_fails(registry, forged, exc_type=UnknownSchemaError)
-    assert "0102030405060708" in str(exc)
+    assert "0102030405060708" not in str(exc) and "fingerprint" in str(exc)  # producer bytes: not echoed
 
 
 @pytest.mark.parametrize("payload", [b"", b"\xc3", b"\xc3\x01", b"\xc3\x01\x00\x00\x00", b"{}", b"\xc3\x02" + b"\x00" * 20,

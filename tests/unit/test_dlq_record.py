@@ -14,7 +14,7 @@ import pytest
 from streams.dlq.reasons import Reason
 from streams.dlq.record import DLQ_VERSION, decode_dlq, dlq_document, encode_dlq
 from streams.ingest import samples
-from streams.ingest.processor import EventProcessor, Rejected, SourceRef
+from streams.ingest.processor import EventProcessor, Rejected, SourceRef, Withheld
 from streams.ingest.producer import encode_event
 from streams.schema.registry import SchemaRegistry
 
@@ -22,8 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 CANARY = "CANARY-7731@example.com"
 SRC = SourceRef(topic="events.raw", partition=1, offset=42, timestamp_ms=1_700_000_000_000)
 
-EXPECTED_KEYS = {"v", "reason", "detail", "field", "tenant", "event_id", "event_type", "schema_fingerprint",
-                 "source", "key", "payload_size", "payload_sha256", "rejected_at_ms"}
+EXPECTED_KEYS = {"v", "reason", "detail", "field", "unknown_members", "tenant", "subject", "event_type",
+                 "schema_fingerprint", "event_ref", "source", "key", "payload_size", "payload_fingerprint",
+                 "fingerprint_key", "rejected_at_ms"}
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +45,17 @@ def test_document_fields(registry, fmt):
     rej, value = _rejected(registry, fmt)
     doc = dlq_document(rej, now_ms=1_750_000_000_000)
     assert set(doc) == EXPECTED_KEYS
-    assert doc["v"] == DLQ_VERSION == 1
+    assert doc["v"] == DLQ_VERSION == 2
     assert doc["reason"] == "key_mismatch"
     assert doc["source"] == {"topic": "events.raw", "partition": 1, "offset": 42, "timestamp_ms": 1_700_000_000_000}
     assert doc["payload_size"] == len(value)
-    assert doc["payload_sha256"] == hashlib.sha256(value).hexdigest()
-    assert doc["key"] == "acme/other"
+    assert doc["payload_fingerprint"].startswith("v0:") and len(doc["payload_fingerprint"]) == 3 + 32
+    assert hashlib.sha256(value).hexdigest()[:32] not in json.dumps(doc)  # keyed: no plain hash to confirm a guess
+    assert doc["fingerprint_key"] == "v0"
+    assert doc["key"]["shape"] == "tenant/subject" and doc["key"]["tenant"] == "acme"
+    assert doc["key"]["subject"].startswith("p_") and "other" not in json.dumps(doc["key"])
+    assert doc["subject"].startswith("p_") and doc["subject"] != doc["key"]["subject"]  # u1 vs other
+    assert doc["event_ref"].startswith("v0:") and rej.event_id not in json.dumps(doc)
     assert doc["tenant"] == "acme" and doc["event_type"] == "customer_signup"
     assert doc["schema_fingerprint"] == registry.by_name("customer_signup").fingerprint_hex
     assert doc["rejected_at_ms"] == 1_750_000_000_000
@@ -85,15 +91,15 @@ def test_rejected_at_defaults_to_now(registry):
 
 def test_empty_value_document():
     rej = Rejected(reason=Reason.UNDECODABLE, detail="empty value", source=SourceRef("events.raw", 0, 7),
-                   payload_size=0, payload_sha256=None)
+                   payload_size=0)
     doc = decode_dlq(encode_dlq(rej, now_ms=0))
-    assert doc["reason"] == "undecodable" and doc["payload_size"] == 0 and doc["payload_sha256"] is None
+    assert doc["reason"] == "undecodable" and doc["payload_size"] == 0 and doc["payload_fingerprint"] is None
     assert doc["key"] is None and doc["field"] is None
     assert doc["source"] == {"topic": "events.raw", "partition": 0, "offset": 7, "timestamp_ms": None}
 
 
 @pytest.mark.parametrize("reason", list(Reason))
 def test_every_reason_serialises(reason):
-    rej = Rejected(reason=reason, detail="d", source=SRC, payload_size=3, payload_sha256="ab" * 32,
+    rej = Rejected(reason=reason, detail="d", source=SRC, payload_size=3, payload=Withheld(b"abc"),
                    field="f" if reason is Reason.SCHEMA_VIOLATION else None)
     assert decode_dlq(encode_dlq(rej, now_ms=0))["reason"] == reason.value

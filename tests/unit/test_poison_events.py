@@ -421,7 +421,11 @@ def test_batch_with_a_transform_bug_on_one_event(proc, registry, monkeypatch):
     assert result.accepted == 19 and result.rejected == {"processing_error": 1}
     assert doomed not in {a.event_id for a in store.events}
     dlq = [decode_dlq(r.value) for r in kafka.records if r.topic == Settings().dlq_topic]
-    assert [d["event_id"] for d in dlq] == [doomed] and dlq[0]["detail"] == "KeyError in the transform"
+    from streams.dlq.record import default_sealer
+
+    ref = default_sealer().keys.fingerprint("event_id", "acme", doomed.encode())  # the event id, keyed
+    assert [d["event_ref"] for d in dlq] == [ref] and dlq[0]["detail"] == "KeyError in the transform"
+    assert doomed not in json.dumps(dlq)
 
 
 POISON_KINDS = ["good-avro", "good-json", "poison", "out-of-range-time", "surrogate", "garbage", "truncated", "not-bytes",

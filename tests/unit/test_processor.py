@@ -17,7 +17,8 @@ import streams.ingest.processor as processor_mod
 from streams.dlq.reasons import Reason
 from streams.dlq.record import encode_dlq
 from streams.ingest import samples
-from streams.ingest.processor import Accepted, EventProcessor, Rejected, SourceRef, key_hint
+from streams.dlq.record import DlqSealer, dlq_document
+from streams.ingest.processor import Accepted, EventProcessor, Rejected, SourceRef, Withheld
 from streams.ingest.producer import encode_event, event_key
 from streams.schema import codec
 from streams.schema.clean import LINEAGE_FIELD
@@ -82,12 +83,30 @@ def assert_clean(rej: Rejected, *planted: str) -> None:
         assert json.dumps(p)[1:-1] not in dlq
 
 
+def dlq_key(rej: Rejected) -> dict | None:
+    return dlq_document(rej, now_ms=NOW)["key"]
+
+
+def assert_key_pseudonymized(rej: Rejected, tenant: str = "acme") -> None:
+    key = dlq_key(rej)
+    assert key["shape"] == "tenant/subject" and key["tenant"] == tenant
+    assert key["subject"].startswith("p_") and len(key["subject"]) == 26
+
+
+def assert_key_withheld(rej: Rejected) -> None:
+    key = dlq_key(rej)
+    assert key["tenant"] is None and key["subject"] is None and key["fingerprint"].startswith("v0:")
+
+
 def assert_rejected(result, reason: Reason, value: bytes | None, *planted: str) -> Rejected:
     assert isinstance(result, Rejected), result
     assert result.reason is reason
     assert result.source == SRC
     assert result.payload_size == (len(value) if value is not None else 0)
-    assert result.payload_sha256 == (hashlib.sha256(value).hexdigest() if value is not None else None)
+    doc = dlq_document(result, now_ms=NOW)
+    assert (doc["payload_fingerprint"] is not None) == (value is not None)
+    if value is not None:
+        assert doc["payload_fingerprint"] != hashlib.sha256(value).hexdigest()  # keyed, not a plain hash
     assert_clean(result, *planted)
     return result
 
@@ -207,7 +226,9 @@ def test_max_event_bytes_is_inclusive(registry):
 @pytest.mark.parametrize("value", [None, b""], ids=["none", "empty"])
 def test_empty_value(proc, value):
     rej = assert_rejected(run(proc, b"acme/u1", value), Reason.UNDECODABLE, value)
-    assert rej.detail == "empty value" and rej.key_hint == "acme/u1"
+    assert rej.detail == "empty value"
+    assert dlq_key(rej)["shape"] == "tenant/subject"  # no tenant was read: the key's tenant is not confirmed
+    assert_key_withheld(rej)
 
 
 @pytest.mark.parametrize("value", [b"\x00" + CANARY.encode(), CANARY.encode(), b'["' + CANARY.encode() + b'"]',
@@ -262,7 +283,7 @@ def test_unknown_avro_fingerprint(proc, registry):
     key, value = wire(registry, pii_event(), "avro")
     bad = codec.MAGIC + b"\x11" * 8 + value[codec.HEADER_LEN:]
     rej = assert_rejected(run(proc, key, bad), Reason.UNKNOWN_SCHEMA, bad)
-    assert "1111111111111111" in rej.detail
+    assert "1111111111111111" not in rej.detail and rej.schema_fingerprint is None
 
 
 @pytest.mark.parametrize("schema_value", ["account_closed", CANARY, None], ids=["unknown", "pii", "missing"])
@@ -286,7 +307,7 @@ def test_unknown_json_schema(proc, schema_value):
     (lambda e: e.update(event_time=CANARY), "event_time"),
     (lambda e: e.update(event_id=CANARY), "event_id"),
     (lambda e: e.pop("email"), "email"),
-    (lambda e: e.update(extra_field=CANARY), "extra_field"),
+    (lambda e: e.update(extra_field=CANARY), "<root>"),
 ], ids=["bool", "string", "enum", "timestamp", "uuid", "missing", "unknown-field"])
 def test_json_schema_violation(proc, mutate, field):
     event = pii_event()
@@ -295,6 +316,7 @@ def test_json_schema_violation(proc, mutate, field):
     rej = assert_rejected(run(proc, b"acme/u1", value), Reason.SCHEMA_VIOLATION, value)
     assert rej.field == field
     assert rej.detail.startswith(f"field '{field}'")
+    assert "extra_field" not in rej.detail and "extra_field" not in encode_dlq(rej).decode()
 
 
 def test_json_nested_violation(proc):
@@ -316,7 +338,7 @@ def test_bad_subject_id(proc, registry, fmt, subject):
     assert rej.field == "subject_id"
     assert subject not in rej.detail or subject == ""
     assert rej.tenant == "acme" and rej.event_type == "customer_signup" and rej.event_id == event["event_id"]
-    assert rej.key_hint == "acme/u1"
+    assert_key_pseudonymized(rej)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -358,7 +380,8 @@ def test_unknown_tenant_with_pii_key(proc, registry):
     event = pii_event(tenant=CANARY)
     key, value = wire(registry, event, "avro")
     rej = assert_rejected(run(proc, key, value), Reason.UNKNOWN_TENANT, value)
-    assert rej.key_hint.startswith("sha256:")
+    assert dlq_key(rej)["shape"] == "other"
+    assert_key_withheld(rej)
 
 
 def test_tenant_set_is_the_only_authority(registry):
@@ -408,7 +431,9 @@ def test_key_mismatch_with_pii_key(proc, registry):
     value = encode_event(registry, pii_event(), "avro")
     key = f"{CANARY} {CANARY2}".encode()
     rej = assert_rejected(run(proc, key, value), Reason.KEY_MISMATCH, value)
-    assert rej.key_hint == "sha256:" + hashlib.sha256(key).hexdigest()[:16]
+    assert dlq_key(rej)["shape"] == "other" and dlq_key(rej)["size"] == len(key)
+    assert_key_withheld(rej)
+    assert dlq_document(rej, now_ms=NOW)["subject"].startswith("p_")  # the event's subject, by pseudonym
 
 
 # ------------------------------------------------------------------ processing_error
@@ -423,7 +448,7 @@ def test_processing_error_in_transform(proc, registry, monkeypatch, fmt):
     key, value = wire(registry, pii_event(), fmt)
     rej = assert_rejected(run(proc, key, value), Reason.PROCESSING_ERROR, value)
     assert rej.detail == "ValueError in the transform"
-    assert rej.key_hint == "acme/u1"
+    assert_key_pseudonymized(rej)
 
 
 def test_processing_error_in_encoder(proc, registry, monkeypatch):
@@ -444,31 +469,46 @@ def test_processing_error_on_unexpected_value_type(proc):
     assert rej.payload_size == len(value)
 
 
-# ------------------------------------------------------------------ key_hint
+# ------------------------------------------------------------------ the DLQ record's key
+
+
+def _with_key(key) -> Rejected:
+    return Rejected(reason=Reason.KEY_MISMATCH, detail="d", source=SRC, payload_size=0, key=Withheld(key))
+
+
+SEALER = DlqSealer.ephemeral()
+SEALER.tenants = {"acme", "globex"}
 
 
 @pytest.mark.parametrize("key", [b"acme/u1", b"globex/u00042", b"acme/a.b:c-d_e"])
-def test_key_hint_keeps_well_shaped_keys(key):
-    assert key_hint(key) == key.decode()
+def test_dlq_key_pseudonymizes_well_shaped_keys(key):
+    doc = SEALER.document(_with_key(key))
+    tenant, subject = key.decode().split("/")
+    assert doc["key"]["tenant"] == tenant and doc["key"]["subject"] == SEALER.pseudonyms(tenant, subject)
+    assert subject not in json.dumps(doc)
 
 
 @pytest.mark.parametrize("key", [b"", b"no-slash", b"acme/u1/extra", b"acme/has space", b"\xff\xfe/u1",
-                                 b"acme/" + b"x" * 129, f"{CANARY2}/x".encode()],
-                         ids=["empty", "no-slash", "two-slashes", "space", "not-utf8", "long", "name"])
-def test_key_hint_hashes_other_keys(key):
-    hint = key_hint(key)
-    assert hint == "sha256:" + hashlib.sha256(key).hexdigest()[:16]
-    assert key.decode(errors="replace") not in hint or key == b""
+                                 b"acme/" + b"x" * 129, f"{CANARY2}/x".encode(), b"nosuch/u1"],
+                         ids=["empty", "no-slash", "two-slashes", "space", "not-utf8", "long", "name", "unknown-tenant"])
+def test_dlq_key_withholds_other_keys(key):
+    doc = SEALER.document(_with_key(key))
+    assert doc["key"]["tenant"] is None and doc["key"]["subject"] is None
+    assert doc["key"]["fingerprint"] == SEALER.document(_with_key(key))["key"]["fingerprint"]  # stable
+    assert doc["key"]["fingerprint"] != hashlib.sha256(key).hexdigest()
+    assert key == b"" or key.decode(errors="replace") not in json.dumps(doc)
 
 
-def test_key_hint_none():
-    assert key_hint(None) is None
+def test_dlq_key_none():
+    assert SEALER.document(_with_key(None).__class__(reason=Reason.UNDECODABLE, detail="d", source=SRC,
+                                                     payload_size=0))["key"] is None
 
 
 @pytest.mark.parametrize("key", [f"acme/{CANARY}".encode(), b"acme/jane.doe@example.com", b"Jane.Doe/u1"],
                          ids=["canary-subject", "email-subject", "name-tenant"])
-def test_key_hint_hashes_pii_shaped_keys(key):
-    assert key_hint(key).startswith("sha256:")
+def test_dlq_key_withholds_pii_shaped_keys(key):
+    doc = SEALER.document(_with_key(key))
+    assert doc["key"]["shape"] == "other" and doc["key"]["subject"] is None
 
 
 # ------------------------------------------------------------------ sweep: no rejection carries PII
@@ -544,6 +584,9 @@ def test_every_reason_is_produced_by_the_code_and_documented(proc, registry):
     applier = RequestsApplier.__new__(RequestsApplier)
     applier.topic, applier.dlq_topic, applier.tenants, applier.metrics = "privacy.requests", "events.dlq", frozenset({"acme"}), Metrics()
     applier.kafka = type("Recorder", (), {"deliver": lambda self, recs: sent.extend(recs)})()
+    from streams.dlq.record import default_sealer
+
+    applier.dlq = default_sealer()
     applier._apply_one(b'{"type": "erase"}', b"acme/u1", 0, 5)
     assert len(sent) == 1 and sent[0].topic == "events.dlq"
     produced.add(Reason(decode_dlq(sent[0].value)["reason"]))
