@@ -24,7 +24,7 @@ import uuid
 from typing import Iterable
 
 import redis
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, IsolationLevel, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from streams.ops.kafka_client import KafkaTarget, client_config
@@ -46,7 +46,12 @@ LEASE_MS = 30_000
 
 
 class EndOffsets:
-    """End offsets of a topic's partitions, in one ListOffsets round trip."""
+    """Last stable offsets of a topic's partitions, in one ListOffsets round trip.
+
+    The stable end (read_committed), not the high watermark: a producer may write the topic in a
+    transaction, and a record of an open transaction cannot be read yet (nor one of an aborted
+    one, ever). Waiting for the high watermark behind an open transaction stopped every tenant's
+    events until it ended; a request of a committed transaction is applied once it commits."""
 
     def __init__(self, bootstrap: KafkaTarget, topic: str) -> None:
         self.topic = topic
@@ -61,7 +66,7 @@ class EndOffsets:
         if not ps:
             return {}
         futures = self._admin.list_offsets({TopicPartition(self.topic, p): OffsetSpec.latest() for p in ps},
-                                           request_timeout=10)
+                                           isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=10)
         try:
             return {tp.partition: f.result().offset for tp, f in futures.items()}
         except KafkaException as exc:  # the broker away or electing leaders: the caller holds back
@@ -84,6 +89,8 @@ class RequestsApplier:
         self.ends = EndOffsets(bootstrap, topic)
         self._consumer = Consumer({**client_config(bootstrap), "group.id": "streams-requests-reader",
                                    "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                                   # Never an aborted request, never one of an open transaction.
+                                   "isolation.level": "read_committed",
                                    "logger": logging.getLogger("streams.kafka.consumer")})
         self._token = uuid.uuid4().hex
         self._drained = False  # pending erasures a previous run left (see catch_up)
@@ -110,6 +117,19 @@ class RequestsApplier:
                 raise RequestsNotApplied(f"privacy requests not yet applied on partitions {behind}")
             time.sleep(0.005)
 
+    def wait_or_apply(self, partitions: Iterable[int], patience: float = 2.0) -> int:
+        """Wait up to ``patience`` s for the owners of ``partitions`` to apply their requests, then
+        apply what is still missing here. The owner may be dead (killed, or expelled while its
+        partitions move): a batch that only waited would hold back for ever, and with it the
+        rebalance that hands those partitions over (Faust revokes after the batch). The lease keeps
+        two workers from applying one partition at once; a dead owner's lease expires in LEASE_MS."""
+        ps = list(partitions)
+        try:
+            self.wait_applied(ps, timeout=patience)
+            return 0
+        except RequestsNotApplied:
+            return self.catch_up(ps)
+
     def catch_up(self, partitions: Iterable[int]) -> int:
         """Apply every request of ``partitions`` published so far. Raises RequestsNotApplied when
         another worker holds a partition's lease (the caller retries); other faults propagate."""
@@ -135,7 +155,8 @@ class RequestsApplier:
 
     def _apply_range(self, partition: int, start: int, end: int) -> int:
         n = 0
-        self._consumer.assign([TopicPartition(self.topic, partition, start)])
+        tp = TopicPartition(self.topic, partition, start)
+        self._consumer.assign([tp])
         deadline = time.monotonic() + 30
         position = start
         while position < end:
@@ -149,6 +170,13 @@ class RequestsApplier:
                 self.consent.mark_applied(self.topic, partition, msg.offset() + 1)
                 position = msg.offset() + 1
                 n += 1
+            # Transaction markers and aborted records are never delivered, but the consumer's
+            # position moves past them: the partition is done up to there (else a trailing commit
+            # marker would keep it "behind" for ever).
+            after = self._consumer.position([TopicPartition(self.topic, partition)])[0].offset
+            if after > position:
+                position = min(after, end)
+                self.consent.mark_applied(self.topic, partition, position)
         return n
 
     def _apply_one(self, value: bytes | None, key: bytes | None, partition: int, offset: int) -> None:

@@ -218,7 +218,7 @@ class BatchPipeline:
             # Other workers' partitions first, outside the lock: their timers need no lock of ours.
             own = self.own_partitions() | {r.partition for r in records}
             others = set(self.applier.ends.partitions) - own
-            await self._hold_back("privacy requests", lambda: self._thread(self.applier.wait_applied, others))
+            await self._hold_back("privacy requests", lambda: self._thread(self.applier.wait_or_apply, others))
         async with (self.lock if self.lock is not None else contextlib.nullcontext()):
             validated = None
             if self.applier is not None:
