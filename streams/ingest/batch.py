@@ -31,12 +31,16 @@ from streams.dlq.record import DlqSealer, default_sealer
 from streams.ingest.processor import Accepted, Dropped, EventProcessor, Rejected, SourceRef, Validated
 from streams.ops.metrics import Metrics
 from streams.ops.retry import hold_back
+from streams.privacy.exceptions import TenantDeleted
 from streams.privacy.transforms import SubjectCipher
 from streams.settings import Settings
 from streams.sinks.kafka_sink import KafkaSink, OutRecord
+from streams.sinks.exceptions import TenantsDeleted
 from streams.sinks.store import StoreWriter
 
 log = logging.getLogger(__name__)
+
+DELETED_IN_FLIGHT = "tenant deleted while the event was in flight"
 T = TypeVar("T")
 DROP_IDS_PER_RECORD = 25
 
@@ -129,7 +133,8 @@ class BatchPipeline:
             elif i in drops:
                 out.append(Dropped(v.tenant, v.event_id, v.raw_entry.event_type, drops[i].value, v.source))
             elif v.tenant in failed:
-                out.append(self.processor.reject_validated(v, Reason.PROCESSING_ERROR, failed[v.tenant]))
+                reason = Reason.UNKNOWN_TENANT if failed[v.tenant] == DELETED_IN_FLIGHT else Reason.PROCESSING_ERROR
+                out.append(self.processor.reject_validated(v, reason, failed[v.tenant]))
             elif (v.tenant, v.subject) not in ciphers:  # a key source that left a subject out
                 out.append(self.processor.reject_validated(v, Reason.PROCESSING_ERROR, "no subject key returned"))
             else:
@@ -143,6 +148,9 @@ class BatchPipeline:
             try:
                 keys = await self._hold_back(
                     "keys", lambda t=tenant, s=subjects: self._thread(self.keys.subject_keys, t, s))
+            except TenantDeleted:  # deleted while the batch was in flight: no key is made for it again
+                failed[tenant] = DELETED_IN_FLIGHT
+                continue
             except Exception as exc:  # not transient: these events go to the DLQ, the rest goes on
                 log.error("subject keys of tenant %s unusable: %s", tenant, type(exc).__name__)
                 failed[tenant] = f"{type(exc).__name__} getting the subject key"
@@ -207,6 +215,14 @@ class BatchPipeline:
                 details["event_ids"] = ",".join(d.event_id for d in chunk)
                 self.audit.append("consent.drop", tenant, None, "events without consent for their purpose", details)
 
+    async def _write_store(self, accepted: list[Accepted]) -> frozenset[str]:
+        """Write the store (held back while Redis is down); the tenants it refused as deleted."""
+        try:
+            await self._hold_back("store", lambda: self.store.write_batch(accepted))
+        except TenantsDeleted as exc:
+            return exc.tenants
+        return frozenset()
+
     async def apply_requests(self) -> None:
         """Apply the privacy requests published so far on this worker's partitions (under the lock)."""
         if self.applier is not None:
@@ -233,6 +249,21 @@ class BatchPipeline:
             outcomes = await self.outcomes(records, validated)
             accepted = [o for o in outcomes if isinstance(o, Accepted)]
             dropped = [o for o in outcomes if isinstance(o, Dropped)]
+            # The store first, then the topic: every event in a tenant topic is then in the store's
+            # subject index, which is where an erasure finds the events to tombstone (a crash between
+            # the two leaves at most an extra tombstone, never an event the erasure cannot find).
+            store = self._write_store(accepted)
+            if dropped and self.audit is not None:
+                deleted, _ = await asyncio.gather(
+                    store, self._hold_back("audit", lambda: self._thread(self._audit_drops, dropped)))
+            else:
+                deleted = await store
+            if deleted:
+                # Tenants deleted while the batch was in flight: their events go to the DLQ, and
+                # nothing of them was written (the store's script checked the deleted marker).
+                outcomes = [self.processor.reject_accepted(o, Reason.UNKNOWN_TENANT, DELETED_IN_FLIGHT)
+                            if isinstance(o, Accepted) and o.tenant in deleted else o for o in outcomes]
+                accepted = [o for o in outcomes if isinstance(o, Accepted)]
             result = BatchResult(accepted=len(accepted),
                                  rejected=Counter(o.reason.value for o in outcomes if isinstance(o, Rejected)),
                                  dropped=Counter(d.reason for d in dropped))
@@ -240,14 +271,6 @@ class BatchPipeline:
             dlq_values = (await self._hold_back("dlq", lambda: self._thread(self.dlq.encode_batch, rejected))
                           if rejected else [])
             out = self.out_records(outcomes, dlq_values)
-            # The store first, then the topic: every event in a tenant topic is then in the store's
-            # subject index, which is where an erasure finds the events to tombstone (a crash between
-            # the two leaves at most an extra tombstone, never an event the erasure cannot find).
-            sinks = self._hold_back("store", lambda: self.store.write_batch(accepted))
-            if dropped and self.audit is not None:
-                await asyncio.gather(sinks, self._hold_back("audit", lambda: self._thread(self._audit_drops, dropped)))
-            else:
-                await sinks
             await self._hold_back("kafka", lambda: self.kafka.deliver_async(out))
             stats = self.tenant_stats(outcomes)
             await self._hold_back("stats", lambda: self.store.add_stats(stats))

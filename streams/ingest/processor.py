@@ -236,6 +236,13 @@ class EventProcessor:
                         event_id=v.event_id, event_type=v.raw_entry.event_type,
                         schema_fingerprint=v.raw_entry.fingerprint_hex, field=field, subject=Withheld(v.subject))
 
+    def reject_accepted(self, a: Accepted, reason: Reason, detail: str) -> Rejected:
+        """An event already transformed that cannot be delivered after all (its tenant was deleted
+        meanwhile). The raw payload is gone by now (only its clean form is here): size 0, no
+        fingerprint; the tenant is not named (it no longer exists)."""
+        return Rejected(reason=reason, detail=detail, source=a.source, payload_size=0, payload=withhold(None),
+                        key=withhold(None), event_id=a.event_id, event_type=a.event_type)
+
     def _reject(self, reason: Reason, detail: str, key: bytes | None, value: bytes | None,
                 source: SourceRef, **extra: Any) -> Rejected:
         return Rejected(

@@ -31,3 +31,7 @@ class PolicyError(PrivacyError):
 
 class TokenError(PrivacyError):
     """A token is malformed, or does not decrypt with the subject's key."""
+
+
+class TenantDeleted(PrivacyError):
+    """The tenant is deleted (its marker is set): no key of it is made again."""

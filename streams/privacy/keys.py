@@ -62,8 +62,10 @@ from streams.privacy.exceptions import (
     KeyProviderError,
     KeyRotationConflict,
     PrivacyError,
+    TenantDeleted,
 )
 from streams.tenancy.names import validate_tenant_name
+from streams.tenancy.registry import deleted_marker
 
 #: Bytes of a subject key: AES-SIV with a 512-bit key (two AES-256 halves).
 SUBJECT_KEY_BYTES = 64
@@ -604,6 +606,7 @@ class KeyStore:
         h = tenant_hash_key(tenant)
         reply = self._current_script(keys=[h], args=[""])
         if reply is None:
+            self._refuse_if_deleted(tenant)
             key = os.urandom(TENANT_KEY_BYTES)
             wrapped = self._provider.wrap(key, tenant_key_aad(tenant, 1))
             reply = self._current_script(keys=[h], args=[base64.b64encode(wrapped)])
@@ -655,7 +658,14 @@ class KeyStore:
         blob = nonce + aead.encrypt(nonce, key, subject_key_aad(tenant, subject))
         return f"v{version}:" + base64.b64encode(blob).decode()
 
+    def _refuse_if_deleted(self, tenant: str) -> None:
+        # A batch validated before the workers learnt of a deletion must not start a new key
+        # hierarchy after the purge (the store's script refuses its writes the same way).
+        if self._r.exists(deleted_marker(tenant)):
+            raise TenantDeleted(f"tenant {tenant!r} is deleted")
+
     def _create_subject_keys(self, tenant: str, missing: list[str]) -> dict[str, bytes]:
+        self._refuse_if_deleted(tenant)
         out: dict[str, bytes] = {}
         h = tenant_hash_key(tenant)
         for _ in range(_ATTEMPTS):

@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 SCRAM_ITERATIONS = 8192
 TIMEOUT = 30.0
+DIRECTORY_TTL = 2.0  # how often workers re-read the tenant registry (streams.tenancy.registry.TenantDirectory)
 
 
 def tenant_prefix(tenant: str) -> str:
@@ -129,6 +130,7 @@ class TenantService:
         self.registry = TenantRegistry(client)
         self.audit = audit
         self.actor = actor
+        self.fence_seconds = DIRECTORY_TTL + 1.0
 
     # ------------------------------------------------------------------ create
 
@@ -142,6 +144,8 @@ class TenantService:
         existing = self.registry.get(tenant)
         if existing is not None and existing.status == "deleting":
             raise OnboardingError(f"tenant {tenant} is being deleted; run `streams tenants delete {tenant}` again first")
+        if existing is None:
+            self.registry.unmark_deleted(tenant)  # created again after a delete: served again
         kafka_user, redis_user = principal_names(tenant)
         steps: list[dict[str, Any]] = []
         credentials: dict[str, Any] = {}
@@ -286,6 +290,11 @@ class TenantService:
         """Erase everything of the tenant; every step is idempotent, so a failed run is re-run."""
         tenant = validate_tenant_name(name)
         record = self.registry.get(tenant)
+        if record is None and tenant in self.settings.tenants and tenant not in self.registry.deleted():
+            # Named by STREAMS_TENANTS only: deleted like an onboarded one. The deleted mark wins over
+            # the configuration, so no worker serves it again until `tenants create` brings it back.
+            kafka_user, redis_user = principal_names(tenant)
+            record = TenantRecord(tenant, self.settings.regime_of(tenant), 0, kafka_user, redis_user)
         if record is None:
             raise TenantNotFound(f"no tenant {tenant}")
         receipt_id = str(uuid.uuid4())
@@ -297,9 +306,15 @@ class TenantService:
         started = _now_ms()
         # 1. Workers stop delivering its events (they re-read the registry every 2 s): from here
         #    on they go to the DLQ as unknown_tenant.
+        self.registry.mark_deleted(tenant)
         self.registry.put(TenantRecord(record.name, record.regime, record.created_at_ms, record.kafka_user,
                                        record.redis_user, status="deleting"))
         step("registry", status="deleting")
+        # Workers re-read the directory every DIRECTORY_TTL s; a batch of the tenant already in
+        # flight can no longer write its store or make keys (the marker is checked atomically), and
+        # it finishes its topic write before the topic is deleted below.
+        time.sleep(self.fence_seconds)
+        step("fence", waited_s=self.fence_seconds)
         # 2. Crypto-shredding first: every token and hash of the tenant, anywhere, is irreversible now.
         step("keys", deleted_keys=self.keys.destroy_tenant(tenant))
         step("api_keys", revoked=self.api_keys.revoke_tenant(tenant))
@@ -316,7 +331,7 @@ class TenantService:
         self.keys.destroy_tenant(tenant)
         step("aof", **rewrite_aof(self.r))
         self.registry.remove(tenant)
-        step("registry", status="removed")
+        step("registry", status="removed", deleted_mark="kept: its events go to the DLQ as unknown_tenant")
         receipt = {"receipt_id": receipt_id, "type": "tenant.delete", "tenant": tenant, "requested_by": self.actor,
                    "started_at_ms": started, "completed_at_ms": _now_ms(), "status": "done", "steps": steps}
         self.registry.put_receipt(receipt)

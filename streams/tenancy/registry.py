@@ -19,6 +19,7 @@ import redis
 from streams.tenancy.names import validate_tenant_name
 
 TENANTS_KEY = "tenancy:tenants"
+DELETED_KEY = "tenancy:deleted"  # SET of deleted tenant names: deletion wins over STREAMS_TENANTS
 RECEIPTS_KEY = "tenancy:receipts"
 REGIMES = ("opt_out", "opt_in")
 
@@ -53,6 +54,13 @@ def producer_principal(tenant: str) -> str:
     return f"producer-{tenant}"
 
 
+def deleted_marker(tenant: str) -> str:
+    """Set while a tenant is deleted. Its hash tag is the tenant's (``{t}``), so scripts writing the
+    tenant's store or key material can check it atomically (Redis Cluster: same slot); outside
+    ``k:{t}:`` and ``t:{t}:``, so purging the tenant's keys and data leaves it in place."""
+    return f"tenancy:{{{tenant}}}:deleted"
+
+
 class TenantRegistry:
     def __init__(self, client: redis.Redis) -> None:
         self._r = client
@@ -69,6 +77,21 @@ class TenantRegistry:
 
     def remove(self, name: str) -> None:
         self._r.hdel(TENANTS_KEY, name)
+
+    def mark_deleted(self, name: str) -> None:
+        """From now on the tenant is deleted, even if configuration names it: workers drop it from
+        their directory (``DELETED_KEY``), and the store and key store refuse to write anything of it
+        (``deleted_marker``, in the tenant's own hash slot, checked atomically by their scripts)."""
+        self._r.sadd(DELETED_KEY, validate_tenant_name(name))
+        self._r.set(deleted_marker(name), "1")
+
+    def unmark_deleted(self, name: str) -> None:
+        """A tenant created again (``tenants create``) is served again."""
+        self._r.srem(DELETED_KEY, validate_tenant_name(name))
+        self._r.delete(deleted_marker(name))
+
+    def deleted(self) -> frozenset[str]:
+        return frozenset(v.decode() if isinstance(v, bytes) else v for v in self._r.smembers(DELETED_KEY))
 
     def put_receipt(self, receipt: dict[str, Any]) -> None:
         self._r.hset(RECEIPTS_KEY, receipt["receipt_id"], json.dumps(receipt, separators=(",", ":")))
@@ -102,10 +125,11 @@ class TenantDirectory:
         with self._lock:
             try:
                 records = self._registry.all()
+                deleted = self._registry.deleted()
             except redis.RedisError:
                 return  # keep the last known set; the store being down holds the pipeline back anyway
-            active = {r.name: r for r in records if r.status == "active"}
-            self._names = self._configured | frozenset(active)
+            active = {r.name: r for r in records if r.status == "active" and r.name not in deleted}
+            self._names = (self._configured - deleted) | frozenset(active)
             self._regimes = {**{n: r.regime for n, r in active.items()}, **self._configured_regimes}
             self._loaded_at = time.monotonic()
 

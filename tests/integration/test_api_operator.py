@@ -104,7 +104,7 @@ def test_the_tenant_lifecycle_over_the_operator_routes(operator_api):
     assert r.status == 200, r
     receipt = r.body
     assert receipt["tenant"] == tenant and receipt["status"] == "done" and receipt["requested_by"] == f"api:{op_id}"
-    assert [st["step"] for st in receipt["steps"]] == ["registry", "keys", "api_keys", "redis_user", "topics",
+    assert [st["step"] for st in receipt["steps"]] == ["registry", "fence", "keys", "api_keys", "redis_user", "topics",
                                                        "store", "aof", "registry"]
     assert TenantRegistry(client).receipt(receipt["receipt_id"]) == receipt
     assert keys.authenticate(new_tokens["reader"]) is None

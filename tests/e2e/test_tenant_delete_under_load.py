@@ -1,0 +1,93 @@
+"""Deleting tenants while events of every tenant stream in (issue 9, point 2).
+
+Before: deleting a tenant named by STREAMS_TENANTS only edited the registry; one event of it
+made the worker retry its deleted topic for ever (the other tenant starved) and re-created
+its tenant key, subject keys and store documents after the delete's receipt. Now deletion
+wins over configuration, the store and the key store refuse anything of a deleted tenant
+atomically, and its events go to the DLQ as ``unknown_tenant``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from streams.dlq.record import decode_dlq
+from streams.ingest import samples
+from streams.ingest.producer import EventProducer
+from streams.ops.topics import admin_client
+from streams.privacy.keys import key_prefix
+from streams.schema.registry import SchemaRegistry
+from streams.sinks import store_keys as K
+from streams.tenancy.onboarding import build_service
+from tests.conftest import unique
+from tests.kafka_read import read_topic
+
+pytestmark = pytest.mark.e2e
+
+
+def test_deleting_a_configured_and_an_onboarded_tenant_under_load(make_settings, start_worker):
+    s = make_settings()
+    configured, survivor = sorted(s.tenants)
+    svc = build_service(s, "test:delete")
+    onboarded = unique("t")
+    svc.create(onboarded)
+    start_worker(s)
+    registry = SchemaRegistry.load_dir(s.schemas_dir)
+    sent: dict[str, list[str]] = {configured: [], survivor: [], onboarded: []}
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            p = EventProducer(s.kafka_bootstrap, s.raw_topic, registry)
+            i = 0
+            while not stop.is_set() and i < 3000:
+                for t in sent:
+                    e = samples.order(t, f"s-{i % 9}")
+                    p.send(e)
+                    sent[t].append(e["event_id"])
+                i += 1
+                time.sleep(0.02)
+            p.flush()
+        except BaseException as exc:  # surfaced by the test body
+            errors.append(exc)
+
+    th = threading.Thread(target=load, daemon=True)
+    th.start()
+    try:
+        time.sleep(3)
+        receipts = [svc.delete(configured), svc.delete(onboarded)]
+        time.sleep(4)  # events of the deleted tenants keep coming
+    finally:
+        stop.set()
+        th.join(60)
+    assert not th.is_alive() and not errors, errors
+    assert all(r["status"] == "done" for r in receipts)
+
+    # The survivor was not held back: every event it published is delivered.
+    got = read_topic(s.kafka_bootstrap, s.tenant_topic(survivor), expect=len(sent[survivor]), timeout=90)
+    delivered = {m.key().decode().split("/", 1)[1] for m in got}
+    assert delivered >= set(sent[survivor]), f"{len(set(sent[survivor]) - delivered)} of the survivor's events missing"
+
+    # Nothing of the deleted tenants came back: no store document, index, key or stat, no topic.
+    time.sleep(2)  # the worker's last batches are done (the survivor's events all arrived above)
+    r = redis.Redis.from_url(s.redis_url)
+    for t in (configured, onboarded):
+        left = [k for k in r.scan_iter(match=f"*{{{t}}}*") if not k.decode().startswith("tenancy:")]
+        assert left == [], (t, left[:5])
+        assert not r.exists(f"{key_prefix(t)}tenant")
+    # Control for that search: the survivor's keyspace is found by the same pattern.
+    assert any(True for _ in r.scan_iter(match=f"*{{{survivor}}}*"))
+    topics = admin_client(s).list_topics(timeout=10).topics
+    for t in (configured, onboarded):
+        assert s.tenant_topic(t) not in topics and s.tenant_raw_topic(t) not in topics
+    assert s.tenant_topic(survivor) in topics
+
+    # Their later events went to the DLQ as unknown_tenant.
+    dlq = [decode_dlq(m.value()) for m in read_topic(s.kafka_bootstrap, s.dlq_topic, timeout=30, idle=5)]
+    assert dlq and {d["reason"] for d in dlq} == {"unknown_tenant"}
+    print(f"survivor delivered {len(delivered)}; {len(dlq)} events of deleted tenants dead-lettered")
