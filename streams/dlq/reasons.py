@@ -16,6 +16,9 @@ class Reason(str, Enum):
     MISSING_TENANT = "missing_tenant"
     #: ``tenant_id`` names a tenant that is not onboarded.
     UNKNOWN_TENANT = "unknown_tenant"
+    #: The event's tenant cannot take it now: its topic is gone (deleted by hand, say). Set aside so
+    #: the other tenants go on; ``streams_tenant_isolated_total`` counts it for an alert.
+    TENANT_UNAVAILABLE = "tenant_unavailable"
     #: The event came on tenant A's raw topic (only A's producer may write it) but names another tenant.
     TENANT_MISMATCH = "tenant_mismatch"
     #: The record is larger than ``STREAMS_MAX_EVENT_BYTES``; it is not decoded at all.
@@ -34,6 +37,7 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.SCHEMA_VIOLATION: "event does not satisfy its schema; 'field' says where",
     Reason.MISSING_TENANT: "empty tenant_id",
     Reason.UNKNOWN_TENANT: "tenant_id is not an onboarded tenant",
+    Reason.TENANT_UNAVAILABLE: "the tenant's topic is gone: its events are set aside, the others go on",
     Reason.TENANT_MISMATCH: "event on tenant A's raw topic (A's producer only) names another tenant",
     Reason.OVERSIZED: "record larger than STREAMS_MAX_EVENT_BYTES; not decoded",
     Reason.KEY_MISMATCH: "record key is not '<tenant_id>/<subject_id>' of the event",

@@ -35,12 +35,22 @@ from streams.privacy.exceptions import TenantDeleted
 from streams.privacy.transforms import SubjectCipher
 from streams.settings import Settings
 from streams.sinks.kafka_sink import KafkaSink, OutRecord
-from streams.sinks.exceptions import TenantsDeleted
+from streams.sinks.exceptions import SinkUnavailable, TenantsDeleted
 from streams.sinks.store import StoreWriter
 
 log = logging.getLogger(__name__)
 
 DELETED_IN_FLIGHT = "tenant deleted while the event was in flight"
+TOPIC_MISSING = "the tenant's topic does not exist"
+TOPIC_CHECK_SECONDS = 2.0
+
+
+class TenantTopicsMissing(Exception):
+    """Delivering failed because these tenants' topics do not exist (a fault of theirs alone)."""
+
+    def __init__(self, tenants: frozenset[str]) -> None:
+        super().__init__(", ".join(sorted(tenants)))
+        self.tenants = tenants
 T = TypeVar("T")
 DROP_IDS_PER_RECORD = 25
 
@@ -95,6 +105,10 @@ class BatchPipeline:
         self.own_partitions = own_partitions or (lambda: set())
         # DLQ records: keyed fingerprints and pseudonyms (an in-process key when none is given).
         self.dlq = dlq or default_sealer()
+        # Tenant topics the broker was found not to have (checked every TOPIC_CHECK_SECONDS).
+        self._missing_topics: set[str] = set()
+        self._topics_known: set[str] = set()
+        self._topics_checked_at = float("-inf")
 
     async def _hold_back(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
         return await hold_back(what, fn, self.metrics, self.settings.sink_retry_max_seconds)
@@ -215,6 +229,49 @@ class BatchPipeline:
                 details["event_ids"] = ",".join(d.event_id for d in chunk)
                 self.audit.append("consent.drop", tenant, None, "events without consent for their purpose", details)
 
+    def _isolate(self, outcomes: list[Accepted | Rejected | Dropped], tenants: Iterable[str], reason: Reason,
+                 detail: str) -> list[Accepted | Rejected | Dropped]:
+        """The accepted events of ``tenants`` turned into DLQ outcomes: a fault of one tenant stays
+        that tenant's (an alert metric counts it), the batch's other tenants go on."""
+        tenants = set(tenants)
+        if not tenants:
+            return outcomes
+        out: list[Accepted | Rejected | Dropped] = []
+        for o in outcomes:
+            if isinstance(o, Accepted) and o.tenant in tenants:
+                self.metrics.inc("streams_tenant_isolated_total", help="Events of a tenant set aside because of "
+                                 "a fault of that tenant (alert on it)", tenant=o.tenant, reason=reason.value)
+                out.append(self.processor.reject_accepted(o, reason, detail))
+            else:
+                out.append(o)
+        return out
+
+    async def _unavailable_tenants(self, tenants: set[str], force: bool = False) -> set[str]:
+        """Tenants of ``tenants`` whose topic the broker does not have; the broker is asked at most
+        every TOPIC_CHECK_SECONDS (one metadata request), or now when ``force``."""
+        check = getattr(self.kafka, "missing_topics", None)
+        if not tenants or check is None:
+            return set()
+        topics = {self.settings.tenant_topic(t): t for t in tenants}
+        now = time.monotonic()
+        if force or now - self._topics_checked_at >= TOPIC_CHECK_SECONDS or not set(topics) <= self._topics_known:
+            missing = await self._hold_back("kafka metadata", lambda: self._thread(check, list(topics)))
+            self._missing_topics = (self._missing_topics - set(topics)) | missing
+            self._topics_known |= set(topics)
+            self._topics_checked_at = now
+            if missing:
+                log.error("tenant topics missing, their events go to the DLQ: %s", ", ".join(sorted(missing)))
+        return {t for name, t in topics.items() if name in self._missing_topics}
+
+    async def _deliver(self, out: list[OutRecord], tenants: set[str]) -> None:
+        try:
+            await self.kafka.deliver_async(out)
+        except SinkUnavailable:
+            missing = await self._unavailable_tenants(tenants, force=True)
+            if missing:
+                raise TenantTopicsMissing(frozenset(missing)) from None
+            raise  # not a tenant's fault: hold the batch back
+
     async def _write_store(self, accepted: list[Accepted]) -> frozenset[str]:
         """Write the store (held back while Redis is down); the tenants it refused as deleted."""
         try:
@@ -247,6 +304,10 @@ class BatchPipeline:
                 except Exception:
                     await self._hold_back("privacy requests", lambda: self._thread(self.applier.catch_up, own))
             outcomes = await self.outcomes(records, validated)
+            # A tenant whose topic is gone (deleted by hand, say) is isolated before anything of the
+            # batch is written: its events go to the DLQ and the other tenants' go on.
+            unavailable = await self._unavailable_tenants({o.tenant for o in outcomes if isinstance(o, Accepted)})
+            outcomes = self._isolate(outcomes, unavailable, Reason.TENANT_UNAVAILABLE, TOPIC_MISSING)
             accepted = [o for o in outcomes if isinstance(o, Accepted)]
             dropped = [o for o in outcomes if isinstance(o, Dropped)]
             # The store first, then the topic: every event in a tenant topic is then in the store's
@@ -258,20 +319,24 @@ class BatchPipeline:
                     store, self._hold_back("audit", lambda: self._thread(self._audit_drops, dropped)))
             else:
                 deleted = await store
-            if deleted:
-                # Tenants deleted while the batch was in flight: their events go to the DLQ, and
-                # nothing of them was written (the store's script checked the deleted marker).
-                outcomes = [self.processor.reject_accepted(o, Reason.UNKNOWN_TENANT, DELETED_IN_FLIGHT)
-                            if isinstance(o, Accepted) and o.tenant in deleted else o for o in outcomes]
-                accepted = [o for o in outcomes if isinstance(o, Accepted)]
+            # Tenants deleted while the batch was in flight: their events go to the DLQ, and nothing
+            # of them was written (the store's script checked the deleted marker).
+            outcomes = self._isolate(outcomes, deleted, Reason.UNKNOWN_TENANT, DELETED_IN_FLIGHT)
+            while True:
+                rejected = [o for o in outcomes if isinstance(o, Rejected)]
+                dlq_values = (await self._hold_back("dlq", lambda: self._thread(self.dlq.encode_batch, rejected))
+                              if rejected else [])
+                out = self.out_records(outcomes, dlq_values)
+                try:
+                    tenants_here = {o.tenant for o in outcomes if isinstance(o, Accepted)}
+                    await self._hold_back("kafka", lambda: self._deliver(out, tenants_here))
+                    break
+                except TenantTopicsMissing as exc:  # found only when delivering: isolate, then again
+                    outcomes = self._isolate(outcomes, exc.tenants, Reason.TENANT_UNAVAILABLE, TOPIC_MISSING)
+            accepted = [o for o in outcomes if isinstance(o, Accepted)]
             result = BatchResult(accepted=len(accepted),
                                  rejected=Counter(o.reason.value for o in outcomes if isinstance(o, Rejected)),
                                  dropped=Counter(d.reason for d in dropped))
-            rejected = [o for o in outcomes if isinstance(o, Rejected)]
-            dlq_values = (await self._hold_back("dlq", lambda: self._thread(self.dlq.encode_batch, rejected))
-                          if rejected else [])
-            out = self.out_records(outcomes, dlq_values)
-            await self._hold_back("kafka", lambda: self.kafka.deliver_async(out))
             stats = self.tenant_stats(outcomes)
             await self._hold_back("stats", lambda: self.store.add_stats(stats))
         m = self.metrics

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from confluent_kafka import KafkaError, Producer
 
@@ -104,6 +104,17 @@ class KafkaSink:
                 raise SinkUnavailable(f"{max(remaining, pending[0])} records not acknowledged within {timeout}s")
             if failed:
                 raise SinkUnavailable(f"{len(failed)} records failed: {failed[0].name()}")
+
+    def missing_topics(self, topics: Iterable[str], timeout: float = 10.0) -> set[str]:
+        """Which of ``topics`` the broker does not have (fresh metadata; cached counts forgotten)."""
+        try:
+            md = self._producer.list_topics(timeout=timeout).topics
+        except Exception as exc:  # broker unreachable: nothing is known to be missing
+            raise SinkUnavailable(f"no metadata: {exc}") from None
+        missing = {t for t in topics if t not in md or md[t].error is not None}
+        for t in missing:
+            self._partitions.pop(t, None)
+        return missing
 
     async def deliver_async(self, records: Sequence[OutRecord], timeout: float = 30.0) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.deliver, records, timeout)

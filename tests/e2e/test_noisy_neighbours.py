@@ -84,3 +84,53 @@ def test_open_and_aborted_transactions_delay_no_tenant(make_settings, start_work
     assert not r.exists(K.event_key(hostile, pending_event["event_id"]))
     open_raw.abort_transaction(20)
     open_request.abort_transaction(20)
+
+
+def test_a_tenant_topic_deleted_by_hand_under_load_affects_only_that_tenant(make_settings, start_worker):
+    """Before: the worker retried the missing topic for ever and every tenant waited. Now the
+    tenant whose topic is gone is set aside (DLQ ``tenant_unavailable``) and the others go on."""
+    import threading
+
+    from streams.dlq.record import decode_dlq
+    from streams.ops.topics import admin_client
+
+    s = make_settings()
+    broken, healthy = sorted(s.tenants)
+    registry = SchemaRegistry.load_dir(s.schemas_dir)
+    start_worker(s)
+    sent: dict[str, list[str]] = {broken: [], healthy: []}
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            p = EventProducer(s.kafka_bootstrap, s.raw_topic, registry)
+            i = 0
+            while not stop.is_set() and i < 2000:
+                for t in sent:
+                    e = samples.order(t, f"s-{i % 7}")
+                    p.send(e)
+                    sent[t].append(e["event_id"])
+                i += 1
+                time.sleep(0.02)
+            p.flush()
+        except BaseException as exc:
+            errors.append(exc)
+
+    th = threading.Thread(target=load, daemon=True)
+    th.start()
+    try:
+        time.sleep(3)
+        admin = admin_client(s)  # kept referenced: the futures fail when their client is destroyed
+        admin.delete_topics([s.tenant_topic(broken)])[s.tenant_topic(broken)].result(30)
+        time.sleep(6)
+    finally:
+        stop.set()
+        th.join(60)
+    assert not th.is_alive() and not errors, errors
+    got = read_topic(s.kafka_bootstrap, s.tenant_topic(healthy), expect=len(sent[healthy]), timeout=90)
+    delivered = {m.key().decode().split("/", 1)[1] for m in got}
+    assert delivered >= set(sent[healthy]), f"{len(set(sent[healthy]) - delivered)} of the healthy tenant's missing"
+    dlq = [decode_dlq(m.value()) for m in read_topic(s.kafka_bootstrap, s.dlq_topic, timeout=30, idle=5)]
+    assert dlq and {d["reason"] for d in dlq} == {"tenant_unavailable"}
+    print(f"healthy tenant: {len(delivered)} delivered; broken tenant: {len(dlq)} set aside")

@@ -564,6 +564,12 @@ def test_every_reason_is_produced_by_the_code_and_documented(proc, registry):
     assert isinstance(r, Rejected)
     assert_clean(r)
     produced.add(r.reason)
+    # An accepted event whose tenant's topic is gone (the batch sets it aside this way).
+    ok = proc.process(key, value, SRC, now_ms=NOW)
+    assert isinstance(ok, Accepted)
+    r = proc.reject_accepted(ok, Reason.TENANT_UNAVAILABLE, "the tenant's topic does not exist")
+    assert_clean(r)
+    produced.add(r.reason)
     for p, k, v, kw in [
         (proc, key, b"\x00\x01 not an event", {}),
         (proc, key, value.replace(b'"customer_signup"', b'"no_such_schema"', 1), {}),
@@ -593,7 +599,7 @@ def test_every_reason_is_produced_by_the_code_and_documented(proc, registry):
 
     assert produced == set(Reason), set(Reason) - produced
     assert {r.value for r in Reason} == {"undecodable", "unknown_schema", "schema_violation", "missing_tenant",
-                                         "unknown_tenant", "tenant_mismatch", "oversized", "key_mismatch", "processing_error",
+                                         "unknown_tenant", "tenant_unavailable", "tenant_mismatch", "oversized", "key_mismatch", "processing_error",
                                          "invalid_request"}
 
 
