@@ -108,14 +108,29 @@ def redis_files(redis_dir: Path) -> dict[str, bytes]:
     return out
 
 
+# Kafka's offset and time indexes: fixed-width numbers (relative offsets, file positions,
+# timestamps) the broker writes itself, never a byte a producer sent. Each active segment's
+# index is preallocated as a 10 MiB sparse file: reading them made a search of a busy test
+# broker (a thousand partitions) allocate over 20 GB and take minutes, so they are skipped.
+INDEX_SUFFIXES = (".index", ".timeindex")
+
+
+def _is_index(f: Path) -> bool:
+    name = f.name
+    for tail in (".deleted", ".cleaned", ".swap"):
+        name = name.removesuffix(tail)
+    return name.endswith(INDEX_SUFFIXES)
+
+
 def broker_files(log_dirs) -> dict[str, bytes]:
     """Every file under the broker's log directories (every topic's partition folders, internal
-    topics, files renamed for deletion or cleaning), segment files with their batches decompressed."""
+    topics, files renamed for deletion or cleaning) except the offset and time indexes
+    (``INDEX_SUFFIXES``: numbers only), segment files with their batches decompressed."""
     out: dict[str, bytes] = {}
     for d in log_dirs:
         for f in sorted(Path(d).rglob("*")):
             try:
-                if not f.is_file():
+                if not f.is_file() or _is_index(f):
                     continue
                 out[str(f)] = haystack(f) if ".log" in f.name else f.read_bytes()
             except FileNotFoundError:  # removed by the broker while we looked

@@ -3,7 +3,8 @@
 Paths: valid (delivered), invalid (DLQ), consent-dropped (an opted-out
 subject), erased (a subject erased after delivery). Searched: every
 tenant-topic record, every DLQ record, every audit record, every file under
-the broker's log directories (every topic but the events.raw input), every Redis
+the broker's log directories (every topic but the events.raw input; not the offset and time
+indexes, which hold only numbers the broker writes), every Redis
 key and value of every type and prefix, Redis' files (AOF base, increments, any
 RDB) after a finished rewrite, and the worker's, broker's and Redis' logs. Each
 search first finds a planted control (events.raw's files, a planted Redis key).
