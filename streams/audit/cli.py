@@ -8,6 +8,7 @@ from streams.ops.kafka_client import KafkaTarget
 from streams.audit.chain import verify
 from streams.audit.exceptions import AuditError
 from streams.audit.log import read_all
+from streams.cli.text import plural
 
 
 def verify_command(bootstrap: KafkaTarget, topic: str, out: TextIO) -> int:
@@ -25,11 +26,11 @@ def verify_command(bootstrap: KafkaTarget, topic: str, out: TextIO) -> int:
     report = verify(records)
     chains = len(report.chains)
     if report.ok:
-        print(f"audit trail OK: {report.records} records in {chains} chain{'s' if chains != 1 else ''}, "
+        print(f"audit trail OK: {plural(report.records, 'record')} in {plural(chains, 'chain')}, "
               f"head {report.head or '-'}", file=out)
         return 0
-    print(f"audit trail BROKEN: {len(report.breaks)} break{'s' if len(report.breaks) != 1 else ''} "
-          f"in {report.records} records ({chains} chain{'s' if chains != 1 else ''})", file=out)
+    print(f"audit trail BROKEN: {plural(len(report.breaks), 'break')} "
+          f"in {plural(report.records, 'record')} ({plural(chains, 'chain')})", file=out)
     for b in report.breaks:
         print(f"  {b.kind}: {b.describe(topic)}", file=out)
     return 1

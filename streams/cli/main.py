@@ -855,7 +855,16 @@ def _stdout_gone() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit status (``streams.cli.errors``). Errors are one line on stderr."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:  # --help, or an argparse error (status 2): its output may meet a closed pipe too
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise SystemExit(_stdout_gone()) from None
+        raise
+    except BrokenPipeError:
+        return _stdout_gone()
     try:
         status = args.fn(args)
         sys.stdout.flush()  # inside the try: with a pipe, a closed reader shows here
