@@ -99,15 +99,21 @@ def probe_kafka(s: Settings, topics: Iterable[str] = (), timeout: float = PROBE_
     else:
         raise kafka_unreachable(s, "; ".join(errors))
 
-    from confluent_kafka import KafkaException
+    from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({**s.kafka(), "logger": _quiet, "socket.connection.setup.timeout.ms": int(timeout * 1000)})
+    seen: list = []  # errors librdkafka reports meanwhile: a refused login says more than the timeout
+    admin = AdminClient({**s.kafka(), "logger": _quiet, "error_cb": seen.append,
+                         "socket.connection.setup.timeout.ms": int(timeout * 1000)})
     try:
         md = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
-        raise kafka_unreachable(s, f"no answer to a metadata request within {timeout:.0f} s: "
-                                   f"{_kafka_reason(exc)}") from None
+        admin.poll(0.2)  # serves error_cb with what happened meanwhile
+        auth = [e for e in seen if e.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED)]
+        if auth:
+            raise kafka_unreachable(s, f"the broker refused the login: {auth[-1].str()}") from None
+        cause = seen[-1].str() if seen else _kafka_reason(exc)
+        raise kafka_unreachable(s, f"no answer to a metadata request within {timeout:.0f} s: {cause}") from None
     for topic in topics:
         if topic not in md.topics:
             if topic == s.audit_topic:

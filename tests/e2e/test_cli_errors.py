@@ -318,3 +318,15 @@ def test_key_rotation_while_a_worker_runs_under_load(make_settings, start_worker
             assert d.detokenize(tenant, subject, ev["email"], "test:rotation", "rotation check") == email
             by_phase[p] = by_phase.get(p, 0) + 1
     assert all(by_phase.get(p, 0) > 0 for p in ("before", "during", "after")), by_phase
+
+
+# ---------------------------------------------------------------- a refused Kafka login
+
+def test_wrong_kafka_password_is_named_within_seconds(make_secure_settings):
+    s = make_secure_settings()
+    t0 = time.monotonic()
+    r = _cli(s, "audit", "verify", env={"STREAMS_KAFKA_PASSWORD": "not-the-password"})
+    _one_line(r, EXIT_UNREACHABLE, "Kafka is unreachable", "STREAMS_KAFKA_PASSWORD")
+    assert "not-the-password" not in r.stderr
+    assert "refused the login" in r.stderr or "uthentication" in r.stderr, r.stderr
+    assert time.monotonic() - t0 < 20
