@@ -27,10 +27,17 @@ EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
-#: Appended to every command's --help (kept short; the table above is the reference).
-EXIT_CODES_HELP = """exit status: 0 done; 1 ran, negative outcome (see above); 2 bad argument or setting,
-nothing changed; 3 Kafka, Redis or the audit trail unreachable (the message names the
-STREAMS_* setting to check); 130 interrupted; 141 output pipe closed (e.g. `| head`)."""
+def exit_codes_help(exit1: str = "") -> str:
+    """The exit statuses for a command's --help (short; the table above is the reference).
+
+    ``exit1``: when that command exits with 1; commands without one never do.
+    """
+    one = f"  1    {exit1}\n" if exit1 else ""
+    return ("exit status:\n  0    done\n" + one
+            + "  2    bad argument or setting; nothing was changed\n"
+            "  3    Kafka, Redis or the audit trail unreachable: the message names which, the\n"
+            "       STREAMS_* setting to check, and anything already done (usually nothing)\n"
+            "  130  interrupted;  141  output pipe closed (`streams ... | head`)")
 
 
 class CliError(Exception):

@@ -12,13 +12,14 @@ events.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Iterator, Sequence, Union
 
 from streams.settings import Settings, SettingsError
 
@@ -27,17 +28,15 @@ from streams.settings import Settings, SettingsError
 from streams.cli import deps  # noqa: E402
 from streams.cli.errors import (  # noqa: E402
     EXIT_BROKEN_PIPE,
-    EXIT_CODES_HELP,
     EXIT_INTERRUPTED,
     CliError,
     UsageError,
+    exit_codes_help,
 )
 from streams.cli.text import plural  # noqa: E402
 
 EPILOG = """configuration comes from STREAMS_* environment variables (see README.md,
-"Configuration"); defaults talk to the local stack that `streams stack up` runs.
-
-""" + EXIT_CODES_HELP
+"Configuration"); defaults talk to the local stack that `streams stack up` runs."""
 
 
 #: What a command needs reachable (``deps.KAFKA``, ``REDIS``, ``AUDIT``), or a function of its arguments giving it.
@@ -644,7 +643,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="streams",
         description="Privacy-first multi-tenant event pipeline on Kafka: run the stack and workers, "
                     "publish events, read tenant streams, the DLQ and the store.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG + "\n\n" + exit_codes_help("the command ran and its outcome is negative (each command's "
+                                                  "--help says when)"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -654,10 +655,8 @@ def build_parser() -> argparse.ArgumentParser:
             needs: Needs = (), exit1: str = ""):
         """``needs``: what main probes before ``fn`` runs (or a function of the arguments giving it);
         ``exit1``: when the command exits with status 1, for its --help."""
-        desc = desc or help
-        if exit1:
-            desc += f"\n\nExit status 1: {exit1}."
-        sp = sub.add_parser(name, help=help, description=desc, epilog=EPILOG,
+        sp = sub.add_parser(name, help=help, description=desc or help,
+                            epilog=EPILOG + "\n\n" + exit_codes_help(exit1),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.set_defaults(fn=fn, needs=needs)
         return sp
@@ -852,6 +851,30 @@ def _stdout_gone() -> int:
     return EXIT_BROKEN_PIPE
 
 
+@contextlib.contextmanager
+def _quiet_client_logs(quiet: bool) -> Iterator[None]:
+    """Keep librdkafka's log lines ("FAIL ... Connection refused", one per retry) off a command's stderr.
+
+    Without a configured handler Python prints warnings of the project's Kafka
+    loggers as they come; a command reports a failure as its one line instead.
+    Restored afterwards (``main`` also runs inside tests). Workers and the demo
+    configure their own logging and keep these lines.
+    """
+    if not quiet:
+        yield
+        return
+    kafka_log = logging.getLogger("streams.kafka")
+    null = logging.NullHandler()
+    saved = kafka_log.propagate
+    kafka_log.addHandler(null)
+    kafka_log.propagate = False
+    try:
+        yield
+    finally:
+        kafka_log.removeHandler(null)
+        kafka_log.propagate = saved
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit status (``streams.cli.errors``). Errors are one line on stderr."""
     parser = build_parser()
@@ -866,7 +889,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return _stdout_gone()
     try:
-        status = args.fn(args)
+        with _quiet_client_logs(args.command not in ("worker", "demo")):
+            status = args.fn(args)
         sys.stdout.flush()  # inside the try: with a pipe, a closed reader shows here
         return status
     except BrokenPipeError:
