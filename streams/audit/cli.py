@@ -17,10 +17,7 @@ from streams.audit.exceptions import AuditError
 from streams.audit.log import read_all
 from streams.audit.signing import Keyring
 from streams.ops.kafka_client import KafkaTarget
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'s' if n != 1 else ''}"
+from streams.cli.text import plural
 
 
 def verify_command(bootstrap: KafkaTarget, topic: str, out: TextIO, keyring: Keyring, *,
@@ -41,20 +38,20 @@ def verify_command(bootstrap: KafkaTarget, topic: str, out: TextIO, keyring: Key
     report = verify(records, keyring, trail or topic)
     chains = len(report.chains)
     if report.ok:
-        print(f"audit trail OK: {_plural(report.records, 'record')} in {_plural(chains, 'chain')}, "
+        print(f"audit trail OK: {plural(report.records, 'record')} in {plural(chains, 'chain')}, "
               f"head {report.head or '-'}", file=out)
     else:
-        print(f"audit trail BROKEN: {_plural(len(report.breaks), 'break')} in {_plural(report.records, 'record')} "
-              f"({_plural(chains, 'chain')})", file=out)
+        print(f"audit trail BROKEN: {plural(len(report.breaks), 'break')} in {plural(report.records, 'record')} "
+              f"({plural(chains, 'chain')})", file=out)
         for b in report.breaks:
             print(f"  {b.kind}: {b.describe(topic)}", file=out)
     writers = sorted({h.writer for h in report.chains.values()})
-    print(f"keyring: {_plural(len(keyring), 'key')} of {_plural(len(keyring.writers()), 'writer')}"
+    print(f"keyring: {plural(len(keyring), 'key')} of {plural(len(keyring.writers()), 'writer')}"
           f"{' from ' + keyring_source if keyring_source else ''}; chains written by: {', '.join(writers) or '-'}",
           file=out)
     for chain_id, h in report.chains.items():
         print(f"  chain {chain_id}: writer {h.writer}, key{'s' if len(h.kids) != 1 else ''} "
-              f"{', '.join(h.kids) or '-'}, seqs 0-{h.seq} ({_plural(h.records, 'record')}), head {h.hash}",
+              f"{', '.join(h.kids) or '-'}, seqs 0-{h.seq} ({plural(h.records, 'record')}), head {h.hash}",
               file=out)
     return 0 if report.ok else 1
 

@@ -20,6 +20,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
+from streams.cli.text import plural
 from streams.settings import REPO_ROOT, Settings
 
 DEMO_TENANTS = ("acme", "globex")
@@ -142,7 +143,7 @@ def run_demo(settings: Settings, keep_running: bool = False, events: int = 20) -
         _say(f"    worker pid {worker.pid} ready; log: {worker_log}; metrics (operator key): http://127.0.0.1:{settings.web_port}/metrics")
 
         run = uuid.uuid4().hex[:4]
-        _step(4, f"Publishing {events} valid events per tenant ({', '.join(DEMO_TENANTS)}) and one bad event of each kind")
+        _step(4, f"Publishing {plural(events, 'valid event')} per tenant ({', '.join(DEMO_TENANTS)}) and one bad event of each kind")
         producer = EventProducer(settings.kafka(), settings.raw_topic, registry)
         rng = random.Random()
         makers = [samples.signup, samples.order, samples.support]
@@ -161,7 +162,7 @@ def run_demo(settings: Settings, keep_running: bool = False, events: int = 20) -
         for reason, key, value in bad:
             producer.send_raw(key, value)
         producer.flush()
-        _say(f"    broker acknowledged {producer.acked} records "
+        _say(f"    broker acknowledged {plural(producer.acked, 'record')} "
              f"({sum(published.values())} valid as Avro single-object or JSON, {len(bad)} bad)")
         del producer  # close its connections now, not at exit after the broker is gone
 
@@ -171,7 +172,7 @@ def run_demo(settings: Settings, keep_running: bool = False, events: int = 20) -
             msgs = _read_from(settings.kafka(), settings.tenant_topic(tenant), start[tenant],
                               published[tenant], 60)
             delivered[tenant] = len({m.key() for m in msgs if m.value() is not None})
-            _say(f"    {settings.tenant_topic(tenant)}: {len(msgs)} events")
+            _say(f"    {settings.tenant_topic(tenant)}: {plural(len(msgs), 'event')}")
             for m in msgs[:3]:
                 name, ev = decoder.decode(m.value())
                 subject, _, event_id = m.key().decode().partition("/")  # key: <subject>/<event id>
@@ -190,11 +191,11 @@ def run_demo(settings: Settings, keep_running: bool = False, events: int = 20) -
         _step(7, "The store (Redis, per-tenant keyspace, indexed by subject and by type and time)")
         reader = StoreReader.from_url(settings.redis_url)
         for tenant in DEMO_TENANTS:
-            _say(f"    {tenant}: {reader.count(tenant)} events in all; "
+            _say(f"    {tenant}: {plural(reader.count(tenant), 'event')} in all; "
                  + ", ".join(f"{t}={reader.count(tenant, t)}" for t in ("customer_signup", "order_placed", "support_message")))
         subject = f"demo-{run}-0"
         docs = reader.by_subject("acme", subject)
-        _say(f"    `streams store acme --subject {subject}` -> {len(docs)} events:")
+        _say(f"    `streams store acme --subject {subject}` -> {plural(len(docs), 'event')}:")
         for d in docs[:4]:
             _say(f"      {d['event_type']:<16} event_id={d['event_id']} at {d['event']['event_time']}")
 
@@ -219,7 +220,7 @@ def run_demo(settings: Settings, keep_running: bool = False, events: int = 20) -
             steps = ", ".join(f"{st['step']}+{st['at_ms'] - receipt['filed_at_ms']}ms" for st in receipt["steps"])
             _say(f"    `streams privacy file acme --type erase --subject {subject}` -> receipt {receipt['request_id']}")
             _say(f"      steps: {steps}")
-            _say(f"    store now answers {len(reader.by_subject('acme', subject))} events for {subject}")
+            _say(f"    store now answers {plural(len(reader.by_subject('acme', subject)), 'event')} for {subject}")
             if token_doc is not None:
                 r2 = cli("detokenize", "acme", subject, token, "--reason", "demo: after erasure", "--actor", "demo")
                 _say(f"    detokenize after erasure -> {r2.stderr.strip().split(': ', 1)[-1]}")
