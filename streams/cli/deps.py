@@ -140,12 +140,16 @@ def probe_redis(s: Settings, timeout: float = PROBE_TIMEOUT) -> None:
 
 
 def probe(s: Settings, needs: Iterable[str]) -> None:
-    """Probe each dependency in ``needs`` (``KAFKA``, ``REDIS``, ``AUDIT``); the first missing one raises."""
-    needs = set(needs)
-    if REDIS in needs:
-        probe_redis(s)
-    if KAFKA in needs or AUDIT in needs:
-        probe_kafka(s, [s.audit_topic] if AUDIT in needs else [])
+    """Probe each dependency in ``needs`` (``KAFKA``, ``REDIS``, ``AUDIT``), in that order (what the
+    command reads first comes first); the first missing one raises."""
+    needs = list(dict.fromkeys(needs))
+    kafka_done = False
+    for need in needs:
+        if need == REDIS:
+            probe_redis(s)
+        elif not kafka_done:  # KAFKA or AUDIT: one probe covers both
+            probe_kafka(s, [s.audit_topic] if AUDIT in needs else [])
+            kafka_done = True
 
 
 def _redis_reason(exc: Exception) -> str:

@@ -758,7 +758,7 @@ def build_parser() -> argparse.ArgumentParser:
              "Start one worker of the consumer group STREAMS_APP_ID. Run several to scale out: partitions of "
              "events.raw are shared among them. Stops cleanly on Ctrl-C / SIGTERM. Refuses to start (status "
              "2) when its web port is taken: give a second worker on one machine its own --web-port.",
-             needs=(K, R))
+             needs=(R, K))
     sp.add_argument("--web-port", type=int, help="HTTP port for /health, /ready, /metrics (default STREAMS_WEB_PORT)")
     sp.add_argument("--no-create-topics", action="store_true", help="do not create missing topics at start")
 
@@ -866,7 +866,7 @@ def build_parser() -> argparse.ArgumentParser:
              "keys list: every writer's keys (public), which is current. keys rotate [--writer W]: a new "
              "signing key for W (default: this CLI user's); the old one stays published and verifies what it "
              "signed; audited. keys export [--out FILE]: the keyring (public keys only) for auditors.",
-             needs=lambda a: (K, A) if a.action == "verify" and a.keyring else (R, K, A),
+             needs=lambda a: (K, A) if a.action == "verify" and a.keyring else (K, A, R),
              exit1="a chain is broken or cannot be authenticated, or the trail could not be read to its end")
     sp.add_argument("action", choices=["verify", "keys"])
     sp.add_argument("keys_action", nargs="?", choices=["list", "rotate", "export"], metavar="KEYS_ACTION",
