@@ -50,7 +50,7 @@ def verify_command(bootstrap: KafkaTarget, topic: str, out: TextIO, keyring: Key
           f"{' from ' + keyring_source if keyring_source else ''}; chains written by: {', '.join(writers) or '-'}",
           file=out)
     for chain_id, h in report.chains.items():
-        print(f"  chain {chain_id}: writer {h.writer}, {plural(len(h.kids), 'key')} "
+        print(f"  chain {chain_id}: writer {h.writer}, {'key' if len(h.kids) == 1 else 'keys'} "
               f"{', '.join(h.kids) or '-'}, seqs 0-{h.seq} ({plural(h.records, 'record')}), head {h.hash}",
               file=out)
     return 0 if report.ok else 1

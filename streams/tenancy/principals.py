@@ -70,8 +70,9 @@ ROLES: dict[str, StaffRole] = {
         _officer_acls,
         # Read-only key patterns (%R~): the registry, receipts, request indexes and counts. Never
         # k:{t}:tenant or k:{t}:subj:* (key material) nor t:{t}:* (tenant data).
-        ("on", "resetkeys", "%R~tenancy:tenants", "%R~k:{*}:receipt:*", "%R~k:{*}:requests", "%R~k:{*}:stats",
-         "resetchannels", "-@all", "+get", "+mget", "+hget", "+hgetall", "+hkeys", "+hvals", "+hexists",
+        ("on", "resetkeys", "%R~tenancy:tenants", "%R~tenancy:deleted", "%R~k:{*}:receipt:*", "%R~k:{*}:requests",
+         "%R~k:{*}:stats", "resetchannels", "-@all", "+get", "+mget", "+hget", "+hgetall", "+hkeys", "+hvals",
+         "+hexists", "+smembers",
          "+zrange", "+zrangebyscore", "+zrevrange", "+zcard", "+exists", "+type", "+ping"),
     ),
     "auditor": StaffRole(
