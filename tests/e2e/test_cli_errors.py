@@ -8,7 +8,6 @@ look at Redis and Kafka afterwards.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -19,7 +18,8 @@ import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
-from streams.audit.log import AuditLog, read_all
+from streams.audit.keys import open_audit_log
+from streams.audit.log import read_all
 from streams.cli.errors import EXIT_BROKEN_PIPE, EXIT_UNREACHABLE, EXIT_USAGE
 from streams.ingest import samples
 from streams.ingest.producer import EventProducer
@@ -306,7 +306,7 @@ def test_key_rotation_while_a_worker_runs_under_load(make_settings, start_worker
     # Tokens made before, during and after the rotation detokenize to what was sent (through the
     # audited path, with keys read afresh: only the new tenant-key version exists now).
     provider = LocalKeyFileProvider(s.master_key_file)
-    with AuditLog(s.kafka_bootstrap, s.audit_topic, "test:rotation") as audit:
+    with open_audit_log(s, "test:rotation", client=client, provider=provider) as audit:
         d = Detokenizer(KeyStore(client, provider), audit, Pseudonymizer(client, provider))
         by_phase: dict[str, int] = {}
         for event_id, ev in delivered.items():
