@@ -313,7 +313,7 @@ def cmd_dlq_resolve(args: argparse.Namespace) -> int:
 
     s = _settings()
     _ready(args, s)
-    tenant = _onboarded_tenant(s, args.tenant)
+    tenant = _onboarded_tenant(s, args.tenant, args)
     subjects = DlqSubjects(redis.Redis.from_url(s.redis_url, socket_timeout=5),
                            LocalKeyFileProvider(s.master_key_file, create=False))
     actor = f"cli:{args.actor or _user()}"

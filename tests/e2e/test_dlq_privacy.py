@@ -34,8 +34,15 @@ def _cli(s, *args, timeout=120):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _metrics(port: int) -> bytes:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+def _metrics(s, port: int) -> bytes:
+    """The metrics page, as an operator reads it (it names tenants: operator keys only)."""
+    import redis
+
+    from streams.api.api_keys import ApiKeyStore, Role
+
+    _, token = ApiKeyStore(redis.Redis.from_url(s.redis_url)).create(None, Role.OPERATOR, "metrics")
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
         return r.read()
 
 
@@ -57,7 +64,7 @@ def test_no_canary_in_dlq_log_metrics_or_audit(make_settings, start_worker, data
     worker = start_worker(s)
     dlq = read_topic(s.kafka_bootstrap, s.dlq_topic, expect=len(batch), timeout=60)
     assert len(dlq) == len(batch), worker.log_text()[-3000:]
-    page = _metrics(s.web_port)
+    page = _metrics(s, s.web_port)
     assert b"streams_events_dlq_total" in page
     worker.stop()
     audit = read_all(s.kafka_bootstrap, s.audit_topic)

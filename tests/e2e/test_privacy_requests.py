@@ -137,7 +137,10 @@ def test_erasure_reaches_every_copy(make_settings, start_worker, stack):
     start_worker(s)
     read_topic(s.kafka_bootstrap, s.tenant_topic(tenant), expect=4, timeout=60)
     dlq = read_topic(s.kafka_bootstrap, s.dlq_topic, expect=1, timeout=60)
-    assert len(dlq) == 1 and json.loads(dlq[0].value())["key"] == f"{tenant}/erase-me"
+    dlq_doc = json.loads(dlq[0].value())
+    # The DLQ names the subject by pseudonym only (issue 16); its key's shape says it was tenant/subject.
+    assert len(dlq) == 1 and dlq_doc["key"]["shape"] == "tenant/subject" and dlq_doc["key"]["subject"].startswith("p_")
+    assert b"erase-me" not in dlq[0].value()
     token = next(ev for ev in _events_of(s, tenant, "erase-me") if "email" in ev)["email"]
     assert _cli(s, "detokenize", tenant, "erase-me", token, "--reason", "before erasure").stdout.strip() == \
         "erase.me@example.com"
@@ -192,14 +195,14 @@ def test_erasure_reaches_every_copy(make_settings, start_worker, stack):
             break
         time.sleep(1)
     assert left == [], f"{len(left)} raw records of the erased subject still readable on {s.raw_topic}"
-    # DLQ and audit: nothing of the subject's values or tokens. (The DLQ record's key hint still names the
-    # subject id in the clear: the erasure does not reach the DLQ; reported on issue 15, not fixed here.)
+    # DLQ and audit: nothing of the subject's values, tokens or id (the DLQ names it by a pseudonym whose
+    # way back the erasure deleted).
     copies = [m.value() for m in read_topic(s.kafka_bootstrap, s.dlq_topic, expect=None, timeout=10, idle=2)]
     assert len(copies) == 1
     audit = [json.dumps(rec) for _, rec in read_all(s.kafka_bootstrap, s.audit_topic)]
     assert any("privacy.erase" in a for a in audit)
     for text in copies + [a.encode() for a in audit]:
-        assert b"erase.me@example.com" not in text and token.encode() not in text
+        assert b"erase.me@example.com" not in text and token.encode() not in text and b"erase-me" not in text
     for a in audit:
         assert "erase-me" not in a, a  # the audit trail names subjects by pseudonym
 
