@@ -165,6 +165,18 @@ class Settings:
     #: STREAMS_WEB_TLS_CERT / STREAMS_WEB_TLS_KEY - PEM certificate chain and key: the server speaks HTTPS.
     web_tls_cert: str = ""
     web_tls_key: str = ""
+    # Bounding denied and excessive API calls (streams.api.limits; 429 with Retry-After). Buckets hold
+    # two seconds of their rate; 0 turns a limit off.
+    #: STREAMS_API_RATE_PER_KEY - requests per second of one API key (each key its own bucket).
+    api_rate_per_key: float = 100.0
+    #: STREAMS_API_DENIED_RATE_PER_KEY - denied (401/403) requests per second of one key id; beyond it every
+    #: request of the key id is refused before it reaches Redis.
+    api_denied_rate_per_key: float = 10.0
+    #: STREAMS_API_RATE_PER_ADDRESS - denied requests per second of one client address (IPv6: /64); beyond it
+    #: the address's requests without a recently authenticated key are refused.
+    api_rate_per_address: float = 10.0
+    #: STREAMS_API_DENIAL_AUDIT_WINDOW - seconds per aggregated denial audit record (one per who and what).
+    api_denial_audit_window: float = 10.0
     #: STREAMS_DATA_DIR - the worker's local state (Faust tables).
     data_dir: Path = REPO_ROOT / ".stack" / "worker"
     #: STREAMS_STACK_DIR - the local broker's and Redis' files (``streams stack``).
@@ -238,6 +250,11 @@ class Settings:
             web_enabled=_bool(env, "STREAMS_WEB_ENABLED", d.web_enabled),
             web_host=(env.get("STREAMS_WEB_HOST") or d.web_host).strip(),
             **_web_tls(env),
+            api_rate_per_key=_float(env, "STREAMS_API_RATE_PER_KEY", d.api_rate_per_key, allow_zero=True),
+            api_denied_rate_per_key=_float(env, "STREAMS_API_DENIED_RATE_PER_KEY", d.api_denied_rate_per_key,
+                                           allow_zero=True),
+            api_rate_per_address=_float(env, "STREAMS_API_RATE_PER_ADDRESS", d.api_rate_per_address, allow_zero=True),
+            api_denial_audit_window=_float(env, "STREAMS_API_DENIAL_AUDIT_WINDOW", d.api_denial_audit_window),
             data_dir=Path(env.get("STREAMS_DATA_DIR") or stack_dir / "worker"),
             stack_dir=stack_dir,
             master_key_file=Path(env.get("STREAMS_MASTER_KEY_FILE") or stack_dir / "keys" / "master.key"),

@@ -4,6 +4,11 @@ Every decision (auth, validation, status codes, bodies) is made in
 ``streams.api.service``; this module only routes, reads the body with a cap,
 runs the blocking handler in a thread and writes the JSON response.
 
+Rate limits (``DataApi.admit``, in memory) are checked here in the event
+loop, before the request takes one of the API's threads: a flood's refused
+requests (429) never queue in front of other tenants' requests, touch Redis
+or write the audit trail.
+
 Routes are the aiohttp path templates of ``service.ROUTES`` (one view per
 path, with a handler per method: ``/v1/tenants`` takes GET and POST). A catch-all
 ``/v1/{rest:.*}``, registered last, answers what no route took with a JSON
@@ -17,6 +22,7 @@ worker starts).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Type
@@ -98,10 +104,14 @@ def register_api(app: faust.App, get_api: Callable[[], DataApi | None],
         if api is None:
             return _respond(view, _STARTING)
         try:
+            limited = api.admit(route.name, params, request.headers, request.remote)
+            if limited is not None:
+                return _respond(view, limited)
             body = await _read_capped(request, MAX_BODY_BYTES) if route.has_body else b""
             query = list(request.query.items())  # pairs: a repeated parameter must stay visible (400)
             resp = await asyncio.get_running_loop().run_in_executor(
-                executor, api.handle, request.method, route.name, params, query, request.headers, body)
+                executor, functools.partial(api.handle, request.method, route.name, params, query, request.headers,
+                                            body, client=request.remote))
         except Exception as exc:  # the handler never raises; this is the adapter failing (a closed connection)
             log.warning("api %s: request failed in the web layer (%s)", route.name, type(exc).__name__)
             resp = error_response(500, "internal_error", "internal error")
@@ -142,8 +152,10 @@ def register_api(app: faust.App, get_api: Callable[[], DataApi | None],
             api = get_api()
             if api is None:
                 return _respond(web, _STARTING)
-            denied = await asyncio.get_running_loop().run_in_executor(
-                executor, api.authorize_metrics, dict(request.headers))
+            denied = api.admit("metrics", {}, request.headers, request.remote)
+            if denied is None:
+                denied = await asyncio.get_running_loop().run_in_executor(
+                    executor, api.authorize_metrics, dict(request.headers), request.remote)
             if denied is not None:
                 return _respond(web, denied)
             return web.text(render_metrics(), content_type="text/plain", headers={"Cache-Control": "no-store"})

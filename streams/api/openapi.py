@@ -44,6 +44,9 @@ _ERROR_TEXT = {
     405: "Method not allowed on this path.",
     413: f"The body is larger than {MAX_BODY_BYTES} bytes.",
     422: "Detokenize refused: not a token, not this subject's, or the subject is erased (audited).",
+    429: "Rate limited, before anything was looked up: this key's requests per second, this key's denied "
+         "requests, or (without a recently authenticated key) this address's denied requests are over their "
+         "limit. Retry after Retry-After seconds. Counted in an aggregated api.denied audit record.",
     503: "The worker is starting, or the store, the audit trail or (filing a privacy request) the broker is "
          "unavailable; retry. A privacy request answered 503 is not filed.",
 }
@@ -88,6 +91,9 @@ def _error(status: int, control: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"description": text, "content": {"application/json": {"schema": _ERROR}}}
     if status == 401:
         out["headers"] = {"WWW-Authenticate": {"description": 'Bearer realm="streams"', "schema": {"type": "string"}}}
+    if status == 429:
+        out["headers"] = {"Retry-After": {"description": "Seconds to wait before the next request (at least 1)",
+                                          "schema": {"type": "integer", "minimum": 1}}}
     return out
 
 
@@ -155,7 +161,7 @@ _DESCRIPTION = {
 
 
 def _operation(r: Route) -> dict[str, Any]:
-    statuses = sorted([400, 401, 403, 503] + _MORE_ERRORS.get(r.name, []))
+    statuses = sorted([400, 401, 403, 429, 503] + _MORE_ERRORS.get(r.name, []))
     ok_status = _OK_STATUS.get(r.name, "200")
     content = {"application/json": {"schema": _OK_SCHEMA[r.name]}}
     text = {"200": "OK", "201": "Created", "202": "Accepted: filed (the broker acknowledged it)"}[ok_status]
@@ -246,7 +252,7 @@ def _document() -> dict[str, Any]:
         "responses": {
             "200": {"description": "Prometheus text exposition format", "content": {"text/plain": {"schema": {
                 "type": "string"}}}},
-            **{str(s): _error(s) for s in (401, 403, 503)},
+            **{str(s): _error(s) for s in (401, 403, 429, 503)},
         },
     }}
     paths[OPENAPI_PATH] = {"get": {

@@ -42,16 +42,18 @@ body holds), then the path, the query and the body are validated, and only
 then does ``streams.api.control`` call the tenant service (the same one as
 ``streams tenants``), which audits each change with the key as actor.
 
-Denials are audited (``api.denied``): a 403, and a 401 for a token that is
-well-formed but unknown or revoked (its key id is not secret). Malformed
-or missing credentials are not audited: they carry no key to name, and
-recording every stray request would let anyone flood the audit trail for
-free. For the same reason the 401 records are rate-limited per process
-(``UNKNOWN_KEY_AUDITS_PER_SECOND``; anyone can make up well-formed tokens,
-and the audit topic is kept forever): the next record written counts the
-ones left out. 403s need a valid key, which can be revoked, so all of them
-are recorded. Audit records never hold a token or a subject id (a subject
-appears only as the pseudonym of the caller's own tenant).
+Floods are bounded (issue 9; ``streams.api.limits``). Before a request
+reaches any of the above, ``admit`` (no I/O; the web layer calls it in its
+event loop) answers 429 with ``Retry-After`` when the key id's bucket
+(every request), the key id's denial bucket or, for a request without a
+recently authenticated key, the client address's denial bucket is empty.
+Denials (401, 403, 429) are audited as ``api.denied`` records aggregated per
+window (``DenialAudit``): one record per (key id, or the client's network
+without a key; tenant asked for; route; status; why) with its ``count``,
+appended by a background flush, never on the request path, so a flood adds
+a bounded number of records (the audit topic is kept forever). Audit records
+never hold a token, a full client address or a subject id (a subject appears
+only as the pseudonym of the caller's own tenant).
 
 Error bodies are ``{"error": {"code": ..., "message": ...}}``; messages name
 the parameter and the rule, never echo the value sent (it may be personal
@@ -60,18 +62,19 @@ data or an injection attempt).
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import re
 import dataclasses
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, AbstractSet, Any, Callable, Iterable, Mapping, Protocol
 
 import redis
 
 from streams.api.api_keys import ApiKeyStore, Principal, Role, key_id_of
+from streams.api.limits import ApiLimiter, Denial, DenialAudit, address_for_audit, retry_after
 from streams.audit.exceptions import AuditError
 from streams.consent.exceptions import InvalidRequest
 from streams.consent.requests import PURPOSES, PrivacyRequest, RequestType, new_request
@@ -97,8 +100,9 @@ MAX_TOKEN_CHARS = 4096
 MIN_REASON = 3
 MAX_REQUEST_REASON = 200  # streams.consent.requests' limit
 PRIVACY_FIELDS = ("type", "subject", "purpose", "reason")
-UNKNOWN_KEY_AUDITS_PER_SECOND = 10.0
-UNKNOWN_KEY_AUDIT_BURST = 50
+DEFAULT_DENIAL_AUDIT_WINDOW = 10.0
+# The address of the request being handled (handle and authorize_metrics set it): who an unauthenticated denial is.
+_CLIENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("streams_api_client", default=None)
 
 # ---------------------------------------------------------------- responses
 
@@ -298,29 +302,6 @@ def _shape_matches(template: list[str], seg: list[str]) -> bool:
 # ---------------------------------------------------------------- the API
 
 
-class RateBudget:
-    """A token bucket: at most ``rate`` per second after a ``burst``; counts what it refused. Thread-safe."""
-
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self._rate, self._burst, self._clock = rate, burst, clock
-        self._tokens, self._at = float(burst), clock()
-        self._refused = 0
-        self._lock = threading.Lock()
-
-    def take(self) -> tuple[bool, int]:
-        """(allowed, how many were refused since the last allowed one; reset when allowed)."""
-        with self._lock:
-            now = self._clock()
-            self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
-            self._at = now
-            if self._tokens < 1:
-                self._refused += 1
-                return False, self._refused
-            self._tokens -= 1
-            refused, self._refused = self._refused, 0
-            return True, refused
-
-
 class AuditSink(Protocol):
     """What the API needs of ``streams.audit.log.AuditLog``."""
 
@@ -357,9 +338,12 @@ class DataApi:
     def __init__(self, store: StoreReader, keys: ApiKeyStore, detokenizer: Detokenizer, audit: AuditSink,
                  pseudonym: Callable[[str, str], str], tenants: Callable[[], AbstractSet[str]],
                  control: TenantControlPart | None = None, *, filer: RequestFiler | None = None,
-                 receipts: Callable[[str, str], dict[str, Any] | None] | None = None) -> None:
+                 receipts: Callable[[str, str], dict[str, Any] | None] | None = None,
+                 limits: ApiLimiter | None = None, denials: DenialAudit | None = None) -> None:
         # control None: the operator routes answer 503 (not enabled here) after authorization; filer or
-        # receipts None: the privacy request routes answer 503 after authorization.
+        # receipts None: the privacy request routes answer 503 after authorization. limits None: no 429s.
+        # denials None: one of the default window, flushed by flush_denials() (start_denial_audits() runs it
+        # in the background).
         self._control = control
         self._filer = filer
         self._receipts = receipts
@@ -369,16 +353,73 @@ class DataApi:
         self._audit = audit
         self._pseudonym = pseudonym
         self._tenants = tenants
-        self._unknown_key_audits = RateBudget(UNKNOWN_KEY_AUDITS_PER_SECOND, UNKNOWN_KEY_AUDIT_BURST)
+        self._limits = limits
+        self._denials = denials or DenialAudit(audit, DEFAULT_DENIAL_AUDIT_WINDOW)
 
     def __repr__(self) -> str:
         return "DataApi()"
 
+    # ------------------------------------------------------------ denials: limits and their audit
+
+    def start_denial_audits(self) -> None:
+        """Flush the aggregated denial records in the background, every window."""
+        self._denials.start()
+
+    def flush_denials(self) -> int:
+        """Append the denial records counted so far (one per group); how many were written."""
+        return self._denials.flush()
+
+    def close(self) -> None:
+        self._denials.close()
+
+    def admit(self, route: str, params: Mapping[str, str], headers: Mapping[str, str],
+              client: str | None) -> ApiResponse | None:
+        """None if the request may be handled, else a 429 (``Retry-After``). In memory only: no Redis, no
+        audit write (the refusal is counted for the aggregated denial record), so a flood costs little."""
+        if self._limits is None:
+            return None
+        r = METRICS_ROUTE if route == METRICS_ROUTE.name else ROUTES_BY_NAME.get(route)
+        if r is None:
+            return None
+        token = credentials(headers)
+        key_id = key_id_of(token) if token else None
+        refusal = self._limits.admit(key_id, client)
+        if refusal is None:
+            return None
+        raw_tenant = params.get("tenant", "")
+        # Without a key that authenticated the address is who: made-up key ids would each make a group of
+        # their own (they are kept as a few samples of the group).
+        tenant = raw_tenant if is_valid_tenant_name(raw_tenant) else None
+        if refusal.by_address or key_id is None:
+            self._denials.add(Denial(r.name, 429, refusal.reason, tenant, network=address_for_audit(client)),
+                              unproven_key_id=key_id)
+        else:
+            self._denials.add(Denial(r.name, 429, refusal.reason, tenant, key_id))
+        return error_response(429, "rate_limited", f"{refusal.reason}; retry after the time in Retry-After",
+                              {"Retry-After": retry_after(refusal.retry_after_s)})
+
+    def _after(self, r: Route, headers: Mapping[str, str], raw_tenant: str, client: str | None,
+               resp: ApiResponse) -> ApiResponse:
+        """Denials count against the caller's buckets; a 401 without a usable key is counted for the audit here
+        (the others were, where they were decided)."""
+        if resp.status not in (401, 403):
+            return resp
+        token = credentials(headers)
+        key_id = key_id_of(token) if token else None
+        if self._limits is not None:
+            self._limits.denied(key_id, client, authenticated=resp.status == 403)  # 403s come after authentication
+        if resp.status == 401 and key_id is None:
+            self._denials.add(Denial(r.name, 401, "no API key" if token is None else "malformed API key",
+                                     raw_tenant if is_valid_tenant_name(raw_tenant) else None,
+                                     network=address_for_audit(client)))
+        return resp
+
     # ------------------------------------------------------------ entry point
 
     def handle(self, method: str, route: str, params: Mapping[str, str], query: Query,
-               headers: Mapping[str, str], body: bytes = b"") -> ApiResponse:
-        """Answer one request. Never raises: unexpected failures become 500 without details."""
+               headers: Mapping[str, str], body: bytes = b"", *, client: str | None = None) -> ApiResponse:
+        """Answer one request (``client``: the caller's address, for the per-address limit). Never raises:
+        unexpected failures become 500 without details. The web layer calls ``admit`` first."""
         r = ROUTES_BY_NAME.get(route)
         if r is None:
             return error_response(404, "not_found", f"no such route; the routes are described at {OPENAPI_PATH}")
@@ -386,6 +427,15 @@ class DataApi:
         if method != r.method and not (method == "HEAD" and r.method == "GET"):
             allow = r.method + (", HEAD" if r.method == "GET" else "")
             return error_response(405, "method_not_allowed", f"use {allow} on this path", {"Allow": allow})
+        token = _CLIENT.set(client)
+        try:
+            return self._after(r, headers, params.get("tenant", ""), client,
+                               self._handle_safely(r, params, query, headers, body))
+        finally:
+            _CLIENT.reset(token)
+
+    def _handle_safely(self, r: Route, params: Mapping[str, str], query: Query, headers: Mapping[str, str],
+                       body: bytes) -> ApiResponse:
         try:
             return self._handle(r, params, query, headers, body)
         except ApiError as exc:
@@ -447,10 +497,18 @@ class DataApi:
 
     # ------------------------------------------------------------ /metrics
 
-    def authorize_metrics(self, headers: Mapping[str, str]) -> ApiResponse | None:
+    def authorize_metrics(self, headers: Mapping[str, str], client: str | None = None) -> ApiResponse | None:
         """None when the caller may read ``/metrics`` (an operator key), else the error to answer (401/403,
         audited like the routes' denials). The metrics name every tenant and its volume: no tenant key and
         no anonymous caller reads them."""
+        token = _CLIENT.set(client)
+        try:
+            denied = self._authorize_metrics(headers)
+        finally:
+            _CLIENT.reset(token)
+        return None if denied is None else self._after(METRICS_ROUTE, headers, "", client, denied)
+
+    def _authorize_metrics(self, headers: Mapping[str, str]) -> ApiResponse | None:
         r = METRICS_ROUTE
         try:
             p = self._authenticate(r, headers, "")
@@ -479,14 +537,16 @@ class DataApi:
                            {"WWW-Authenticate": 'Bearer realm="streams", error="invalid_token"'})
         key_id = key_id_of(token)
         if key_id is None:
-            raise invalid  # malformed: not audited (see the module docstring)
+            raise invalid  # malformed: counted for the audit by the caller's network (handle's _after)
         principal = self._keys.authenticate(token)
         if principal is None:
-            allowed, left_out = self._unknown_key_audits.take()
-            if allowed:
-                self._deny_audit(r, 401, key_id, None, raw_tenant, "unknown or revoked API key",
-                                 extra={"unaudited_before": left_out} if left_out else None)
+            # Grouped by the caller's network, the key id one of the group's samples: anyone can make them up.
+            self._denials.add(Denial(r.name, 401, "unknown or revoked API key",
+                                     raw_tenant if is_valid_tenant_name(raw_tenant) else None,
+                                     network=address_for_audit(_CLIENT.get())), unproven_key_id=key_id)
             raise invalid
+        if self._limits is not None:
+            self._limits.authenticated(key_id)  # not made up: its address's denials no longer hold it back
         return principal
 
     def _authorize(self, r: Route, p: Principal, tenant: str, body: bytes) -> None:
@@ -513,17 +573,13 @@ class DataApi:
             return None
 
     def _deny_audit(self, r: Route, status: int, key_id: str | None, p: Principal | None, tenant: str,
-                    why: str, subject_pseudonym: str | None = None, extra: Mapping[str, Any] | None = None) -> None:
-        """Record a denied attempt. A failing audit does not turn the denial into an allow or an error."""
-        details: dict[str, Any] = {"status": status, "route": r.name, "key_id": key_id,
-                                   "key_role": p.role.value if p else None, "key_tenant": p.tenant if p else None,
-                                   **(extra or {})}
-        log.info("api %s denied (%d, key %s): %s", r.name, status, key_id, why)
-        try:
-            self._audit.append("api.denied", tenant if is_valid_tenant_name(tenant or "") else None,
-                               subject_pseudonym, why, details, actor=f"api:{key_id}" if key_id else "api")
-        except Exception as exc:
-            log.warning("api: denial not audited (%s)", type(exc).__name__)
+                    why: str, subject_pseudonym: str | None = None) -> None:
+        """Count a denied attempt for its aggregated audit record (``DenialAudit``: written by the background
+        flush, one record per (who, what) and window, never here on the request path)."""
+        log.debug("api %s denied (%d, key %s): %s", r.name, status, key_id, why)
+        self._denials.add(Denial(r.name, status, why, tenant if is_valid_tenant_name(tenant or "") else None,
+                                 key_id, p.role.value if p else None, p.tenant if p else None,
+                                 subject=subject_pseudonym))
 
     # ------------------------------------------------------------ routes
 
@@ -772,5 +828,9 @@ def build_data_api(settings: "Settings", audit: AuditSink, tenants: Callable[[],
     from streams.consent.store import ConsentStore
 
     consent = ConsentStore(client)
-    return DataApi(store, ApiKeyStore(client), detokenizer, audit, pseudonyms, tenants, tenant_control,
-                   filer=KafkaRequestFiler(settings.kafka(), settings.requests_topic), receipts=consent.receipt)
+    limits = ApiLimiter(settings.api_rate_per_key, settings.api_denied_rate_per_key, settings.api_rate_per_address)
+    api = DataApi(store, ApiKeyStore(client), detokenizer, audit, pseudonyms, tenants, tenant_control,
+                  filer=KafkaRequestFiler(settings.kafka(), settings.requests_topic), receipts=consent.receipt,
+                  limits=limits, denials=DenialAudit(audit, settings.api_denial_audit_window))
+    api.start_denial_audits()
+    return api

@@ -74,6 +74,7 @@ def setup(make_settings):
     api = build_data_api(s, audit, lambda: s.tenants)
     keys = ApiKeyStore(redis.Redis.from_url(s.redis_url))
     yield s, api, keys, events, accepted
+    api.close()  # the background denial flush, before the audit it writes to
     audit.close()
 
 
@@ -142,6 +143,7 @@ def test_detokenize_is_audited_and_denials_too(setup):
     revoked_id, revoked = keys.create(a, Role.DETOKENIZER)
     keys.revoke(revoked_id)
     assert api.handle("POST", "detokenize", {"tenant": a}, {}, _h(revoked), body).status == 401
+    api.flush_denials()  # the worker's background flush does this every STREAMS_API_DENIAL_AUDIT_WINDOW
 
     records = [rec for _, rec in read_all(s.kafka_bootstrap, s.audit_topic)]
     detoks = [r for r in records if r["action"] == "detokenize"]
@@ -168,4 +170,6 @@ def test_build_data_api_needs_the_master_key(make_settings):
             build_data_api(s, audit, lambda: s.tenants)
         assert not s.master_key_file.exists()  # the failed build did not create one either
         LocalKeyFileProvider(s.master_key_file).load()  # what the worker does at start
-        assert isinstance(build_data_api(s, audit, lambda: s.tenants, control=False), DataApi)
+        api = build_data_api(s, audit, lambda: s.tenants, control=False)
+        assert isinstance(api, DataApi)
+        api.close()

@@ -105,8 +105,10 @@ def _api(world: World | None = None, audit: Audit | None = None, max_concurrent:
          control: bool = True) -> DataApi:
     w = world or World()
     part = TenantControl(w.make, lambda name: w.status, w.on_change, max_concurrent) if control else None
-    return DataApi(Store([]), Keys(), Detok(), audit or Audit(), lambda t, s: "p_x",  # type: ignore[arg-type]
-                   lambda: {"acme", "globex"}, part)
+    audit = audit or Audit()
+    audit.api = DataApi(Store([]), Keys(), Detok(), audit, lambda t, s: "p_x",  # type: ignore[arg-type]
+                        lambda: {"acme", "globex"}, part)
+    return audit.api
 
 
 def _call(api: DataApi, route: str, who: str | None = "operator", tenant: str | None = None, query: Any = None,
@@ -130,7 +132,7 @@ def test_tenant_keys_get_403_audited_and_nothing_runs(who, route):
     assert r.status == 403 and r.body["error"] == {"code": "forbidden",
                                                    "message": "only operator keys may manage tenants"}
     assert world.made == [] and world.calls == []
-    [rec] = audit.records
+    [rec] = audit.flushed()
     assert rec["action"] == "api.denied" and rec["details"]["route"] == route
     assert rec["details"]["key_role"] == TOKENS[who][1].role.value and rec["details"]["status"] == 403
     assert rec["actor"] == f"api:{TOKENS[who][1].key_id}"
@@ -144,7 +146,7 @@ def test_tenant_keys_get_403_before_any_validation(who):
                                        ("tenant_describe", "A" * 100, {"x": "1"}, b"")]:
         r = _call(api, route, who, tenant=tenant, query=query, body=body)
         assert r.status == 403, route
-    assert world.made == [] and [rec["tenant"] for rec in audit.records] == [None, None, None]
+    assert world.made == [] and [rec["tenant"] for rec in audit.flushed()] == [None, None, None]
 
 
 def test_no_key_or_unknown_key_is_401():

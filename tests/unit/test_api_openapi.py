@@ -45,12 +45,14 @@ def test_every_route_is_documented_with_its_parameters_and_constraints():
                 re.compile(schema["pattern"])
         assert not documented, f"{r.name} documents parameters it does not take: {documented}"
         ok_status = {"tenants_create": "201", "privacy_request": "202"}.get(r.name, "200")
-        for status in (ok_status, "400", "401", "403", "503"):
+        for status in (ok_status, "400", "401", "403", "429", "503"):
             assert status in op["responses"], (r.name, status)
         for status, resp in op["responses"].items():
             if status not in ("200", "201", "202"):
                 assert resp["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
         assert "WWW-Authenticate" in op["responses"]["401"]["headers"]
+        assert "Retry-After" in op["responses"]["429"]["headers"]
+    assert "429" in doc["paths"]["/metrics"]["get"]["responses"]
     assert "404" in doc["paths"]["/v1/tenants/{tenant}/events/{event_id}"]["get"]["responses"]
     assert doc["paths"]["/v1/tenants/{tenant}/detokenize"]["post"]["requestBody"]["required"] is True
 

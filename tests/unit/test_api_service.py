@@ -17,16 +17,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.api.api_keys import Principal, Role, key_id_of, parse_token
+from streams.api.limits import ApiLimiter
 from streams.api.service import (
     EVENT_ID,
     LIMIT,
     ROUTES,
     SUBJECT,
     TENANT,
-    UNKNOWN_KEY_AUDIT_BURST,
     ApiError,
     DataApi,
-    RateBudget,
     credentials,
     parse_detokenize_body,
     unmatched,
@@ -91,6 +90,13 @@ class Audit:
     def __init__(self, fail: bool = False) -> None:
         self.records: list[dict[str, Any]] = []
         self.fail = fail
+        self.api: DataApi | None = None
+
+    def flushed(self) -> list[dict[str, Any]]:
+        """The records once the API flushed its aggregated denials (the worker does it every window)."""
+        if self.api is not None:
+            self.api.flush_denials()
+        return self.records
 
     def append(self, action, tenant, subject_pseudonym, reason, details=None, *, actor=None):
         if self.fail:
@@ -112,9 +118,12 @@ class Detok:
         return self.outcome
 
 
-def _api(store: Store | None = None, audit: Audit | None = None, detok: Detok | None = None) -> DataApi:
-    return DataApi(store or Store([_doc(i) for i in range(5)]), Keys(), detok or Detok(),  # type: ignore[arg-type]
-                   audit or Audit(), lambda t, s: "p_" + "0" * 24, lambda: {"acme", "globex"})
+def _api(store: Store | None = None, audit: Audit | None = None, detok: Detok | None = None,
+         limits: ApiLimiter | None = None) -> DataApi:
+    audit = audit or Audit()
+    audit.api = DataApi(store or Store([_doc(i) for i in range(5)]), Keys(), detok or Detok(),  # type: ignore[arg-type]
+                        audit, lambda t, s: "p_" + "0" * 24, lambda: {"acme", "globex"}, limits=limits)
+    return audit.api
 
 
 def _get(api: DataApi, route: str, who: str | None = "acme-reader", query: Any = None, **params: str):
@@ -130,53 +139,55 @@ def _detok_body(**over: Any) -> bytes:
 # ---------------------------------------------------------------- authentication
 
 
-def test_no_key_is_401_with_www_authenticate_and_not_audited():
+def test_no_key_is_401_with_www_authenticate_and_audited_by_network_only():
     audit = Audit()
-    r = _get(_api(audit=audit), "counts", who=None)
-    assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
-    assert r.body["error"]["code"] == "unauthorized"
-    assert audit.records == []
+    api = _api(audit=audit)
+    for _ in range(3):
+        r = api.handle("GET", "counts", {"tenant": "acme"}, {}, {}, b"", client="203.0.113.77")
+        assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+        assert r.body["error"]["code"] == "unauthorized"
+    assert audit.records == []  # nothing on the request path
+    [rec] = audit.flushed()  # one aggregated record: who (the network, never the address), what, how many
+    assert rec["action"] == "api.denied" and rec["actor"] == "api" and rec["tenant"] == "acme"
+    assert rec["details"] | {"window_start_ms": 0, "window_end_ms": 0} == {
+        "status": 401, "route": "counts", "key_id": None, "key_role": None, "key_tenant": None, "count": 3,
+        "network": "203.0.113.0/24", "window_start_ms": 0, "window_end_ms": 0}
+    assert "203.0.113.77" not in json.dumps(rec)
 
 
 @pytest.mark.parametrize("header", [{"Authorization": "Basic abc"}, {"Authorization": "Bearer nope"},
                                     {"X-API-Key": "stk_short_x"}, {"authorization": "Bearer " + "x" * 5000}])
-def test_malformed_key_is_401_not_audited(header):
+def test_malformed_key_is_401_audited_without_the_token(header):
     audit = Audit()
     r = _api(audit=audit).handle("GET", "counts", {"tenant": "acme"}, {}, header, b"")
     assert r.status == 401 and "WWW-Authenticate" in r.headers
-    assert audit.records == []
+    [rec] = audit.flushed()
+    assert rec["details"]["key_id"] is None and rec["reason"] in ("no API key", "malformed API key")
+    assert list(header.values())[0].split(" ")[-1] not in json.dumps(rec)
 
 
 def test_unknown_key_is_401_and_audited_with_key_id_never_token():
     audit = Audit()
     r = _api(audit=audit).handle("GET", "counts", {"tenant": "acme"}, {}, {"x-api-key": UNKNOWN}, b"")
     assert r.status == 401 and 'error="invalid_token"' in r.headers["WWW-Authenticate"]
-    [rec] = audit.records
+    [rec] = audit.flushed()
     assert rec["action"] == "api.denied" and rec["details"]["key_id"] == "f" * 12 and rec["details"]["status"] == 401
     assert rec["tenant"] == "acme" and rec["actor"] == "api:" + "f" * 12
     assert SECRET not in json.dumps(rec)
 
 
-def test_unknown_key_audits_are_rate_limited_and_the_next_record_counts_the_gap():
+def test_denials_are_aggregated_one_record_per_who_and_what():
     audit = Audit()
     api = _api(audit=audit)
-    for _ in range(UNKNOWN_KEY_AUDIT_BURST + 7):
+    for _ in range(57):
         assert api.handle("GET", "counts", {"tenant": "acme"}, {}, {"X-API-Key": UNKNOWN}, b"").status == 401
-    assert len(audit.records) == UNKNOWN_KEY_AUDIT_BURST
-    # 403s need a valid (revocable) key: never rate-limited.
     for _ in range(3):
         _get(api, "counts", who="globex-reader")
-    assert len(audit.records) == UNKNOWN_KEY_AUDIT_BURST + 3
-
-
-def test_rate_budget():
-    now = [0.0]
-    b = RateBudget(2.0, 2, clock=lambda: now[0])
-    assert [b.take() for _ in range(4)] == [(True, 0), (True, 0), (False, 1), (False, 2)]
-    now[0] = 0.5  # one token back
-    assert b.take() == (True, 2) and b.take() == (False, 1)
-    now[0] = 100.0
-    assert b.take() == (True, 1) and b.take() == (True, 0) and b.take() == (False, 1)
+    assert audit.records == []
+    recs = audit.flushed()
+    assert sorted((r["details"]["key_id"], r["details"]["status"], r["details"]["count"]) for r in recs) == [
+        ("c" * 12, 403, 3), ("f" * 12, 401, 57)]
+    assert audit.flushed() == recs  # nothing new: nothing added
 
 
 def test_x_api_key_and_bearer_case_insensitive():
@@ -213,8 +224,10 @@ def test_other_tenant_is_403_with_identical_body_whether_it_exists_or_not():
     bad_params = api.handle("GET", "event", {"tenant": "nosuch", "event_id": "x"}, {"limit": "0"}, h, b"")
     assert existing.status == missing.status == bad_params.status == 403
     assert existing.body == missing.body == bad_params.body
-    assert [r["tenant"] for r in audit.records] == ["globex", "nosuch", "nosuch"]
-    assert all(r["details"]["key_tenant"] == "acme" and r["subject"] is None for r in audit.records)
+    recs = audit.flushed()
+    assert sorted((r["tenant"], r["details"]["route"], r["details"]["count"]) for r in recs) == [
+        ("globex", "events", 1), ("nosuch", "event", 1), ("nosuch", "events", 1)]
+    assert all(r["details"]["key_tenant"] == "acme" and r["subject"] is None for r in recs)
 
 
 def test_key_of_a_tenant_no_longer_onboarded_is_403_like_any_other():
@@ -227,7 +240,7 @@ def test_key_of_a_tenant_no_longer_onboarded_is_403_like_any_other():
 def test_operator_key_may_not_read_tenant_data():
     audit = Audit()
     r = _get(_api(audit=audit), "events", who="operator")
-    assert r.status == 403 and audit.records[0]["details"]["key_role"] == "operator"
+    assert r.status == 403 and audit.flushed()[0]["details"]["key_role"] == "operator"
 
 
 def test_reader_may_not_detokenize_and_the_denial_names_the_subject_by_pseudonym_only():
@@ -236,7 +249,7 @@ def test_reader_may_not_detokenize_and_the_denial_names_the_subject_by_pseudonym
     r = api.handle("POST", "detokenize", {"tenant": "acme"}, {},
                    {"Authorization": f"Bearer {TOKENS['acme-reader'][0]}"}, _detok_body())
     assert r.status == 403 and detok.calls == []
-    [rec] = audit.records
+    [rec] = audit.flushed()
     assert rec["subject"] == "p_" + "0" * 24 and "u-1" not in json.dumps(rec)
 
 

@@ -72,6 +72,10 @@ CUSTOM = {
     "STREAMS_KAFKA_USERNAME": ("pipeline", "pipeline"),
     "STREAMS_KAFKA_PASSWORD": ("s3cret-pass-word", "s3cret-pass-word"),
     "STREAMS_KAFKA_REAUTH_MS": ("15000", 15000),
+    "STREAMS_API_RATE_PER_KEY": ("250", 250.0),
+    "STREAMS_API_DENIED_RATE_PER_KEY": ("0", 0.0),
+    "STREAMS_API_RATE_PER_ADDRESS": ("2.5", 2.5),
+    "STREAMS_API_DENIAL_AUDIT_WINDOW": ("1", 1.0),
 }
 # Variables that only make sense with another one.
 COMPANIONS = {"STREAMS_KAFKA_SECURITY": {"STREAMS_KAFKA_PASSWORD": "s3cret-pass-word"},
