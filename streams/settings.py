@@ -156,6 +156,9 @@ class Settings:
     batch_size: int = 500
     #: STREAMS_BATCH_WITHIN - seconds to wait for a batch to fill.
     batch_within: float = 0.02
+    #: STREAMS_FAIR_QUANTUM - while several tenants are active, the most events one tenant gives a
+    #: batch of the tenant raw consumer (streams.ingest.fairness); 0: batch_size / 5.
+    fair_quantum: int = 0
     #: STREAMS_WEB_PORT - the Faust worker's HTTP port (health, later the API).
     web_port: int = 6066
     #: STREAMS_WEB_ENABLED - 0 to run the worker without its HTTP server.
@@ -246,6 +249,7 @@ class Settings:
             max_event_bytes=_int(env, "STREAMS_MAX_EVENT_BYTES", d.max_event_bytes, 64),
             batch_size=_int(env, "STREAMS_BATCH_SIZE", d.batch_size, 1),
             batch_within=_float(env, "STREAMS_BATCH_WITHIN", d.batch_within),
+            fair_quantum=_int(env, "STREAMS_FAIR_QUANTUM", d.fair_quantum, 0),
             web_port=_port(env, "STREAMS_WEB_PORT", d.web_port),
             web_enabled=_bool(env, "STREAMS_WEB_ENABLED", d.web_enabled),
             web_host=(env.get("STREAMS_WEB_HOST") or d.web_host).strip(),

@@ -51,7 +51,7 @@ from streams.api.service import (
 )
 from streams.audit.exceptions import AuditError
 from streams.ops.exceptions import TopicError
-from streams.tenancy.exceptions import InvalidTenantName, OnboardingError, TenantNotFound
+from streams.tenancy.exceptions import InvalidTenantName, OnboardingError, QuotaUnsupported, TenantNotFound
 from streams.tenancy.registry import REGIMES
 
 if TYPE_CHECKING:  # only for build_tenant_control's signature
@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 CONTROL_CONCURRENCY = 2
 TENANT_ROLES = ("reader", "detokenizer", "privacy")  # the roles a tenant's API keys may have (operator keys: no tenant)
 DEFAULT_ROLES = ("reader",)
-CREATE_FIELDS = ("name", "regime", "roles")
+CREATE_FIELDS = ("name", "regime", "roles", "quota")
 
 # librdkafka errors that mean "the broker cannot be reached (now)", not "the broker refused".
 _KAFKA_UNREACHABLE = frozenset({
@@ -77,14 +77,15 @@ _KAFKA_UNREACHABLE = frozenset({
 
 
 def parse_create_body(body: bytes) -> dict[str, Any]:
-    """``{"name", "regime"?, "roles"?}`` validated, with defaults; ApiError 400/413 saying what is wrong.
+    """``{"name", "regime"?, "roles"?, "quota"?}`` validated, with defaults; ApiError 400/413 saying what is wrong.
 
     Messages name the field and the rule, never the value sent.
     """
     if len(body) > MAX_BODY_BYTES:
         raise ApiError(413, "payload_too_large", f"the body is limited to {MAX_BODY_BYTES} bytes")
     shape = ('the body must be a JSON object {"name": <tenant>, "regime": "opt_out"|"opt_in" (optional), '
-             '"roles": ["reader", "detokenizer", "privacy"] (optional)}')
+             '"roles": ["reader", "detokenizer", "privacy"] (optional), '
+             '"quota": {"produce": <bytes/s>, "fetch": <bytes/s>, "request": <percent>} (optional)}')
     try:
         obj = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -107,7 +108,17 @@ def parse_create_body(body: bytes) -> dict[str, Any]:
             or len(set(roles)) != len(roles)):
         raise ApiError(400, "invalid_body", f"'roles' must be a list of distinct roles from: {', '.join(TENANT_ROLES)} "
                                             "(operator keys belong to no tenant)")
-    return {"name": name, "regime": regime, "roles": list(roles)}
+    out: dict[str, Any] = {"name": name, "regime": regime, "roles": list(roles)}
+    if "quota" in obj:
+        from streams.tenancy.quotas import quota_from_mapping
+
+        if not isinstance(obj["quota"], dict):
+            raise ApiError(400, "invalid_body", "'quota' must be an object with produce, fetch and/or request")
+        try:
+            out["quota"] = quota_from_mapping(obj["quota"])
+        except OnboardingError as exc:  # names the part and the rule, never the value
+            raise ApiError(400, "invalid_body", str(exc).replace("--quota", "'quota'")) from None
+    return out
 
 
 def check_confirmation(tenant: str, query: Mapping[str, Any]) -> None:
@@ -142,6 +153,8 @@ def control_error(exc: Exception, tenant_status: Callable[[], str | None]) -> Ap
         return ApiError(400, "invalid_parameter", f"the tenant name must be {TENANT.rule()}")
     if isinstance(exc, TenantNotFound):
         return ApiError(404, "not_found", "no onboarded tenant of this name")
+    if isinstance(exc, QuotaUnsupported):  # checked before any step: nothing changed
+        return ApiError(400, "invalid_body", str(exc))
     if isinstance(exc, OnboardingError):
         try:
             deleting = tenant_status() == "deleting"
@@ -192,7 +205,7 @@ class ActorAudit:
 class TenantServiceLike(Protocol):
     """What is used of ``streams.tenancy.onboarding.TenantService``."""
 
-    def create(self, name: str, regime: str = ..., roles: Any = ...) -> dict[str, Any]: ...
+    def create(self, name: str, regime: str = ..., roles: Any = ..., quota: Any = ...) -> dict[str, Any]: ...
     def list(self) -> list[dict[str, Any]]: ...
     def describe(self, name: str) -> dict[str, Any]: ...
     def rotate_credentials(self, name: str) -> dict[str, Any]: ...
@@ -253,7 +266,8 @@ class TenantControl:
         if name is None:  # every other route names a tenant (path or body), validated by now
             raise ApiError(400, "invalid_parameter", f"a tenant name is required: {TENANT.rule()}")
         if route == "tenants_create" and request is not None:
-            result = svc.create(name, request["regime"], request["roles"])
+            extra = {"quota": request["quota"]} if "quota" in request else {}
+            result = svc.create(name, request["regime"], request["roles"], **extra)
             created = result.get("status") == "created"
             log.info("api tenants_create: tenant %s %s", name, "created" if created else "existed")
             return ok(result, 201 if created else 200, {"Location": f"/v1/tenants/{name}"} if created else None)

@@ -372,6 +372,18 @@ def _document() -> dict[str, Any]:
                                   "uniqueItems": True, "maxItems": len(TENANT_ROLES), "default": list(DEFAULT_ROLES),
                                   "description": "Roles of the tenant's API keys, made when the tenant is "
                                                  "onboarded (a repeated call makes none)."},
+                        "quota": {"type": "object", "additionalProperties": False, "minProperties": 1,
+                                  "properties": {
+                                      "produce": {"type": "integer", "nullable": True, "minimum": 1024,
+                                                  "description": "producer_byte_rate of producer-<t> (bytes/s)"},
+                                      "fetch": {"type": "integer", "nullable": True, "minimum": 1024,
+                                                "description": "consumer_byte_rate of tenant-<t> (bytes/s)"},
+                                      "request": {"type": "number", "nullable": True, "minimum": 0,
+                                                  "exclusiveMinimum": True,
+                                                  "description": "request_percentage of both principals"}},
+                                  "description": "Kafka client quotas (secure broker), enforced by the broker; "
+                                                 "null removes a part; absent: quotas stay as they are "
+                                                 "(none by default)."},
                     },
                 },
                 "TenantCreated": {

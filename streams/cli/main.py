@@ -557,6 +557,17 @@ def cmd_tenants(args: argparse.Namespace) -> int:
 
     from streams.tenancy.names import validate_tenant_name
 
+    quota = None
+    if args.quota is not None:  # checked before anything is opened: a bad flag changes nothing
+        from streams.tenancy.exceptions import OnboardingError
+        from streams.tenancy.quotas import parse_quota
+
+        if args.action != "create":
+            raise UsageError("--quota goes with `tenants create`")
+        try:
+            quota = parse_quota(args.quota)
+        except OnboardingError as exc:
+            raise UsageError(str(exc)) from None
     s = _settings()
     # Every check before the audit trail or any store is opened: a refused command changes nothing.
     if args.action == "list":
@@ -583,7 +594,7 @@ def cmd_tenants(args: argparse.Namespace) -> int:
             print(json.dumps(svc.list(), indent=2))
             return 0
         if args.action == "create":
-            result = svc.create(args.name, args.regime, roles)
+            result = svc.create(args.name, args.regime, roles, quota)
         elif args.action == "describe":
             result = svc.describe(args.name)
         elif args.action == "rotate-credentials":
@@ -893,6 +904,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="create: consent regime (opt_in: nothing is processed before consent)")
     sp.add_argument("--roles", default="reader",
                     help="create: API key roles, comma-separated: reader, detokenizer, privacy (default reader)")
+    sp.add_argument("--quota", metavar="produce=B/S,fetch=B/S,request=PCT",
+                    help="create (secure broker): Kafka client quotas of the tenant's principals, enforced by the "
+                         "broker: produce = producer_byte_rate of producer-<t>, fetch = consumer_byte_rate of "
+                         "tenant-<t>, request = request_percentage of both; any subset, X=none removes one, "
+                         "`none` all. Default: no quota (a re-run without --quota leaves them as they are). "
+                         "describe shows them as the broker holds them; delete removes them")
     sp.add_argument("--yes", action="store_true", help="delete: confirm")
     sp.add_argument("--actor", help="who does it (default: the login name; kept in the audit trail)")
 

@@ -15,3 +15,7 @@ class TenantNotFound(TenancyError, LookupError):
 
 class OnboardingError(TenancyError):
     """A step of onboarding, rotation or deletion failed; re-running the command is safe."""
+
+
+class QuotaUnsupported(OnboardingError):
+    """Quotas asked of a broker without per-user principals (PLAINTEXT: every client is anonymous)."""

@@ -18,7 +18,11 @@ audited action (``rotate_credentials``, ``streams apikeys create --tenant``):
 - a Redis ACL user ``tenant-<t>`` limited to the keys ``t:{<t>}:*`` and to an allowlist of
   bounded, key-scoped read commands (``TENANT_REDIS_COMMANDS``);
 - API keys with roles (shown once, stored hashed);
-- its consent regime and its tenant key (wrapped by the master key).
+- its consent regime and its tenant key (wrapped by the master key);
+- Kafka client quotas of its two principals when asked (``quota``, ``streams.tenancy.quotas``):
+  produce and fetch byte rates and a request percentage, enforced by the broker; a re-run with a
+  quota changes them, a re-run without one leaves them; ``describe`` reads them back from the
+  broker and ``delete`` removes them.
 
 ``delete`` erases all of the tenant's data and shreds its keys, with a receipt whose steps
 carry their times. Credentials are random (``secrets``) and appear only in the return value
@@ -55,8 +59,9 @@ from streams.ops.topics import ensure_topics, tenant_topics
 from streams.privacy.keys import KeyStore
 from streams.settings import Settings
 from streams.sinks import store_keys as K
-from streams.tenancy.exceptions import OnboardingError, TenantNotFound
+from streams.tenancy.exceptions import OnboardingError, QuotaUnsupported, TenantNotFound
 from streams.tenancy.names import validate_tenant_name
+from streams.tenancy.quotas import ClientQuotas, TenantQuota, describe_tenant, quota_ops, remove_all_ops
 from streams.tenancy.registry import REGIMES, TenantRecord, TenantRegistry, principal_names, producer_principal
 
 log = logging.getLogger(__name__)
@@ -121,8 +126,10 @@ def _password() -> str:
 
 class TenantService:
     def __init__(self, settings: Settings, client: redis.Redis, admin: AdminClient, keys: KeyStore,
-                 api_keys: ApiKeyStore, audit: Any | None = None, actor: str = "streams") -> None:
+                 api_keys: ApiKeyStore, audit: Any | None = None, actor: str = "streams",
+                 quotas: ClientQuotas | None = None) -> None:
         self.settings = settings
+        self.quotas = quotas if quotas is not None else ClientQuotas(settings)
         self.r = client
         self.admin = admin
         self.keys = keys
@@ -134,10 +141,15 @@ class TenantService:
 
     # ------------------------------------------------------------------ create
 
-    def create(self, name: str, regime: str = "opt_out", roles: Iterable[str] = ("reader",)) -> dict[str, Any]:
+    def create(self, name: str, regime: str = "opt_out", roles: Iterable[str] = ("reader",),
+               quota: TenantQuota | None = None) -> dict[str, Any]:
         tenant = validate_tenant_name(name)
         if regime not in REGIMES:
             raise OnboardingError(f"regime must be one of {', '.join(REGIMES)}, got {regime!r}")
+        if quota and not self.settings.kafka_secure:
+            # Every client of a PLAINTEXT broker is User:ANONYMOUS: a per-tenant quota would bind nobody.
+            raise QuotaUnsupported("quotas need the secure broker (STREAMS_KAFKA_SECURITY=SASL_PLAINTEXT): "
+                                  "on a PLAINTEXT broker every client is the same anonymous user")
         wanted_roles = [Role(r) for r in roles]
         if Role.OPERATOR in wanted_roles:
             raise OnboardingError("a tenant key cannot have the operator role")
@@ -178,6 +190,9 @@ class TenantService:
                 step("producer_user", created=False)
             self._create_acls(tenant)
             step("kafka_acls", bindings=len(acl_bindings(tenant)) + len(producer_acl_bindings(self.settings, tenant)))
+            if quota:
+                self.quotas.alter(quota_ops(tenant, quota))
+                step("kafka_quotas", **{k: v for k, v in quota.parts})
         else:
             step("kafka_user", skipped="broker without SASL/ACLs (STREAMS_KAFKA_SECURITY=PLAINTEXT)")
 
@@ -212,7 +227,8 @@ class TenantService:
         self.registry.put(record)
         step("registry", regime=record.regime)
         self._audit("tenant.create", tenant, "onboarded" if existing is None else "onboarding re-run",
-                    {"steps": ",".join(s["step"] for s in steps), "new_credentials": ",".join(sorted(credentials))})
+                    {"steps": ",".join(s["step"] for s in steps), "new_credentials": ",".join(sorted(credentials)),
+                     **({"quota": quota.text()} if quota else {})})
         out = {"tenant": tenant, "status": "created" if existing is None else "exists", "regime": record.regime,
                "steps": steps, "credentials": credentials}
         if existing is not None:
@@ -250,6 +266,7 @@ class TenantService:
             out["producer_user"] = {"name": producer, "exists": self._kafka_user_exists(producer),
                                     "acls": [f"{b.operation.name} {b.restype.name} {b.name}"
                                              for b in self._acls_of(producer)]}
+            out["quotas"] = describe_tenant(self.quotas, tenant)
         return out
 
     # ------------------------------------------------------------------ rotate
@@ -321,6 +338,8 @@ class TenantService:
         if self.settings.kafka_secure:
             producer = producer_principal(tenant)
             step("kafka_acls", deleted=self._delete_acls(record.kafka_user) + self._delete_acls(producer))
+            self.quotas.alter(remove_all_ops(tenant))
+            step("kafka_quotas", removed=True)
             step("kafka_user", deleted=self._delete_scram(record.kafka_user))
             step("producer_user", deleted=self._delete_scram(producer))
         deleted_user = int(self.r.acl_deluser(record.redis_user) or 0)  # also ends its open sessions

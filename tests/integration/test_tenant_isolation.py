@@ -235,7 +235,8 @@ def test_delete_erases_everything_with_a_receipt(onboarded):
     receipt = svc.delete(a)
     assert receipt["status"] == "done"
     steps = [st["step"] for st in receipt["steps"]]
-    assert steps == ["registry", "fence", "keys", "api_keys", "kafka_acls", "kafka_user", "producer_user", "redis_user",
+    assert steps == ["registry", "fence", "keys", "api_keys", "kafka_acls", "kafka_quotas", "kafka_user", "producer_user",
+                     "redis_user",
                      "topics", "store", "aof", "registry"]
     assert all(st["at_ms"] >= receipt["started_at_ms"] for st in receipt["steps"])
     # Nothing of A is left but its deleted mark, which keeps it deleted (STREAMS_TENANTS cannot revive it).

@@ -76,6 +76,7 @@ CUSTOM = {
     "STREAMS_API_DENIED_RATE_PER_KEY": ("0", 0.0),
     "STREAMS_API_RATE_PER_ADDRESS": ("2.5", 2.5),
     "STREAMS_API_DENIAL_AUDIT_WINDOW": ("1", 1.0),
+    "STREAMS_FAIR_QUANTUM": ("64", 64),
 }
 # Variables that only make sense with another one.
 COMPANIONS = {"STREAMS_KAFKA_SECURITY": {"STREAMS_KAFKA_PASSWORD": "s3cret-pass-word"},
