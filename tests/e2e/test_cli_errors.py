@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 import redis
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.audit.keys import open_audit_log
 from streams.audit.log import read_all
@@ -53,11 +53,20 @@ def _one_line(r, code, *words):
         assert w in r.stderr, (w, r.stderr)
 
 
-def _high_watermark(s, topic):
+def _high_watermark(s, topic, attempts: int = 20):
+    """Sum of the topic's end offsets. A topic created a moment ago may answer "not leader" to a new
+    client whose metadata lags the admin's: asked again, up to ``attempts`` times."""
     c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"hw-{uuid.uuid4().hex[:6]}", "log_level": 0})
     try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts)
+        for i in range(attempts):
+            try:
+                parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+                return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts)
+            except KafkaException as exc:
+                if not exc.args[0].retriable() and exc.args[0].code() != KafkaError.NOT_LEADER_FOR_PARTITION \
+                        or i == attempts - 1:
+                    raise
+                time.sleep(0.5)
     finally:
         c.close()
 
