@@ -47,10 +47,6 @@ from confluent_kafka.admin import (
     AdminClient,
     ResourcePatternType,
     ResourceType,
-    ScramCredentialInfo,
-    ScramMechanism,
-    UserScramCredentialDeletion,
-    UserScramCredentialUpsertion,
 )
 
 from streams.api.api_keys import ApiKeyStore, Role
@@ -59,6 +55,8 @@ from streams.ops.topics import ensure_topics, tenant_topics
 from streams.privacy.keys import KeyStore
 from streams.settings import Settings
 from streams.sinks import store_keys as K
+from streams.tenancy.credentials import (delete_scram_user, save_redis_acl, scram_user_exists, upsert_scram_user,
+                                        wait_all)
 from streams.tenancy.exceptions import OnboardingError, QuotaUnsupported, TenantNotFound
 from streams.tenancy.names import validate_tenant_name
 from streams.tenancy.quotas import ClientQuotas, TenantQuota, describe_tenant, quota_ops, remove_all_ops
@@ -66,7 +64,6 @@ from streams.tenancy.registry import REGIMES, TenantRecord, TenantRegistry, prin
 
 log = logging.getLogger(__name__)
 
-SCRAM_ITERATIONS = 8192
 TIMEOUT = 30.0
 DIRECTORY_TTL = 2.0  # how often workers re-read the tenant registry (streams.tenancy.registry.TenantDirectory)
 
@@ -361,30 +358,16 @@ class TenantService:
     # ------------------------------------------------------------------ Kafka
 
     def _kafka_user_exists(self, user: str) -> bool:
-        futures = self.admin.describe_user_scram_credentials([user], request_timeout=TIMEOUT)
-        try:
-            desc = futures[user].result()
-        except KafkaException as exc:
-            if exc.args[0].code() == KafkaError.RESOURCE_NOT_FOUND:
-                return False
-            raise OnboardingError(f"describing Kafka user {user} failed: {exc.args[0].str()}") from None
-        return bool(desc.scram_credential_infos)
+        return scram_user_exists(self.admin, user)
 
     def _upsert_scram(self, user: str, password: str) -> None:
-        upsert = UserScramCredentialUpsertion(user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512,
-                                                                        SCRAM_ITERATIONS), password.encode())
-        self._wait(self.admin.alter_user_scram_credentials([upsert], request_timeout=TIMEOUT), "setting the Kafka user")
+        upsert_scram_user(self.admin, user, password)
 
     def _delete_scram(self, user: str) -> bool:
-        if not self._kafka_user_exists(user):
-            return False
-        self._wait(self.admin.alter_user_scram_credentials(
-            [UserScramCredentialDeletion(user, ScramMechanism.SCRAM_SHA_512)], request_timeout=TIMEOUT),
-            "deleting the Kafka user")
-        return True
+        return delete_scram_user(self.admin, user)
 
     def _create_acls(self, tenant: str) -> None:
-        self._wait(self.admin.create_acls(acl_bindings(tenant) + producer_acl_bindings(self.settings, tenant),
+        wait_all(self.admin.create_acls(acl_bindings(tenant) + producer_acl_bindings(self.settings, tenant),
                                           request_timeout=TIMEOUT), "creating ACLs")
 
     def _filter(self, user: str) -> AclBindingFilter:
@@ -411,23 +394,10 @@ class TenantService:
                         raise OnboardingError(f"deleting topic {name} failed: {exc.args[0].str()}") from None
         return gone
 
-    @staticmethod
-    def _wait(futures: dict[Any, Any], what: str) -> None:
-        for fut in futures.values():
-            try:
-                fut.result()
-            except KafkaException as exc:
-                raise OnboardingError(f"{what} failed: {exc.args[0].str()}") from None
-
     # ------------------------------------------------------------------ Redis
 
     def _acl_save(self) -> bool:
-        """Persist ACL users when Redis has an aclfile (the local secure stack does)."""
-        try:
-            self.r.execute_command("ACL", "SAVE")
-            return True
-        except redis.ResponseError:
-            return False
+        return save_redis_acl(self.r)
 
     def _unlink_prefix(self, prefix: str) -> int:
         n = 0

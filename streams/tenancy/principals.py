@@ -25,16 +25,14 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import redis
-from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, AdminClient,
-                                   ResourcePatternType, ResourceType, ScramCredentialInfo, ScramMechanism,
-                                   UserScramCredentialDeletion, UserScramCredentialUpsertion)
+                                   ResourcePatternType, ResourceType)
 
 from streams.settings import Settings
+from streams.tenancy.credentials import (TIMEOUT, delete_scram_user, save_redis_acl, scram_user_exists,
+                                        upsert_scram_user, wait_all)
 from streams.tenancy.exceptions import OnboardingError
 
-TIMEOUT = 30.0
-SCRAM_ITERATIONS = 8192
 # `streams audit verify` reads with assign() under a throwaway group of this prefix (streams.audit.log).
 AUDITOR_GROUP_PREFIX = "streams-audit-read-"
 
@@ -118,7 +116,7 @@ class PrincipalService:
             self._upsert_scram(role.name, password)
             credentials["kafka"] = {"username": role.name, "password": password, "mechanism": "SCRAM-SHA-512",
                                     "bootstrap": self.settings.kafka_bootstrap}
-        self._wait(self.admin.create_acls(role.acls(self.settings, principal), request_timeout=TIMEOUT), "creating ACLs")
+        wait_all(self.admin.create_acls(role.acls(self.settings, principal), request_timeout=TIMEOUT), "creating ACLs")
         if role.redis_rules:
             if self.r.acl_getuser(role.name) is None:
                 password = _password()
@@ -155,11 +153,7 @@ class PrincipalService:
         f = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{role.name}", None,
                              AclOperation.ANY, AclPermissionType.ANY)
         deleted_acls = sum(len(x.result()) for x in self.admin.delete_acls([f], request_timeout=TIMEOUT).values())
-        existed = self._scram_exists(role.name)
-        if existed:
-            self._wait(self.admin.alter_user_scram_credentials(
-                [UserScramCredentialDeletion(role.name, ScramMechanism.SCRAM_SHA_512)], request_timeout=TIMEOUT),
-                "deleting the Kafka user")
+        existed = delete_scram_user(self.admin, role.name)
         redis_deleted = bool(self.r.acl_deluser(role.name)) if role.redis_rules else False
         self._acl_save()
         self._audit("principal.delete", role.name, {"acls": deleted_acls})
@@ -176,32 +170,13 @@ class PrincipalService:
     # ------------------------------------------------------------------ helpers
 
     def _scram_exists(self, user: str) -> bool:
-        futures = self.admin.describe_user_scram_credentials([user], request_timeout=TIMEOUT)
-        try:
-            return bool(futures[user].result().scram_credential_infos)
-        except KafkaException as exc:
-            if exc.args[0].code() == KafkaError.RESOURCE_NOT_FOUND:
-                return False
-            raise OnboardingError(f"describing Kafka user {user} failed: {exc.args[0].str()}") from None
+        return scram_user_exists(self.admin, user)
 
     def _upsert_scram(self, user: str, password: str) -> None:
-        upsert = UserScramCredentialUpsertion(user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512,
-                                                                        SCRAM_ITERATIONS), password.encode())
-        self._wait(self.admin.alter_user_scram_credentials([upsert], request_timeout=TIMEOUT), "setting the Kafka user")
-
-    @staticmethod
-    def _wait(futures: dict[Any, Any], what: str) -> None:
-        for fut in futures.values():
-            try:
-                fut.result()
-            except KafkaException as exc:
-                raise OnboardingError(f"{what} failed: {exc.args[0].str()}") from None
+        upsert_scram_user(self.admin, user, password)
 
     def _acl_save(self) -> None:
-        try:
-            self.r.execute_command("ACL", "SAVE")
-        except redis.ResponseError:
-            pass  # no aclfile: users live until Redis restarts
+        save_redis_acl(self.r)
 
     def _audit(self, action: str, role: str, details: dict[str, Any]) -> None:
         if self.audit is not None:

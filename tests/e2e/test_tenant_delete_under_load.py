@@ -9,22 +9,18 @@ atomically, and its events go to the DLQ as ``unknown_tenant``.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 import redis
 
 from streams.dlq.record import decode_dlq
-from streams.ingest import samples
-from streams.ingest.producer import EventProducer
 from streams.ops.topics import admin_client
 from streams.privacy.keys import key_prefix
-from streams.schema.registry import SchemaRegistry
-from streams.sinks import store_keys as K
 from streams.tenancy.onboarding import build_service
 from tests.conftest import unique
 from tests.kafka_read import read_topic
+from tests.load import steady_load
 
 pytestmark = pytest.mark.e2e
 
@@ -36,36 +32,10 @@ def test_deleting_a_configured_and_an_onboarded_tenant_under_load(make_settings,
     onboarded = unique("t")
     svc.create(onboarded)
     start_worker(s)
-    registry = SchemaRegistry.load_dir(s.schemas_dir)
-    sent: dict[str, list[str]] = {configured: [], survivor: [], onboarded: []}
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def load() -> None:
-        try:
-            p = EventProducer(s.kafka_bootstrap, s.raw_topic, registry)
-            i = 0
-            while not stop.is_set() and i < 3000:
-                for t in sent:
-                    e = samples.order(t, f"s-{i % 9}")
-                    p.send(e)
-                    sent[t].append(e["event_id"])
-                i += 1
-                time.sleep(0.02)
-            p.flush()
-        except BaseException as exc:  # surfaced by the test body
-            errors.append(exc)
-
-    th = threading.Thread(target=load, daemon=True)
-    th.start()
-    try:
+    with steady_load(s, [configured, survivor, onboarded], subjects=9) as sent:
         time.sleep(3)
         receipts = [svc.delete(configured), svc.delete(onboarded)]
         time.sleep(4)  # events of the deleted tenants keep coming
-    finally:
-        stop.set()
-        th.join(60)
-    assert not th.is_alive() and not errors, errors
     assert all(r["status"] == "done" for r in receipts)
 
     # The survivor was not held back: every event it published is delivered.
