@@ -33,7 +33,7 @@ SECURE_KAFKA_PORT = 19192 + _PORT_OFFSET
 SECURE_REDIS_PORT = 16479 + _PORT_OFFSET
 SECURE_ADMIN_PASSWORD = "test-admin-secret-0001"  # test-only credentials of a throwaway local stack
 SECURE_REDIS_PASSWORD = "test-redis-secret-0001"
-SECURE_REAUTH_MS = 8000
+SECURE_REAUTH_MS = 5000
 
 
 @dataclass(frozen=True)

@@ -99,10 +99,10 @@ def test_a_tenant_topic_deleted_by_hand_under_load_affects_only_that_tenant(make
     broken, healthy = sorted(s.tenants)
     start_worker(s)
     with steady_load(s, [broken, healthy]) as sent:
-        time.sleep(3)
+        time.sleep(2)
         admin = admin_client(s)  # kept referenced: the futures fail when their client is destroyed
         admin.delete_topics([s.tenant_topic(broken)])[s.tenant_topic(broken)].result(30)
-        time.sleep(6)
+        time.sleep(4)
     got = read_topic(s.kafka_bootstrap, s.tenant_topic(healthy), expect=len(sent[healthy]), timeout=90)
     delivered = {m.key().decode().split("/", 1)[1] for m in got}
     assert delivered >= set(sent[healthy]), f"{len(set(sent[healthy]) - delivered)} of the healthy tenant's missing"

@@ -33,9 +33,9 @@ def test_deleting_a_configured_and_an_onboarded_tenant_under_load(make_settings,
     svc.create(onboarded)
     start_worker(s)
     with steady_load(s, [configured, survivor, onboarded], subjects=9) as sent:
-        time.sleep(3)
+        time.sleep(2)
         receipts = [svc.delete(configured), svc.delete(onboarded)]
-        time.sleep(4)  # events of the deleted tenants keep coming
+        time.sleep(3)  # events of the deleted tenants keep coming
     assert all(r["status"] == "done" for r in receipts)
 
     # The survivor was not held back: every event it published is delivered.
