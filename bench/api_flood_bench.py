@@ -112,6 +112,22 @@ def denied_records(s: Settings) -> list[dict]:
     return [rec for _, rec in read_all(s.kafka_bootstrap, s.audit_topic) if rec and rec["action"] == "api.denied"]
 
 
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def _write_result(doc: dict) -> None:
+    """bench/results/api-flood-<UTC time>.json: the figures with the commit and the command."""
+    out = Path(__file__).resolve().parent / "results" / f"api-flood-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"results: {out}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
@@ -237,6 +253,16 @@ def main() -> int:
         print(f"attack: {sent} requests in {flood_seconds:.0f} s ({sent / flood_seconds:.0f}/s): "
               f"a's key on b {dict(hostile_counts)}, made-up/no key {dict(anon_counts)}")
         print(f"audit: {added} api.denied records added for {sent} refused requests")
+        _write_result({
+            "bench": "api_flood", "command": " ".join(sys.argv), "commit": _commit(),
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cores": os.cpu_count(),
+            "load": os.getloadavg()[0], "limits": not args.no_limits,
+            "attack_rate": args.attack_rate, "attackers": args.attackers,
+            "baseline_ms": {"p50": p50b, "p99": p99b, "n": len(base_lat)},
+            "flood_ms": {"p50": p50f, "p99": p99f, "n": len(flood_lat)},
+            "ratio": {"p50": p50f / p50b, "p99": p99f / p99b}, "round_p50_ratios": round_ratios,
+            "refused": sent, "audit_records_added": added,
+        })
         return 0
     finally:
         if worker is not None:
