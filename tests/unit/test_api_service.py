@@ -434,3 +434,38 @@ def test_every_route_is_under_v1_and_names_its_path_params():
             assert r.template.startswith("/v1/tenants/{tenant}/") and Role.OPERATOR not in r.roles
         assert set(re.findall(r"{(\w+)}", r.template)) == {p.name for p in r.path_params}
     assert len({(r.method, r.template) for r in ROUTES}) == len(ROUTES)
+
+
+# ---------------------------------------------------------------- no caller text in API errors (issue 16)
+
+CANARY = "Grace_Hopper_1906@example.com"
+_CANARY_REQUESTS = [
+    # (method, route, who, path params, query, body)
+    ("GET", "subject_events", "acme-reader", {"subject": CANARY}, {}, b""),
+    ("GET", "subject_events", "acme-reader", {"subject": "u-1"}, {CANARY: "1"}, b""),
+    ("GET", "subject_events", "acme-reader", {"subject": "u-1"}, {"limit": CANARY}, b""),
+    ("GET", "events", "acme-reader", {}, {"type": CANARY, "since": CANARY}, b""),
+    ("GET", "events", "acme-reader", {}, [("type", CANARY), ("type", CANARY)], b""),
+    ("GET", "event", "acme-reader", {"event_id": CANARY}, {}, b""),
+    ("GET", "counts", "acme-reader", {}, {"type": CANARY}, b""),
+    ("GET", "counts", "acme-reader", {"tenant": CANARY}, {}, b""),
+    ("POST", "detokenize", "acme-detok", {}, {}, json.dumps({"subject": CANARY, "token": "t", "reason": "r"}).encode()),
+    ("POST", "detokenize", "acme-detok", {}, {}, json.dumps({CANARY: 1, "subject": "u-1"}).encode()),
+    ("POST", "detokenize", "acme-detok", {}, {}, json.dumps({"subject": "u-1", "token": CANARY * 40,
+                                                              "reason": CANARY}).encode()),
+    ("POST", "detokenize", "acme-detok", {}, {}, CANARY.encode()),
+    ("POST", "privacy_request", "acme-reader", {}, {}, json.dumps({"type": CANARY, "subject": CANARY}).encode()),
+]
+
+
+@pytest.mark.parametrize("method,route,who,params,query,body", _CANARY_REQUESTS)
+def test_api_errors_echo_no_text_the_caller_chose(method, route, who, params, query, body):
+    """API answers name only what the API defines (parameter names, rules, codes): a value or a member
+    name the caller sent is never echoed, on any route, valid or refused."""
+    request = json.dumps([params, list(dict(query).items()) if isinstance(query, dict) else query, body.decode()])
+    assert CANARY in request  # the search below finds the canary where it is
+    headers = {"Authorization": f"Bearer {TOKENS[who][0]}"}
+    r = _api().handle(method, route, {"tenant": "acme", **params}, query, headers, body)
+    assert r.status < 500
+    assert CANARY not in json.dumps(r.body) and "Grace_Hopper" not in json.dumps(r.body), (r.status, r.body)
+    assert all(CANARY not in v for v in r.headers.values())
