@@ -890,7 +890,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("tenants", "onboard, list, describe, rotate credentials of, or delete tenants", cmd_tenants,
              "create NAME: topics, Kafka SCRAM user and prefixed ACLs (secure broker), a Redis ACL user limited "
-             "to the tenant's keyspace, API keys (--roles), consent regime and tenant key, with the credentials "
+             "to the tenant's keyspace, API keys (--roles: reader, detokenizer, privacy), consent regime and tenant key, with the credentials "
              "printed once. A re-run on an onboarded tenant repairs topics, ACLs and rules but makes and shows no "
              "credential (new keys: `apikeys create --tenant`, or rotate-credentials). list / describe NAME: what exists "
              "(never secrets). rotate-credentials NAME: new Kafka and Redis passwords and API keys; the old "
