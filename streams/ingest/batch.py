@@ -29,6 +29,7 @@ from streams.consent.state import DropReason
 from streams.dlq.reasons import Reason
 from streams.dlq.record import DlqSealer, default_sealer
 from streams.ingest.processor import Accepted, Dropped, EventProcessor, Rejected, SourceRef, Validated
+from streams.ops.failpoints import failpoint_async
 from streams.ops.metrics import Metrics
 from streams.ops.retry import hold_back
 from streams.privacy.exceptions import TenantDeleted
@@ -54,6 +55,11 @@ class TenantTopicsMissing(Exception):
 T = TypeVar("T")
 DROP_IDS_PER_RECORD = 25
 
+
+
+def _sources(records: Sequence["RawRecord"]) -> str:
+    """The batch's topic partitions (``topic[p]``), for a failpoint's log line: no record content."""
+    return " ".join(sorted({f"{r.topic}[{r.partition}]" for r in records}))
 
 
 @dataclass(frozen=True)
@@ -310,6 +316,7 @@ class BatchPipeline:
             outcomes = self._isolate(outcomes, unavailable, Reason.TENANT_UNAVAILABLE, TOPIC_MISSING)
             accepted = [o for o in outcomes if isinstance(o, Accepted)]
             dropped = [o for o in outcomes if isinstance(o, Dropped)]
+            await failpoint_async("batch.gated", _sources(records))  # tests: slow between gate and sinks
             # The store first, then the topic: every event in a tenant topic is then in the store's
             # subject index, which is where an erasure finds the events to tombstone (a crash between
             # the two leaves at most an extra tombstone, never an event the erasure cannot find).
@@ -322,6 +329,7 @@ class BatchPipeline:
             # Tenants deleted while the batch was in flight: their events go to the DLQ, and nothing
             # of them was written (the store's script checked the deleted marker).
             outcomes = self._isolate(outcomes, deleted, Reason.UNKNOWN_TENANT, DELETED_IN_FLIGHT)
+            await failpoint_async("batch.stored", _sources(records))  # tests: slow between store and topic
             while True:
                 rejected = [o for o in outcomes if isinstance(o, Rejected)]
                 dlq_values = (await self._hold_back("dlq", lambda: self._thread(self.dlq.encode_batch, rejected))
