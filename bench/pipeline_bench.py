@@ -138,7 +138,7 @@ def baseline(s: Settings, registry: SchemaRegistry, topic: str, n: int, with_sto
         if with_store and accepted:
             # The same store write as the worker's (one script call per tenant), synchronously.
             pipe = r.pipeline(transaction=False)
-            for keys, argv in write_calls(accepted):
+            for keys, argv, _ in write_calls(accepted).values():
                 pipe.eval(WRITE_EVENTS_LUA, len(keys), *keys, *argv)
             pipe.execute()
         c.commit(asynchronous=True)

@@ -75,11 +75,11 @@ def build_runtime(settings: Settings, registry: SchemaRegistry, processor: Event
     dlq_subjects = DlqSubjects(client, provider)
     dlq = DlqSealer(DlqKeyring(client, provider, settings.dlq_topic), pseudonyms, tenants, dlq_subjects)
     handler = RequestHandler(settings.tenant_topic, client, keys, pseudonyms, consent, kafka, audit,
-                             dlq_subjects=dlq_subjects)
+                             dlq_subjects=dlq_subjects, metrics=metrics)
     applier = RequestsApplier(settings.kafka(), settings.requests_topic, settings.dlq_topic, tenants,
                               client, consent, handler, kafka, metrics, dlq=dlq)
     lock = asyncio.Lock()
-    pipeline = BatchPipeline(settings, processor, kafka, StoreWriter(settings.redis_url), keys, metrics,
+    pipeline = BatchPipeline(settings, processor, kafka, StoreWriter(settings.redis_url, pseudonyms), keys, metrics,
                              gate=gate, audit=audit, lock=lock, applier=applier, own_partitions=own_partitions,
                              dlq=dlq)
     pruner = RawPruner(admin_client(settings))

@@ -38,10 +38,12 @@ from typing import Any, Callable
 import redis
 
 from streams.audit.log import AuditLog
+from streams.consent.inflight import FenceResult, wait_in_flight
 from streams.consent.requests import PrivacyRequest
 from streams.consent.state import apply
 from streams.consent.store import ConsentStore, receipt_key, requests_index
 from streams.ops.failpoints import failpoint
+from streams.ops.metrics import Metrics
 from streams.privacy.keys import KeyStore
 from streams.sinks import store_keys as K
 from streams.sinks.kafka_sink import KafkaSink, OutRecord
@@ -146,7 +148,7 @@ def rewrite_aof(client: redis.Redis, timeout: float = 60.0) -> dict[str, Any]:
 class RequestHandler:
     def __init__(self, tenant_topic: Callable[[str], str], client: redis.Redis, keys: KeyStore,
                  pseudonyms: Callable[[str, str], str], consent: ConsentStore, kafka: KafkaSink,
-                 audit: AuditLog, dlq_subjects: Any = None) -> None:
+                 audit: AuditLog, dlq_subjects: Any = None, metrics: Metrics | None = None) -> None:
         self.tenant_topic = tenant_topic
         self.client = client
         self.keys = keys
@@ -156,6 +158,7 @@ class RequestHandler:
         self.audit = audit
         self.aof_timeout = 60.0  # s an erasure waits for Redis' files to be rewritten
         self.dlq_subjects = dlq_subjects  # streams.dlq.subjects.DlqSubjects
+        self.metrics = metrics or Metrics()
 
     def handle(self, req: PrivacyRequest) -> dict[str, Any]:
         """Run every step of ``req`` and return its receipt. Raises when a step fails (the
@@ -178,13 +181,19 @@ class RequestHandler:
              granted=sorted(state.granted), revoked=sorted(state.revoked))
 
         if req.type.erases:
+            # The fence (streams.consent.inflight): batches of other workers that wrote the store
+            # before the marker above may not have produced to the topic yet; wait for them, so
+            # the index read below has their events and the tombstones land after them.
+            fence = wait_in_flight(self.client, req.tenant)
+            self._count_fence(req, fence)
             index = K.subject_index(req.tenant, req.subject)
             event_ids = sorted(x.decode() if isinstance(x, bytes) else x for x in self.client.zrange(index, 0, -1))
             headers = [("reason", b"erasure"), ("request-id", req.request_id.encode())]
             topic = self.tenant_topic(req.tenant)
             self.kafka.deliver([OutRecord(topic, record_key(req.subject, e), None, headers,
                                           partition_key=req.subject.encode()) for e in event_ids])
-            step("tombstone", topic=topic, events=len(event_ids))
+            step("tombstone", topic=topic, events=len(event_ids), in_flight_waited=fence.waited_for,
+                 in_flight_lapsed=fence.lapsed)
             deleted = self.client.eval(PURGE_SUBJECT_LUA, 1, index, K.tenant_prefix(req.tenant))
             step("store", deleted_events=int(deleted))
             existed = self.keys.destroy_subject_key(req.tenant, req.subject)
@@ -202,6 +211,22 @@ class RequestHandler:
             return receipt
 
         return self._complete(req.tenant, self._receipt(req, who, steps, "pending"))
+
+    def _count_fence(self, req: PrivacyRequest, fence: FenceResult) -> None:
+        if fence.waited_for:
+            log.info("erasure %s waited %d ms for %d in-flight batches of tenant %s", req.request_id,
+                     fence.waited_ms, fence.waited_for, req.tenant)
+            self.metrics.inc("streams_erasure_fence_waits_total", help="Erasures that waited for in-flight "
+                             "batches of other workers before their tombstones")
+            self.metrics.inc("streams_erasure_fence_batches_total", fence.waited_for,
+                             help="In-flight batches erasures waited for")
+        if fence.lapsed:
+            # Not waited for (a dead or paused worker): such a batch tombstones its own events of
+            # an erased subject if it comes back (BatchPipeline._tombstone_lapsed).
+            log.warning("erasure %s: %d in-flight batches of tenant %s lapsed without finishing (not waited for)",
+                        req.request_id, fence.lapsed, req.tenant)
+            self.metrics.inc("streams_erasure_fence_lapsed_total", fence.lapsed,
+                             help="In-flight batches whose lease lapsed while an erasure waited (alert on it)")
 
     def _receipt(self, req: PrivacyRequest, who: str, steps: list[dict[str, Any]], status: str) -> dict[str, Any]:
         return {

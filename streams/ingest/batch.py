@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
+import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Protocol, Sequence, TypeVar
@@ -36,8 +38,8 @@ from streams.privacy.exceptions import TenantDeleted
 from streams.privacy.transforms import SubjectCipher
 from streams.settings import Settings
 from streams.sinks.kafka_sink import KafkaSink, OutRecord
-from streams.sinks.exceptions import SinkUnavailable, TenantsDeleted
-from streams.sinks.store import StoreWriter
+from streams.sinks.exceptions import SinkUnavailable
+from streams.sinks.store import StoreWrite, StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,9 @@ class BatchPipeline:
         self._missing_topics: set[str] = set()
         self._topics_known: set[str] = set()
         self._topics_checked_at = float("-inf")
+        # Batch ids for the in-flight fence (streams.consent.inflight): unique per process and batch.
+        self._token = uuid.uuid4().hex[:12]
+        self._seq = itertools.count(1)
 
     async def _hold_back(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
         return await hold_back(what, fn, self.metrics, self.settings.sink_retry_max_seconds)
@@ -278,13 +283,55 @@ class BatchPipeline:
                 raise TenantTopicsMissing(frozenset(missing)) from None
             raise  # not a tenant's fault: hold the batch back
 
-    async def _write_store(self, accepted: list[Accepted]) -> frozenset[str]:
-        """Write the store (held back while Redis is down); the tenants it refused as deleted."""
-        try:
-            await self._hold_back("store", lambda: self.store.write_batch(accepted))
-        except TenantsDeleted as exc:
-            return exc.tenants
-        return frozenset()
+    async def _write_store(self, accepted: list[Accepted], batch_id: str) -> StoreWrite:
+        """Write the store (held back while Redis is down): what it wrote, refused and registered."""
+        return await self._hold_back("store", lambda: self.store.write_batch(accepted, batch_id))
+
+    def _refused_as_drops(self, outcomes: list[Accepted | Rejected | Dropped], refused: Sequence[Accepted]
+                          ) -> tuple[list[Accepted | Rejected | Dropped], list[Dropped]]:
+        """The store refused these events: their subject was erased (by another worker) after this
+        batch's gate read its consent. They become consent drops like any other (counted, audited)
+        and are not produced to the tenant topic either (streams.consent.inflight, rule 1)."""
+        ids = {(a.tenant, a.event_id) for a in refused}
+        out: list[Accepted | Rejected | Dropped] = []
+        drops: list[Dropped] = []
+        for o in outcomes:
+            if isinstance(o, Accepted) and (o.tenant, o.event_id) in ids:
+                d = Dropped(o.tenant, o.event_id, o.event_type, DropReason.ERASED.value, o.source)
+                drops.append(d)
+                out.append(d)
+            else:
+                out.append(o)
+        # A count only: which subject was erased is not the log's business.
+        log.info("store refused %d events of erased subjects (erased on another worker after this batch's "
+                 "consent check): dropped as erased", len(drops))
+        self.metrics.inc("streams_store_refused_erased_total", len(drops),
+                         help="Events the store refused because their subject was erased after the batch's gate")
+        return out, drops
+
+    async def _tombstone_lapsed(self, accepted: Sequence[Accepted], tenants: frozenset[str]) -> None:
+        """The batch's in-flight lease lapsed before its topic write was acknowledged (a worker paused,
+        or a long hold-back), so an erasure may have stopped waiting for it and tombstoned before
+        these events landed. Re-read the subjects' consent and tombstone the events of any subject
+        erased meanwhile, after them on the same partition (streams.consent.inflight)."""
+        log.warning("in-flight lease of a batch lapsed before its topic write (tenants %s): re-checking "
+                    "its subjects' consent", ", ".join(sorted(tenants)))
+        self.metrics.inc("streams_inflight_lease_lapsed_total", len(tenants),
+                         help="Batches whose in-flight lease lapsed before their topic write (alert on it)")
+        mine = [o for o in accepted if o.tenant in tenants]
+        if self.gate is None or not mine:
+            return
+        subjects = {(o.tenant, o.subject) for o in mine}
+        states = await self._hold_back("consent", lambda: self._thread(self.gate.states, subjects))
+        gone = [o for o in mine if states[(o.tenant, o.subject)].erased or states[(o.tenant, o.subject)].suppressed]
+        if not gone:
+            return
+        out = [OutRecord(self.settings.tenant_topic(o.tenant), o.key, None,
+                         [("reason", b"erasure"), ("late-batch", b"true")], partition_key=o.partition_key)
+               for o in gone]
+        await self._hold_back("kafka", lambda: self.kafka.deliver_async(out))
+        self.metrics.inc("streams_erasure_late_tombstones_total", len(out),
+                         help="Tombstones a late batch wrote for its own events of subjects erased meanwhile")
 
     async def apply_requests(self) -> None:
         """Apply the privacy requests published so far on this worker's partitions (under the lock)."""
@@ -320,15 +367,25 @@ class BatchPipeline:
             # The store first, then the topic: every event in a tenant topic is then in the store's
             # subject index, which is where an erasure finds the events to tombstone (a crash between
             # the two leaves at most an extra tombstone, never an event the erasure cannot find).
-            store = self._write_store(accepted)
+            # The store write also registers the batch as in flight (until its topic write is
+            # acknowledged) and refuses subjects erased since the gate, in the same atomic call.
+            batch_id = f"{self._token}-{next(self._seq)}"
+            store = self._write_store(accepted, batch_id)
             if dropped and self.audit is not None:
-                deleted, _ = await asyncio.gather(
+                written, _ = await asyncio.gather(
                     store, self._hold_back("audit", lambda: self._thread(self._audit_drops, dropped)))
             else:
-                deleted = await store
+                written = await store
             # Tenants deleted while the batch was in flight: their events go to the DLQ, and nothing
             # of them was written (the store's script checked the deleted marker).
-            outcomes = self._isolate(outcomes, deleted, Reason.UNKNOWN_TENANT, DELETED_IN_FLIGHT)
+            outcomes = self._isolate(outcomes, written.deleted, Reason.UNKNOWN_TENANT, DELETED_IN_FLIGHT)
+            # Leave every tenant the script may have registered in, in any attempt of the write.
+            in_flight = frozenset(a.tenant for a in accepted) - written.deleted
+            if written.refused:
+                outcomes, late_drops = self._refused_as_drops(outcomes, written.refused)
+                dropped = dropped + late_drops
+                if self.audit is not None:
+                    await self._hold_back("audit", lambda: self._thread(self._audit_drops, late_drops))
             await failpoint_async("batch.stored", _sources(records))  # tests: slow between store and topic
             while True:
                 rejected = [o for o in outcomes if isinstance(o, Rejected)]
@@ -346,7 +403,11 @@ class BatchPipeline:
                                  rejected=Counter(o.reason.value for o in outcomes if isinstance(o, Rejected)),
                                  dropped=Counter(d.reason for d in dropped))
             stats = self.tenant_stats(outcomes)
-            await self._hold_back("stats", lambda: self.store.add_stats(stats))
+            # Leaving the in-flight sets rides on the stats' round trip (the topic write is acknowledged).
+            lapsed = await self._hold_back("stats", lambda: self.store.add_stats(stats, (batch_id, in_flight)))
+            lapsed = frozenset(lapsed or ()) & written.registered
+            if lapsed:
+                await self._tombstone_lapsed(accepted, lapsed)
         m = self.metrics
         m.inc("streams_events_processed_total", len(records), help="Raw events processed")
         for o in accepted:

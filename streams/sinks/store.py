@@ -10,14 +10,18 @@ import base64
 import datetime as dt
 import json
 import uuid
-from typing import Any, Iterable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
 import redis
 import redis.asyncio as aioredis
 
+from streams.consent.inflight import INFLIGHT_LEASE_MS, LEAVE_LUA, inflight_key
+from streams.consent.store import consent_key
 from streams.ingest.processor import Accepted
+from streams.privacy.keys import subject_key_name
 from streams.sinks import store_keys as K
-from streams.sinks.exceptions import SinkUnavailable, TenantsDeleted
+from streams.sinks.exceptions import SinkUnavailable
 from streams.tenancy.registry import deleted_marker
 
 
@@ -55,21 +59,56 @@ def store_document(a: Accepted) -> str:
 # script runs atomically (an event and its index entries land together), and
 # the worker parses one reply instead of thousands (profiled: the MULTI/EXEC
 # version spent more time in redis-py's reply parsing than in Redis).
-# KEYS: the tenant's deleted marker, then per event its document, subject-index, type-index and
-# time-index keys. ARGV: per event, event id, event time (ms), document.
+# KEYS: the tenant's deleted marker, the tenant's in-flight ZSET, then per event its document,
+# subject-index, type-index and time-index keys, its subject's consent state and subject key.
+# ARGV: the batch id ('' = do not register), the lease (ms), then per event: id, event time (ms),
+# document.
 # A deleted tenant (marker set) gets nothing written, atomically: a batch that was validated
 # before the workers learnt of the deletion cannot bring its data back after the purge.
+# A subject whose consent state says erased (or suppressed) gets nothing written either, in the
+# same atomic call (streams.consent.inflight: an erasure applied by another worker after this
+# batch's gate); its subject key is deleted too, since the batch may have created it again after
+# the erasure destroyed it. If anything was written the batch is registered as in flight (until
+# its topic write is acknowledged), so an erasure whose marker comes later waits for it.
+# Reply: {-1} (tenant deleted) or {written, indexes (0-based) of the refused events...}.
 WRITE_EVENTS_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
-local n = #ARGV / 3
+if redis.call('EXISTS', KEYS[1]) == 1 then return {-1} end
+local n = (#KEYS - 2) / 6
+local erased = {}
+local out = {0}
 for i = 0, n - 1 do
-  local id, score, doc = ARGV[i*3+1], ARGV[i*3+2], ARGV[i*3+3]
-  redis.call('SET', KEYS[i*4+2], doc)
-  redis.call('ZADD', KEYS[i*4+3], score, id)
-  redis.call('ZADD', KEYS[i*4+4], score, id)
-  redis.call('ZADD', KEYS[i*4+5], score, id)
+  local k = 2 + i * 6
+  local ck = KEYS[k + 5]
+  local gone = erased[ck]
+  if gone == nil then
+    gone = false
+    local raw = redis.call('GET', ck)
+    if raw then
+      local ok, st = pcall(cjson.decode, raw)
+      gone = ok and type(st) == 'table' and (st['erased'] == true or st['suppressed'] == true)
+    end
+    erased[ck] = gone
+    if gone then redis.call('DEL', KEYS[k + 6]) end
+  end
+  if gone then
+    out[#out + 1] = i
+  else
+    local a = 2 + i * 3
+    local id, score = ARGV[a + 1], ARGV[a + 2]
+    redis.call('SET', KEYS[k + 1], ARGV[a + 3])
+    redis.call('ZADD', KEYS[k + 2], score, id)
+    redis.call('ZADD', KEYS[k + 3], score, id)
+    redis.call('ZADD', KEYS[k + 4], score, id)
+    out[1] = out[1] + 1
+  end
 end
-return n
+if out[1] > 0 and ARGV[1] ~= '' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+end
+return out
 """
 
 
@@ -78,57 +117,112 @@ def stats_key(tenant: str) -> str:
     return f"k:{{{tenant}}}:stats"
 
 
-def write_calls(events: Iterable[Accepted]) -> dict[str, tuple[list[str], list[Any]]]:
-    """{tenant: (KEYS, ARGV)} of WRITE_EVENTS_LUA: tenants live in different hash slots (Cluster-safe)."""
-    by_tenant: dict[str, tuple[list[str], list[Any]]] = {}
+def _no_consent_key(tenant: str, subject: str) -> str:
+    # No consent state to check (a writer without pseudonyms: tools and tests): a key in the
+    # tenant's slot that is never written (pseudonyms are never empty), so nothing is refused.
+    return consent_key(tenant, "")
+
+
+def write_calls(events: Iterable[Accepted], batch_id: str = "", lease_ms: int = INFLIGHT_LEASE_MS,
+                consent_of: Callable[[str, str], str] = _no_consent_key
+                ) -> dict[str, tuple[list[str], list[Any], list[Accepted]]]:
+    """{tenant: (KEYS, ARGV, events)} of WRITE_EVENTS_LUA: tenants live in different hash slots
+    (Cluster-safe). ``consent_of(tenant, subject)``: the subject's consent-state key."""
+    by_tenant: dict[str, tuple[list[str], list[Any], list[Accepted]]] = {}
+    seen: dict[tuple[str, str], str] = {}
     for a in events:
-        keys, argv = by_tenant.setdefault(a.tenant, ([deleted_marker(a.tenant)], []))
+        keys, argv, evs = by_tenant.setdefault(
+            a.tenant, ([deleted_marker(a.tenant), inflight_key(a.tenant)], [batch_id, lease_ms], []))
+        ck = seen.get((a.tenant, a.subject))
+        if ck is None:
+            ck = seen[(a.tenant, a.subject)] = consent_of(a.tenant, a.subject)
         keys += (K.event_key(a.tenant, a.event_id), K.subject_index(a.tenant, a.subject),
-                 K.type_index(a.tenant, a.event_type), K.time_index(a.tenant))
+                 K.type_index(a.tenant, a.event_type), K.time_index(a.tenant), ck,
+                 subject_key_name(a.tenant, a.subject))
         argv += (a.event_id, a.event_time_ms, store_document(a))
+        evs.append(a)
     return by_tenant
+
+
+@dataclass(frozen=True)
+class StoreWrite:
+    """What a batch's store write did."""
+
+    written: int = 0
+    #: events not written because their subject is erased (they must not reach the topic either)
+    refused: tuple[Accepted, ...] = ()
+    #: tenants whose deleted marker is set: nothing of them was written
+    deleted: frozenset[str] = frozenset()
+    #: tenants where the batch is now registered as in flight (leave them after the topic write)
+    registered: frozenset[str] = frozenset()
 
 
 class StoreWriter:
     """Writes a batch: per tenant one atomic script call, all of them in one round trip.
 
     Idempotent: writing an event again sets the same document and scores.
+    ``pseudonyms(tenant, subject)`` names the consent state the script checks (without it no
+    subject is refused: tools and tests).
     """
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, pseudonyms: Callable[[str, str], str] | None = None,
+                 lease_ms: int = INFLIGHT_LEASE_MS) -> None:
         self._client = aioredis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self._pseudonyms = pseudonyms
+        self.lease_ms = lease_ms
 
-    async def write_batch(self, events: Iterable[Accepted]) -> int:
-        """Write the events; returns how many were written. Raises ``TenantsDeleted`` (after
-        writing every other tenant's events) when a tenant of the batch is deleted."""
-        calls = write_calls(events)
+    def _consent_of(self, tenant: str, subject: str) -> str:
+        if self._pseudonyms is None:
+            return _no_consent_key(tenant, subject)
+        return consent_key(tenant, self._pseudonyms(tenant, subject))
+
+    async def write_batch(self, events: Iterable[Accepted], batch_id: str = "") -> StoreWrite:
+        """Write the events of tenants not deleted and subjects not erased. With ``batch_id`` the
+        batch is registered as in flight for each tenant it wrote to; ``leave`` (in ``add_stats``)
+        ends that after the topic write."""
+        calls = write_calls(events, batch_id, self.lease_ms, self._consent_of)
         if not calls:
-            return 0
+            return StoreWrite()
         try:
             pipe = self._client.pipeline(transaction=False)
-            for keys, argv in calls.values():
+            for keys, argv, _ in calls.values():
                 # EVAL rather than EVALSHA: no NOSCRIPT after a Redis restart; Redis caches the compiled script.
                 pipe.eval(WRITE_EVENTS_LUA, len(keys), *keys, *argv)
             replies = await pipe.execute()
         except (redis.RedisError, OSError) as exc:
             raise SinkUnavailable(f"Redis write failed: {type(exc).__name__}") from None
-        refused = frozenset(t for t, r in zip(calls, replies) if int(r) < 0)
-        if refused:
-            raise TenantsDeleted(refused)
-        return sum(int(r) for r in replies)
+        written, refused, deleted, registered = 0, [], set(), set()
+        for (tenant, (_, _, evs)), reply in zip(calls.items(), replies):
+            if int(reply[0]) < 0:
+                deleted.add(tenant)
+                continue
+            written += int(reply[0])
+            refused += [evs[int(i)] for i in reply[1:]]
+            if int(reply[0]) > 0 and batch_id:
+                registered.add(tenant)
+        return StoreWrite(written, tuple(refused), frozenset(deleted), frozenset(registered))
 
-    async def add_stats(self, counts: dict[str, dict[str, int]]) -> None:
-        """Per-tenant counters for the compliance report (``k:{t}:stats``); at least once, like delivery."""
-        if not counts:
-            return
+    async def add_stats(self, counts: dict[str, dict[str, int]],
+                        leave: tuple[str, Iterable[str]] | None = None) -> frozenset[str]:
+        """Per-tenant counters for the compliance report (``k:{t}:stats``); at least once, like delivery.
+
+        ``leave=(batch id, tenants)``: in the same round trip, the batch leaves those tenants'
+        in-flight sets (its topic write is acknowledged). Returns the tenants where its lease had
+        lapsed: an erasure may have stopped waiting for it (the caller checks its subjects)."""
+        tenants = sorted(leave[1]) if leave else []
+        if not counts and not tenants:
+            return frozenset()
         try:
             pipe = self._client.pipeline(transaction=False)
+            for tenant in tenants:
+                pipe.eval(LEAVE_LUA, 1, inflight_key(tenant), leave[0])
             for tenant, fields in counts.items():
                 for name, n in fields.items():
                     pipe.hincrby(stats_key(tenant), name, n)
-            await pipe.execute()
+            replies = await pipe.execute()
         except (redis.RedisError, OSError) as exc:
             raise SinkUnavailable(f"Redis write failed: {type(exc).__name__}") from None
+        return frozenset(t for t, r in zip(tenants, replies) if not int(r))
 
     async def ping(self) -> bool:
         try:

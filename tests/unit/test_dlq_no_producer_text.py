@@ -25,6 +25,7 @@ from streams.ingest.processor import EventProcessor, Rejected, SourceRef
 from streams.ops.metrics import Metrics
 from streams.schema.registry import SchemaRegistry
 from streams.settings import Settings
+from streams.sinks.store import StoreWrite
 from tests.dlq_canaries import KINDS, found, make_case
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,11 +104,12 @@ def test_metric_labels_and_batch_records_carry_no_canary(registry, proc):
             self.records += records
 
     class Store:
-        async def write_batch(self, accepted):
-            pass
+        async def write_batch(self, accepted, batch_id=""):
+            return StoreWrite(len(accepted))
 
-        async def add_stats(self, stats):
+        async def add_stats(self, stats, leave=None):
             self.stats = stats
+            return frozenset()
 
     class Keys:
         def subject_keys(self, tenant, subjects, create=True):

@@ -42,6 +42,7 @@ from streams.privacy.transforms import SubjectCipher, TransformFailed
 from streams.schema import codec
 from streams.schema.registry import SchemaRegistry, make_entry
 from streams.settings import Settings
+from streams.sinks.store import StoreWrite
 
 REPO = Path(__file__).resolve().parents[2]
 CANARY = "poison.canary-5150@example.org"
@@ -317,13 +318,14 @@ class Store:
         self.events: list[Accepted] = []
         self.stats: list[dict[str, dict[str, int]]] = []
 
-    async def write_batch(self, events: Iterable[Accepted]) -> int:
+    async def write_batch(self, events: Iterable[Accepted], batch_id: str = "") -> StoreWrite:
         events = list(events)
         self.events.extend(events)
-        return len(events)
+        return StoreWrite(len(events))
 
-    async def add_stats(self, counts: dict[str, dict[str, int]]) -> None:
+    async def add_stats(self, counts: dict[str, dict[str, int]], leave: Any = None) -> frozenset[str]:
         self.stats.append(counts)
+        return frozenset()
 
 
 def pipeline(proc: EventProcessor) -> tuple[BatchPipeline, Kafka, Store]:
