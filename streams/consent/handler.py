@@ -6,11 +6,17 @@ idempotent, and a receipt is written only once every step is done).
 
 Erasure steps, in order:
 1. ``state``     the subject is marked erased: its later events are dropped from now on
-2. ``tombstone`` one tombstone per event of the subject on the tenant topic (key ``<subject>/<event
-                 id>``, null value, headers saying why); the topic is compacted, so the broker then
-                 removes the events from its disk. The event ids come from the store's subject
-                 index, which holds every delivered event (a batch is in the store before it is
-                 in the topic), so this step comes before the store's purge.
+2. ``tombstone`` first the fence: wait until the batches other workers had in flight when the
+                 marker was set (in the store, not yet acknowledged on the topic) have left
+                 (``streams.consent.inflight``; bounded by their leases; the step records
+                 ``in_flight_waited`` and ``in_flight_lapsed``). Later store writes refuse the
+                 erased subject, so after the wait no event of it can still reach the topic. Then
+                 one tombstone per event of the subject on the tenant topic (key ``<subject>/<event
+                 id>``, null value, headers saying why), after every such event on its partition;
+                 the topic is compacted, so the broker then removes the events from its disk. The
+                 event ids come from the store's subject index, which holds every delivered event
+                 (a batch is in the store before it is in the topic), so this step comes before the
+                 store's purge.
 3. ``store``     every store document of the subject and its index entries deleted
 4. ``key``       the subject key destroyed: every token of the subject, in every copy, is irreversible
    ``dlq``       the DLQ names subjects only by pseudonym; the way back from the subject's

@@ -11,6 +11,12 @@ Steps: validate every record (pure); wait until privacy requests published so
 far are applied (order across the two topics); under the worker's privacy
 lock, read the batch's consent states, drop what is not allowed, fetch the
 remaining subjects' keys, transform, then write both sinks and audit the drops.
+
+The privacy lock orders only this worker's batches and requests. Against an
+erasure applied by another worker meanwhile (``streams.consent.inflight``): the
+store write refuses subjects erased since the gate (those events become consent
+drops and are not produced) and registers the batch as in flight until its topic
+write is acknowledged, so the erasure's tombstones come after its events.
 """
 
 from __future__ import annotations
