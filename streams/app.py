@@ -15,6 +15,7 @@ from typing import Any
 import faust
 import redis
 from aiohttp.web import Response
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.web.base import BlueprintManager
 
 from streams.api.faust_views import register_api
@@ -37,8 +38,35 @@ def _raw_record(event: Any) -> RawRecord:
     return RawRecord(m.key, m.value, m.topic, m.partition, m.offset, ts)
 
 
+class _ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's aiokafka consumer, reading ``read_committed``.
+
+    faust-streaming 0.15 reads ``read_committed`` only with ``processing_guarantee=exactly_once``
+    (which this project does not use, README "Reliability") and has no setting for it, so the
+    worker's consumer would deliver records of aborted transactions on ``events.raw``. aiokafka
+    hands ``_isolation_level`` to its fetcher when the consumer starts, so it is set here, before
+    that; a version that renames it fails at start rather than read uncommitted data silently.
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        if getattr(consumer, "_isolation_level", None) not in ("read_uncommitted", "read_committed"):
+            raise RuntimeError("aiokafka's consumer no longer has _isolation_level: set read_committed another way")
+        consumer._isolation_level = "read_committed"
+        return consumer
+
+
+class _ReadCommittedConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _ReadCommittedTransport(faust_aiokafka.Transport):
+    Consumer = _ReadCommittedConsumer
+
+
 class _App(faust.App):
-    """A Faust app that serves none of Faust's own web pages.
+    """A Faust app that serves none of Faust's own web pages, and reads its topics ``read_committed``.
 
     Faust's web server mounts built-in blueprints (``faust.web.base.Web``:
     ``/router`` and ``/table`` always, ``/`` as an index or statistics page,
@@ -54,6 +82,13 @@ class _App(faust.App):
         web = super()._new_web()
         web.blueprints = BlueprintManager()
         return web
+
+    def _new_transport(self) -> Any:
+        # The consumer reads read_committed (_ReadCommittedConsumerThread); kafka:// only.
+        urls = self.conf.broker_consumer
+        if any(u.scheme not in ("kafka", "aiokafka") for u in urls):
+            raise SettingsError("the worker's broker URLs must be kafka://")
+        return _ReadCommittedTransport(urls, self)
 
 
 def web_ssl_context(settings: Settings) -> ssl.SSLContext | None:

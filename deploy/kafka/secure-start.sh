@@ -49,6 +49,8 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+transaction.max.timeout.ms=60000
+transaction.abort.timed.out.transaction.cleanup.interval.ms=5000
 PROPS
 cat > /tmp/admin.properties <<PROPS
 security.protocol=SASL_PLAINTEXT

@@ -19,6 +19,10 @@ class Reason(str, Enum):
     #: The event's tenant cannot take it now: its topic is gone (deleted by hand, say). Set aside so
     #: the other tenants go on; ``streams_tenant_isolated_total`` counts it for an alert.
     TENANT_UNAVAILABLE = "tenant_unavailable"
+    #: The event's tenant key, or its subject's key record, is damaged (bit rot, tampering) while the
+    #: master key unwraps other records: set aside so the other tenants go on;
+    #: ``streams_tenant_isolated_total`` counts it for an alert.
+    KEY_ERROR = "key_error"
     #: The event came on tenant A's raw topic (only A's producer may write it) but names another tenant.
     TENANT_MISMATCH = "tenant_mismatch"
     #: The record is larger than ``STREAMS_MAX_EVENT_BYTES``; it is not decoded at all.
@@ -38,6 +42,7 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.MISSING_TENANT: "empty tenant_id",
     Reason.UNKNOWN_TENANT: "tenant_id is not an onboarded tenant",
     Reason.TENANT_UNAVAILABLE: "the tenant's topic is gone: its events are set aside, the others go on",
+    Reason.KEY_ERROR: "the tenant's or the subject's key record is damaged: its events are set aside, the others go on",
     Reason.TENANT_MISMATCH: "event on tenant A's raw topic (A's producer only) names another tenant",
     Reason.OVERSIZED: "record larger than STREAMS_MAX_EVENT_BYTES; not decoded",
     Reason.KEY_MISMATCH: "record key is not '<tenant_id>/<subject_id>' of the event",

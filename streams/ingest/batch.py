@@ -40,7 +40,7 @@ from streams.ingest.processor import Accepted, Dropped, EventProcessor, Rejected
 from streams.ops.failpoints import failpoint_async
 from streams.ops.metrics import Metrics
 from streams.ops.retry import hold_back
-from streams.privacy.exceptions import TenantDeleted
+from streams.privacy.exceptions import TenantDeleted, TenantKeyDamaged
 from streams.privacy.transforms import SubjectCipher
 from streams.settings import Settings
 from streams.sinks.kafka_sink import KafkaSink, OutRecord
@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 DELETED_IN_FLIGHT = "tenant deleted while the event was in flight"
 TOPIC_MISSING = "the tenant's topic does not exist"
+TENANT_KEY_DAMAGED = "the tenant's key is damaged"
+SUBJECT_KEY_DAMAGED = "the subject's key record is damaged"
 TOPIC_CHECK_SECONDS = 2.0
 
 
@@ -89,7 +91,11 @@ class BatchResult:
 
 
 class SubjectKeySource(Protocol):
-    """Where subject keys come from (``streams.privacy.keys.KeyStore``): get-or-create, per tenant."""
+    """Where subject keys come from (``streams.privacy.keys.KeyStore``): get-or-create, per tenant.
+
+    Raises ``TenantKeyDamaged`` for a fault of that tenant's key records alone (``subjects``: only
+    those subjects'); anything in ``streams.ops.retry.TRANSIENT`` for a fault of the system.
+    """
 
     def subject_keys(self, tenant: str, subjects: Iterable[str], create: bool = True) -> dict[str, bytes]: ...
 
@@ -155,7 +161,7 @@ class BatchPipeline:
         for i, v in enumerate(validated):
             if isinstance(v, Validated) and i not in drops:
                 wanted[v.tenant].add(v.subject)
-        ciphers, failed = await self._ciphers(wanted)
+        ciphers, failed, damaged = await self._ciphers(wanted)
         now_ms = int(time.time() * 1000)
         out: list[Accepted | Rejected | Dropped] = []
         for i, v in enumerate(validated):
@@ -164,31 +170,62 @@ class BatchPipeline:
             elif i in drops:
                 out.append(Dropped(v.tenant, v.event_id, v.raw_entry.event_type, drops[i].value, v.source))
             elif v.tenant in failed:
-                reason = Reason.UNKNOWN_TENANT if failed[v.tenant] == DELETED_IN_FLIGHT else Reason.PROCESSING_ERROR
-                out.append(self.processor.reject_validated(v, reason, failed[v.tenant]))
+                reason, detail = failed[v.tenant]
+                if reason is Reason.KEY_ERROR:
+                    self._count_isolated(v.tenant, reason)
+                out.append(self.processor.reject_validated(v, reason, detail))
+            elif (v.tenant, v.subject) in damaged:
+                self._count_isolated(v.tenant, Reason.KEY_ERROR)
+                out.append(self.processor.reject_validated(v, Reason.KEY_ERROR, SUBJECT_KEY_DAMAGED))
             elif (v.tenant, v.subject) not in ciphers:  # a key source that left a subject out
                 out.append(self.processor.reject_validated(v, Reason.PROCESSING_ERROR, "no subject key returned"))
             else:
                 out.append(self.processor.finish(v, ciphers[(v.tenant, v.subject)], now_ms))
         return out
 
-    async def _ciphers(self, wanted: dict[str, set[str]]) -> tuple[dict[tuple[str, str], SubjectCipher], dict[str, str]]:
+    async def _ciphers(self, wanted: dict[str, set[str]]) -> tuple[
+            dict[tuple[str, str], SubjectCipher], dict[str, tuple[Reason, str]], set[tuple[str, str]]]:
+        """The subject ciphers; the tenants whose events cannot get one (reason, detail); and the
+        (tenant, subject) pairs whose own key record is damaged.
+
+        Transient faults (Redis down, the master key unusable) hold the batch back; a fault of one
+        tenant's key records (``TenantKeyDamaged``) sets only that tenant's events, or only the
+        damaged subjects' events, aside (``key_error``)."""
         ciphers: dict[tuple[str, str], SubjectCipher] = {}
-        failed: dict[str, str] = {}
+        failed: dict[str, tuple[Reason, str]] = {}
+        damaged: set[tuple[str, str]] = set()
         for tenant, subjects in wanted.items():
-            try:
-                keys = await self._hold_back(
-                    "keys", lambda t=tenant, s=subjects: self._thread(self.keys.subject_keys, t, s))
-            except TenantDeleted:  # deleted while the batch was in flight: no key is made for it again
-                failed[tenant] = DELETED_IN_FLIGHT
-                continue
-            except Exception as exc:  # not transient: these events go to the DLQ, the rest goes on
-                log.error("subject keys of tenant %s unusable: %s", tenant, type(exc).__name__)
-                failed[tenant] = f"{type(exc).__name__} getting the subject key"
-                continue
+            pending = set(subjects)
+            keys: dict[str, bytes] = {}
+            while pending:
+                try:
+                    keys = await self._hold_back(
+                        "keys", lambda t=tenant, s=frozenset(pending): self._thread(self.keys.subject_keys, t, s))
+                    break
+                except TenantDeleted:  # deleted while the batch was in flight: no key is made for it again
+                    failed[tenant] = (Reason.UNKNOWN_TENANT, DELETED_IN_FLIGHT)
+                except TenantKeyDamaged as exc:
+                    bad = exc.subjects & pending
+                    if bad:  # only these subjects' records: the tenant's other subjects go on
+                        log.error("key records of %d subject(s) of tenant %s are damaged; their events go to "
+                                  "the DLQ (key_error)", len(bad), tenant)
+                        damaged |= {(tenant, s) for s in bad}
+                        pending -= bad
+                        continue
+                    log.error("the key of tenant %s is damaged; its events go to the DLQ (key_error)", tenant)
+                    failed[tenant] = (Reason.KEY_ERROR, TENANT_KEY_DAMAGED)
+                except Exception as exc:  # not transient: these events go to the DLQ, the rest goes on
+                    log.error("subject keys of tenant %s unusable: %s", tenant, type(exc).__name__)
+                    failed[tenant] = (Reason.PROCESSING_ERROR, f"{type(exc).__name__} getting the subject key")
+                keys = {}
+                break
             for subject, key in keys.items():
                 ciphers[(tenant, subject)] = SubjectCipher(key)
-        return ciphers, failed
+        return ciphers, failed, damaged
+
+    def _count_isolated(self, tenant: str, reason: Reason) -> None:
+        self.metrics.inc("streams_tenant_isolated_total", help="Events of a tenant set aside because of "
+                         "a fault of that tenant (alert on it)", tenant=tenant, reason=reason.value)
 
     def out_records(self, outcomes: Sequence[Accepted | Rejected | Dropped],
                     dlq_values: Sequence[bytes] | None = None, now_ms: int | None = None) -> list[OutRecord]:
@@ -256,8 +293,7 @@ class BatchPipeline:
         out: list[Accepted | Rejected | Dropped] = []
         for o in outcomes:
             if isinstance(o, Accepted) and o.tenant in tenants:
-                self.metrics.inc("streams_tenant_isolated_total", help="Events of a tenant set aside because of "
-                                 "a fault of that tenant (alert on it)", tenant=o.tenant, reason=reason.value)
+                self._count_isolated(o.tenant, reason)
                 out.append(self.processor.reject_accepted(o, reason, detail))
             else:
                 out.append(o)

@@ -191,6 +191,15 @@ class _ManagedProcess:
         return _stop_pidfile(self.pidfile, self.name, timeout=self.stop_timeout)
 
 
+#: Broker settings that bound how long an open transaction can hold back read_committed readers:
+#: at most transaction.max.timeout.ms + the abort check's interval (65 s). Also in
+#: docker-compose.yml and deploy/kafka/secure-start.sh (tests/unit/test_deploy_config.py compares).
+TRANSACTION_BOUNDS: dict[str, str] = {
+    "transaction.max.timeout.ms": "60000",
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms": "5000",
+}
+
+
 @dataclass
 class LocalKafka(_ManagedProcess):
     """A single-node KRaft broker (combined broker+controller) in ``stack_dir/kafka``."""
@@ -224,6 +233,11 @@ class LocalKafka(_ManagedProcess):
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
+            # Workers read events.raw read_committed: an open transaction there holds back every
+            # record after it in its partition, every tenant's, until the broker aborts it. That
+            # bound is the producer's transaction.timeout.ms, capped here (the Kafka default cap is
+            # 15 min), plus the interval of the broker's check for timed-out transactions.
+            **TRANSACTION_BOUNDS,
             "num.network.threads": "2",
             "num.io.threads": "2",
             # Compaction must really run in tests of erasure: check often.

@@ -16,7 +16,7 @@ from confluent_kafka import KafkaException
 from streams.audit.exceptions import AuditError
 from streams.consent.gate import RequestsNotApplied
 from streams.ops.metrics import Metrics
-from streams.privacy.exceptions import KeyIntegrityError, KeyProviderError
+from streams.privacy.exceptions import KeyIntegrityError, KeyProviderError, TenantKeyDamaged
 from streams.sinks.exceptions import SinkUnavailable
 
 log = logging.getLogger(__name__)
@@ -31,13 +31,23 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     KafkaException,
 )
 
+# Faults of one tenant's own data, proven not to be the system's: raised at once, never retried, so
+# the caller sets that tenant's events aside and the other tenants go on. TenantKeyDamaged is a
+# KeyIntegrityError (transient above), so it is checked first: a KeyIntegrityError that KeyStore
+# could not pin on one tenant (the master key may be wrong) still holds back.
+TENANT_FAULTS: tuple[type[BaseException], ...] = (TenantKeyDamaged,)
+
 
 async def hold_back(what: str, fn: Callable[[], Awaitable[T]], metrics: Metrics, max_delay: float) -> T:
-    """Run ``fn`` until it succeeds; TRANSIENT faults are logged and retried with back-off."""
+    """Run ``fn`` until it succeeds; TRANSIENT faults are logged and retried with back-off.
+
+    TENANT_FAULTS and every other exception propagate at once."""
     delay = 0.1
     while True:
         try:
             return await fn()
+        except TENANT_FAULTS:
+            raise
         except TRANSIENT as exc:
             metrics.inc("streams_sink_retries_total", help="Steps retried because a dependency failed", sink=what)
             log.warning("%s unavailable (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay)

@@ -21,6 +21,21 @@ class KeyIntegrityError(PrivacyError):
     """Unwrapping failed: the wrong key, or the wrapped material was tampered with or damaged."""
 
 
+class TenantKeyDamaged(KeyIntegrityError):
+    """One tenant's own key records are damaged, and the master key is proven good: that tenant's fault alone.
+
+    ``subjects`` names the subjects whose own key records are damaged (the tenant's other subjects
+    are fine); empty when the tenant key itself is damaged (every subject of the tenant). Never
+    retried: the worker sets the events aside (DLQ ``key_error``) and lets the other tenants on.
+    The message names the tenant only; subject ids are in ``subjects``, never in the text.
+    """
+
+    def __init__(self, tenant: str, message: str, subjects: frozenset[str] = frozenset()) -> None:
+        super().__init__(message)
+        self.tenant = tenant
+        self.subjects = frozenset(subjects)
+
+
 class KeyRotationConflict(PrivacyError):
     """Another rotation of the same tenant key started meanwhile; that one completes the re-wrap."""
 

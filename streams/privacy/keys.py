@@ -21,6 +21,9 @@ never under the tenants' ``t:{<tenant>}:`` prefix that tenant ACL users get:
                            ``tenant-key/<t>/v<n>``)
 ``k:{t}:subj:<subject>``   STRING ``v<n>:`` + base64(nonce + AES-GCM(tenant key v<n>,
                            subject key, aad ``subject-key/<t>/<subject>``))
+``k:{t}:check``            STRING base64 of 32 random bytes wrapped by the master key (aad
+                           ``master-key-check/<t>``): tells a damaged tenant key from a
+                           wrong master key (``MasterKeyCheck``)
 =========================  ============================================================
 
 The braces are a Redis Cluster hash tag: all of a tenant's keys share a slot,
@@ -63,6 +66,7 @@ from streams.privacy.exceptions import (
     KeyRotationConflict,
     PrivacyError,
     TenantDeleted,
+    TenantKeyDamaged,
 )
 from streams.tenancy.names import validate_tenant_name
 from streams.tenancy.registry import deleted_marker
@@ -370,7 +374,7 @@ def _parse_subject_value(tenant: str, value: bytes | str) -> tuple[int, bytes]:
     except (UnicodeDecodeError, binascii.Error, ValueError):
         m, blob = None, b""
     if m is None or len(blob) != _SUBJECT_BLOB_BYTES:
-        raise KeyIntegrityError(f"a subject key record of tenant {tenant!r} is malformed")
+        raise _SubjectDamaged
     return int(m.group(1)), blob
 
 
@@ -438,8 +442,95 @@ return n
 """
 
 
+# --------------------------------------------------------------------------- damaged record or wrong master key
+
+def check_key_name(tenant: str) -> str:
+    """The tenant's master-key check record (see ``MasterKeyCheck``)."""
+    return f"{key_prefix(tenant)}check"
+
+
+def check_aad(tenant: str) -> bytes:
+    return f"master-key-check/{tenant}".encode()
+
+
+class MasterKeyCheck:
+    """Tells "this tenant's key record is damaged" from "the master key is wrong".
+
+    To AES-GCM both look alike: the tenant key's tag does not verify. They must be handled
+    apart: a damaged record is a fault of its tenant alone (its events go to the DLQ as
+    ``key_error``, the other tenants go on), while a wrong master key (another key file
+    mounted, another KMS key) unwraps nothing and is every tenant's fault (the batch is held
+    back until an operator fixes it, as for a provider that is down).
+
+    The decision: the master key is proven good when it unwraps another record of the same
+    tenant, its check record ``k:{t}:check`` (32 random bytes the master key wrapped, aad
+    ``master-key-check/<t>``). It is made (SET NX) with the tenant's first key, or by the first
+    process that unwraps the tenant key once this check exists (a tenant older than it). When
+    the tenant key does not unwrap, ``blame`` reads the check record:
+
+    * it unwraps: the master key is right, the tenant key record is damaged: ``TenantKeyDamaged``;
+    * it does not unwrap: the master key is wrong (or both records are damaged): ``KeyProviderError``,
+      retried, every tenant held back: the safe side; the message says what to look at;
+    * it is missing: nothing tells the two apart (a tenant damaged before any worker with this
+      check unwrapped its key, or the record deleted): ``KeyProviderError``, held back, as before.
+
+    Per tenant, not one record for the deployment: a wrong master key that makes a new tenant's
+    keys makes that tenant's check record too, and it still cannot unwrap any older tenant's,
+    so those are still held back, not dead-lettered. A provider that cannot be reached raises
+    ``KeyProviderError`` itself and never gets here. Off the hot path: one EXISTS per tenant per
+    process, and reads only after a failed unwrap (a check record this process verified once is
+    not unwrapped again while it is unchanged).
+    """
+
+    def __init__(self, redis_client: redis.Redis, provider: KeyProvider) -> None:
+        self._r = redis_client
+        self._provider = provider
+        self._ensured: set[str] = set()  # tenants whose check record exists
+        self._verified: dict[str, bytes | str] = {}  # tenant -> the stored check record this process unwrapped
+
+    def ensure(self, tenant: str, force: bool = False) -> None:
+        """Make the tenant's check record if it has none. Call only after the master key is proven for
+        the tenant: it made the tenant's first key (``force``: look even if this process saw one
+        before, which another process may have deleted with the tenant), or it unwrapped the stored one."""
+        if tenant in self._ensured and not force:
+            return
+        if not self._r.exists(check_key_name(tenant)):
+            wrapped = self._provider.wrap(os.urandom(32), check_aad(tenant))
+            self._r.set(check_key_name(tenant), base64.b64encode(wrapped), nx=True)
+        self._ensured.add(tenant)
+
+    def forget(self, tenant: str) -> None:
+        self._ensured.discard(tenant)
+        self._verified.pop(tenant, None)
+
+    def blame(self, tenant: str, what: str) -> TenantKeyDamaged:
+        """``what`` of ``tenant`` did not unwrap: returns ``TenantKeyDamaged`` to raise when the master key
+        unwraps the tenant's check record; raises ``KeyProviderError`` when the master key may be at fault."""
+        stored = self._r.get(check_key_name(tenant))
+        if stored is None:
+            raise KeyProviderError(
+                f"{what} of tenant {tenant!r} does not unwrap, and no check record ({check_key_name(tenant)}) "
+                "tells a damaged record from a wrong master key: held back. Check STREAMS_MASTER_KEY_FILE or "
+                "the key provider first")
+        if self._verified.get(tenant) != stored:
+            try:
+                self._provider.unwrap(base64.b64decode(stored, validate=True), check_aad(tenant))
+            except (KeyIntegrityError, binascii.Error, ValueError):
+                raise KeyProviderError(
+                    f"{what} of tenant {tenant!r} does not unwrap, nor does its check record: the wrong master "
+                    "key (STREAMS_MASTER_KEY_FILE or the KMS key), or both records are damaged; held back until "
+                    "an operator fixes it") from None
+            self._verified[tenant] = stored
+        return TenantKeyDamaged(tenant, f"{what} of tenant {tenant!r} is damaged (the master key is good): "
+                                        "its events are set aside")
+
+
 class _VersionGone(Exception):
     """The tenant-key version a subject key referred to is gone (a rotation moved it on)."""
+
+
+class _SubjectDamaged(Exception):
+    """A subject key record is malformed, or does not unwrap under its (good) tenant key."""
 
 
 @dataclass(frozen=True)
@@ -462,6 +553,8 @@ class KeyStore:
         # (tenant, version) -> (wrapped tenant key, its AEAD). The wrapped bytes let a
         # stale entry (tenant deleted and created again) be recognised and replaced.
         self._tenant_keys: dict[tuple[str, int], tuple[bytes, AESGCM]] = {}
+        # Tells a damaged tenant record from a wrong master key when an unwrap fails.
+        self._check = MasterKeyCheck(redis_client, provider)
         self._current_script = redis_client.register_script(_CURRENT_TENANT_KEY_LUA)
         self._create_script = redis_client.register_script(_CREATE_SUBJECT_KEYS_LUA)
         self._begin_rotation_script = redis_client.register_script(_BEGIN_ROTATION_LUA)
@@ -479,6 +572,11 @@ class KeyStore:
         The result maps each subject (in first-seen order, duplicates once) to its
         ``SUBJECT_KEY_BYTES`` key. A key created concurrently by another worker is
         the one returned here too (SET NX, then the winner is read back).
+
+        Raises ``TenantKeyDamaged`` when the tenant's key records are damaged and the master
+        key is good (``MasterKeyCheck``): with ``subjects`` set when only those subjects'
+        records are (ask again without them), empty when the tenant key is. Raises
+        ``KeyProviderError`` when the master key may be wrong (every tenant's fault).
         """
         validate_tenant_name(tenant)
         wanted = list(dict.fromkeys(subjects))
@@ -486,14 +584,24 @@ class KeyStore:
             if not isinstance(s, str) or not s:
                 raise ValueError("subject ids must be non-empty strings")
         result: dict[str, bytes] = {}
+        damaged: set[str] = set()
         for i in range(0, len(wanted), _CHUNK):
             chunk = wanted[i:i + _CHUNK]
             values = self._r.mget([subject_key_name(tenant, s) for s in chunk])
             found = {s: v for s, v in zip(chunk, values) if v is not None}
-            result.update(self._unwrap_values(tenant, found))
-            missing = [s for s in chunk if s not in result]
+            keys, bad = self._unwrap_values(tenant, found)
+            result.update(keys)
+            damaged |= bad
+            # A damaged record is never replaced by a new key: the tokens made with the old one
+            # would silently stop matching (and SET NX would refuse anyway).
+            missing = [s for s in chunk if s not in result and s not in bad]
             if missing and create:
                 result.update(self._create_subject_keys(tenant, missing))
+        if damaged:
+            # Subject records that do not unwrap under a tenant key that does: the tenant key is
+            # authenticated (the master key unwrapped it), so the damage is those records' own.
+            raise TenantKeyDamaged(tenant, f"{len(damaged)} subject key record(s) of tenant {tenant!r} are damaged",
+                                   subjects=frozenset(damaged))
         return {s: result[s] for s in wanted if s in result}
 
     def subject_key(self, tenant: str, subject: str) -> bytes:
@@ -576,6 +684,7 @@ class KeyStore:
                 break
         for cache_key in [k for k in self._tenant_keys if k[0] == tenant]:
             self._tenant_keys.pop(cache_key, None)
+        self._check.forget(tenant)
         return deleted
 
     # ------------------------------------------------------------------ internals
@@ -584,13 +693,17 @@ class KeyStore:
         try:
             wrapped = base64.b64decode(wrapped_b64, validate=True)
         except (binascii.Error, ValueError):
-            raise KeyIntegrityError(f"tenant key v{version} of {tenant!r} is malformed") from None
+            raise TenantKeyDamaged(tenant, f"tenant key v{version} of {tenant!r} is malformed") from None
         cached = self._tenant_keys.get((tenant, version))
         if cached is not None and cached[0] == wrapped:
             return cached[1]
-        key = self._provider.unwrap(wrapped, tenant_key_aad(tenant, version))
+        try:
+            key = self._provider.unwrap(wrapped, tenant_key_aad(tenant, version))
+        except KeyIntegrityError:
+            raise self._check.blame(tenant, f"tenant key v{version}") from None
+        self._check.ensure(tenant)  # proven for this tenant: a tenant older than the check gets one
         if len(key) != TENANT_KEY_BYTES:
-            raise KeyIntegrityError(f"tenant key v{version} of {tenant!r} has the wrong length")
+            raise TenantKeyDamaged(tenant, f"tenant key v{version} of {tenant!r} has the wrong length")
         aead = AESGCM(key)
         self._tenant_keys[(tenant, version)] = (wrapped, aead)
         return aead
@@ -612,9 +725,14 @@ class KeyStore:
             reply = self._current_script(keys=[h], args=[base64.b64encode(wrapped)])
             if len(reply) == 2 and int(_text(reply[0])) == 1 and base64.b64decode(reply[1]) == wrapped:
                 self._tenant_keys[(tenant, 1)] = (wrapped, AESGCM(key))
+                self._check.ensure(tenant, force=True)  # a new tenant gets its check record with its first key
         if not reply or len(reply) != 2 or reply[1] is None:
-            raise KeyIntegrityError(f"tenant key of {tenant!r} is damaged: its current version is missing")
-        version = int(_text(reply[0]))
+            raise TenantKeyDamaged(tenant, f"tenant key of {tenant!r} is damaged: its current version is missing")
+        try:
+            version = int(_text(reply[0]))
+        except ValueError:
+            raise TenantKeyDamaged(tenant, f"tenant key of {tenant!r} is damaged: its current version is not a number"
+                                   ) from None
         return version, self._tenant_aead(tenant, version, reply[1])
 
     def _unwrap_one(self, tenant: str, subject: str, version: int, blob: bytes) -> bytes:
@@ -631,27 +749,29 @@ class KeyStore:
         try:
             return aead.decrypt(nonce, ct, aad)
         except InvalidTag:
-            raise KeyIntegrityError(
-                f"a subject key of tenant {tenant!r} does not unwrap with tenant key v{version}: "
-                "tampered, or moved from another subject") from None
+            raise _SubjectDamaged from None
 
-    def _unwrap_values(self, tenant: str, values: dict[str, bytes | str]) -> dict[str, bytes]:
-        """Unwrap stored subject-key values; a value whose tenant-key version a rotation removed is re-read."""
+    def _unwrap_values(self, tenant: str, values: dict[str, bytes | str]) -> tuple[dict[str, bytes], set[str]]:
+        """Unwrap stored subject-key values: (keys, subjects whose records are damaged). A value whose
+        tenant-key version a rotation removed is re-read; one still naming a missing version is damaged."""
         out: dict[str, bytes] = {}
+        damaged: set[str] = set()
         pending = values
         for _ in range(_ATTEMPTS):
             retry = []
             for subject, value in pending.items():
-                version, blob = _parse_subject_value(tenant, value)
                 try:
+                    version, blob = _parse_subject_value(tenant, value)
                     out[subject] = self._unwrap_one(tenant, subject, version, blob)
                 except _VersionGone:
                     retry.append(subject)
+                except _SubjectDamaged:
+                    damaged.add(subject)
             if not retry:
-                return out
+                return out, damaged
             fresh = self._r.mget([subject_key_name(tenant, s) for s in retry])
             pending = {s: v for s, v in zip(retry, fresh) if v is not None}  # absent: destroyed meanwhile
-        raise KeyIntegrityError(f"subject keys of tenant {tenant!r} refer to a tenant-key version that does not exist")
+        return out, damaged | set(pending)
 
     def _wrap_subject(self, aead: AESGCM, tenant: str, version: int, subject: str, key: bytes) -> str:
         nonce = os.urandom(_NONCE_BYTES)
@@ -686,7 +806,11 @@ class KeyStore:
                 return out
             # Another worker created these first: theirs is the key.
             found = self._r.mget([subject_key_name(tenant, s) for s in losers])
-            out.update(self._unwrap_values(tenant, {s: v for s, v in zip(losers, found) if v is not None}))
+            keys, damaged = self._unwrap_values(tenant, {s: v for s, v in zip(losers, found) if v is not None})
+            if damaged:
+                raise TenantKeyDamaged(tenant, f"subject key records of tenant {tenant!r} are damaged",
+                                       subjects=frozenset(damaged))
+            out.update(keys)
             missing = [s for s in losers if s not in out]  # destroyed in between: create again
             if not missing:
                 return out
@@ -707,19 +831,24 @@ class KeyStore:
             for name, value in zip(pending, values):
                 if value is None:
                     continue  # destroyed (erasure): stays destroyed
-                version, blob = _parse_subject_value(tenant, value)
-                if version == new:
-                    continue
                 subject = _text(name)[prefix_len:]
                 try:
+                    version, blob = _parse_subject_value(tenant, value)
+                    if version == new:
+                        continue
                     key = self._unwrap_one(tenant, subject, version, blob)
+                except _SubjectDamaged:
+                    # Not skipped: the old version it needs would be pruned below. The rotation stops
+                    # here (re-run it once the record is dealt with); nothing is lost meanwhile.
+                    raise TenantKeyDamaged(tenant, f"a subject key record of tenant {tenant!r} is damaged; "
+                                           "the rotation cannot complete", subjects=frozenset({subject})) from None
                 except _VersionGone:
                     if self.tenant_key_version(tenant) != new:
                         raise KeyRotationConflict(
                             f"another rotation of tenant {tenant!r} started; it completes the re-wrap") from None
-                    raise KeyIntegrityError(
-                        f"a subject key of tenant {tenant!r} refers to tenant-key v{version}, which does not exist"
-                    ) from None
+                    raise TenantKeyDamaged(
+                        tenant, f"a subject key of tenant {tenant!r} refers to tenant-key v{version}, which does not "
+                        "exist", subjects=frozenset({subject})) from None
                 keys.append(name)
                 args += [value, self._wrap_subject(new_aead, tenant, new, subject, key)]
             if not keys:

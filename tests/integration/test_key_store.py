@@ -11,10 +11,11 @@ from typing import Any, Callable, Iterator
 import pytest
 import redis
 
-from streams.privacy.exceptions import KeyIntegrityError, KeyNotFound
+from streams.privacy.exceptions import KeyIntegrityError, KeyNotFound, KeyProviderError, TenantKeyDamaged
 from streams.privacy.keys import (
     SUBJECT_KEY_BYTES,
     KeyStore,
+    check_key_name,
     LocalKeyFileProvider,
     RotationReport,
     subject_key_name,
@@ -115,7 +116,8 @@ def test_batch_of_500_in_one_round_trip_once_they_exist(client, provider, tenant
     counting = CountingClient(client)
     store = KeyStore(counting, provider)
     assert store.subject_keys(t, subjects) == created  # cold cache: MGET + the tenant key once
-    assert counting.calls == ["mget", "hget"]
+    # ... and, once per tenant and process, whether its master-key check record exists
+    assert counting.calls == ["mget", "hget", "exists"]
     counting.calls.clear()
     assert store.subject_keys(t, list(reversed(subjects)), create=False) == created
     assert counting.calls == ["mget"]
@@ -467,7 +469,8 @@ def test_pipeline_keys_never_under_the_tenant_prefix(client, provider, tenants):
     store.destroy_subject_key(t, "a")
     assert _keys_of(client, f"t:{{{t}}}:*") == []
     names = _keys_of(client, f"*{t}*")
-    assert names == sorted([tenant_hash_key(t).encode(), subject_key_name(t, "b").encode()])
+    assert names == sorted([tenant_hash_key(t).encode(), subject_key_name(t, "b").encode(),
+                            check_key_name(t).encode()])
     assert all(n.startswith(f"k:{{{t}}}:".encode()) for n in names)
 
 
@@ -491,7 +494,8 @@ def test_another_master_key_cannot_read(client, provider, tenants, tmp_path):
     t = tenants()
     KeyStore(client, provider).subject_keys(t, ["a"])
     intruder = KeyStore(client, LocalKeyFileProvider(tmp_path / "other.key"))
-    with pytest.raises(KeyIntegrityError) as exc:
+    # A wrong master key is every tenant's fault (held back), not this tenant's (set aside).
+    with pytest.raises(KeyProviderError) as exc:
         intruder.subject_key(t, "a")
     assert "master key" in str(exc.value)
 
@@ -501,7 +505,7 @@ def test_destroy_tenant_and_recreate_with_warm_cache_elsewhere(client, provider,
     worker = KeyStore(client, provider)
     old = worker.subject_keys(t, [f"u{i}" for i in range(10)])
     admin = KeyStore(client, provider)
-    assert admin.destroy_tenant(t) == 11  # ten subject keys and the tenant hash
+    assert admin.destroy_tenant(t) == 12  # ten subject keys, the tenant hash and its check record
     assert _keys_of(client, f"k:{{{t}}}:*") == []
     assert admin.tenant_key_version(t) is None
     assert worker.subject_keys(t, list(old), create=False) == {}
@@ -536,3 +540,90 @@ def test_invalid_tenant_names_are_refused(client, provider):
             store.subject_keys(bad, ["x"])
     with pytest.raises(ValueError):
         store.subject_keys("acme", [""])
+
+
+# ------------------------------------------------------------------ whose fault: a damaged tenant or the master key
+
+def _rot(client: redis.Redis, tenant: str, version: int = 1) -> None:
+    """Flip one bit of the wrapped tenant key, as bit rot or an attacker with a plain client would:
+    still valid base64, the AES-GCM tag no longer verifies."""
+    field = f"v{version}"
+    wrapped = bytearray(base64.b64decode(client.hget(tenant_hash_key(tenant), field)))
+    wrapped[20] ^= 0x04
+    client.hset(tenant_hash_key(tenant), field, base64.b64encode(bytes(wrapped)))
+
+
+def test_a_damaged_tenant_key_is_that_tenants_fault_alone(client, provider, tenants):
+    broken, healthy = tenants(), tenants()
+    made = KeyStore(client, provider)
+    before = {t: made.subject_keys(t, ["a", "b"]) for t in (broken, healthy)}
+    _rot(client, broken)
+    fresh = KeyStore(client, provider)  # a worker started after the damage (cold cache)
+    for subjects in (["a"], ["a", "new-subject"], ["new-subject"]):
+        with pytest.raises(TenantKeyDamaged) as exc:
+            fresh.subject_keys(broken, subjects)
+        assert exc.value.tenant == broken and exc.value.subjects == frozenset()  # every subject of it
+        assert "new-subject" not in str(exc.value)
+    assert fresh.subject_keys(healthy, ["a", "b"]) == before[healthy]  # the other tenant goes on
+    # Malformed (not base64 at all) is the tenant's fault too.
+    client.hset(tenant_hash_key(broken), "v1", "not base64!")
+    with pytest.raises(TenantKeyDamaged):
+        KeyStore(client, provider).subject_keys(broken, ["a"])
+
+
+def test_a_wrong_master_key_is_everyones_fault(client, provider, tenants, tmp_path):
+    broken, healthy = tenants(), tenants()
+    made = KeyStore(client, provider)
+    for t in (broken, healthy):
+        made.subject_keys(t, ["a"])
+    _rot(client, broken)
+    intruder = KeyStore(client, LocalKeyFileProvider(tmp_path / "wrong.key"))
+    for t in (broken, healthy):  # with a damaged tenant key in Redis too: the master key is the fault
+        with pytest.raises(KeyProviderError, match="master key"):
+            intruder.subject_keys(t, ["a"])
+
+
+def test_without_a_check_record_nothing_is_pinned_on_the_tenant(client, provider, tenants):
+    t = tenants()
+    KeyStore(client, provider).subject_keys(t, ["a"])
+    check = client.get(check_key_name(t))
+    assert check is not None  # made with the tenant's first key
+    _rot(client, t)
+    client.delete(check_key_name(t))
+    with pytest.raises(KeyProviderError, match="no check record"):
+        KeyStore(client, provider).subject_keys(t, ["a"])
+    client.set(check_key_name(t), check)  # positive control: with it, the damage is the tenant's
+    with pytest.raises(TenantKeyDamaged):
+        KeyStore(client, provider).subject_keys(t, ["a"])
+    client.set(check_key_name(t), b"garbage")  # a check record that does not unwrap: held back
+    with pytest.raises(KeyProviderError):
+        KeyStore(client, provider).subject_keys(t, ["a"])
+
+
+def test_a_tenant_older_than_the_check_gets_one_when_its_key_unwraps(client, provider, tenants):
+    t = tenants()
+    KeyStore(client, provider).subject_keys(t, ["a"])
+    client.delete(check_key_name(t))  # as made by a version without the check
+    KeyStore(client, provider).subject_keys(t, ["a"])  # unwraps the stored tenant key: proven
+    assert client.exists(check_key_name(t))
+    _rot(client, t)
+    with pytest.raises(TenantKeyDamaged):
+        KeyStore(client, provider).subject_keys(t, ["a"])
+
+
+def test_damaged_subject_records_are_those_subjects_fault_and_are_never_replaced(client, provider, tenants):
+    t = tenants()
+    store = KeyStore(client, provider)
+    before = store.subject_keys(t, ["a", "b", "c"])
+    a, b = client.mget(subject_key_name(t, "a"), subject_key_name(t, "b"))
+    client.set(subject_key_name(t, "b"), a)  # a's record moved onto b: the aad binds it to a
+    client.set(subject_key_name(t, "c"), b"v1:not-base64!")
+    for s in (store, KeyStore(client, provider)):
+        with pytest.raises(TenantKeyDamaged) as exc:
+            s.subject_keys(t, ["a", "b", "c", "d"])
+        assert exc.value.subjects == {"b", "c"}
+        assert "not-base64" not in str(exc.value) and "'b'" not in str(exc.value)
+        got = s.subject_keys(t, ["a", "d"])  # the others, asked again without them
+        assert got["a"] == before["a"] and len(got["d"]) == SUBJECT_KEY_BYTES
+    assert client.get(subject_key_name(t, "b")) == a  # left as found, for an operator to look at
+    assert client.get(subject_key_name(t, "c")) == b"v1:not-base64!"

@@ -556,3 +556,18 @@ def test_secure_kafka_script_matches_the_local_stack() -> None:
         if path.startswith("./"):
             assert (REPO_ROOT / path).is_file(), path
     assert "--aclfile" in (REPO_ROOT / "deploy" / "redis" / "secure-start.sh").read_text()
+
+
+def test_every_broker_bounds_open_transactions_alike(services: dict) -> None:
+    """An open transaction on events.raw holds back read_committed workers until the broker aborts
+    it: every broker the project configures caps that time the same way (README, "Transactions")."""
+    from streams.ops.localstack import TRANSACTION_BOUNDS, LocalKafka
+
+    local = LocalKafka(Settings()).server_properties()
+    script = (REPO_ROOT / "deploy" / "kafka" / "secure-start.sh").read_text()
+    env = env_of(services["kafka"])
+    assert int(TRANSACTION_BOUNDS["transaction.max.timeout.ms"]) <= 60_000  # not Kafka's 15-minute default
+    for key, value in TRANSACTION_BOUNDS.items():
+        assert f"{key}={value}\n" in local, key
+        assert f"{key}={value}" in script, key
+        assert env.get("KAFKA_" + key.upper().replace(".", "_")) == value, key

@@ -18,7 +18,7 @@ from streams.dlq.reasons import Reason
 from streams.dlq.record import encode_dlq
 from streams.ingest import samples
 from streams.dlq.record import DlqSealer, dlq_document
-from streams.ingest.processor import Accepted, EventProcessor, Rejected, SourceRef, Withheld
+from streams.ingest.processor import Accepted, EventProcessor, Rejected, SourceRef, Validated, Withheld
 from streams.ingest.producer import encode_event, event_key
 from streams.schema import codec
 from streams.schema.clean import LINEAGE_FIELD
@@ -570,6 +570,15 @@ def test_every_reason_is_produced_by_the_code_and_documented(proc, registry):
     r = proc.reject_accepted(ok, Reason.TENANT_UNAVAILABLE, "the tenant's topic does not exist")
     assert_clean(r)
     produced.add(r.reason)
+    # A validated event whose tenant's key record is damaged (the batch sets it aside this way;
+    # tests/unit/test_key_isolation.py drives the batch itself).
+    from streams.ingest.batch import TENANT_KEY_DAMAGED
+
+    v = proc.validate(key, value, SRC)
+    assert isinstance(v, Validated)
+    r = proc.reject_validated(v, Reason.KEY_ERROR, TENANT_KEY_DAMAGED)
+    assert_clean(r)
+    produced.add(r.reason)
     for p, k, v, kw in [
         (proc, key, b"\x00\x01 not an event", {}),
         (proc, key, value.replace(b'"customer_signup"', b'"no_such_schema"', 1), {}),
@@ -599,8 +608,8 @@ def test_every_reason_is_produced_by_the_code_and_documented(proc, registry):
 
     assert produced == set(Reason), set(Reason) - produced
     assert {r.value for r in Reason} == {"undecodable", "unknown_schema", "schema_violation", "missing_tenant",
-                                         "unknown_tenant", "tenant_unavailable", "tenant_mismatch", "oversized", "key_mismatch", "processing_error",
-                                         "invalid_request"}
+                                         "unknown_tenant", "tenant_unavailable", "key_error", "tenant_mismatch", "oversized",
+                                         "key_mismatch", "processing_error", "invalid_request"}
 
 
 def test_clean_entry_lookup(proc, registry, clean_registry):
