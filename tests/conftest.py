@@ -204,10 +204,15 @@ class WorkerProcess:
             return f"did not stop within its timeout after SIGTERM (killed):\n{log[-3000:]}"
         if self.proc.returncode != 0:
             return f"exited with status {self.proc.returncode}:\n{log[-3000:]}"
-        if "Traceback" in log:
-            i = log.index("Traceback")
-            return f"logged a traceback:\n{log[max(0, i - 500):i + 2500]}"
-        return None
+        return self.traceback_excerpt()
+
+    def traceback_excerpt(self) -> str | None:
+        """The first traceback in the log with its context (enough to see what raised), or None."""
+        log = self.log_text()
+        if "Traceback" not in log:
+            return None
+        i = log.index("Traceback")
+        return f"logged a traceback:\n{log[max(0, i - 500):i + 2500]}"
 
 
 @pytest.fixture

@@ -101,7 +101,7 @@ def api_env(make_settings, start_worker):
                and call(base, f"/v1/tenants/{b}/counts", tokens["b_reader"][1])[2].get("count") == 1,
                what="the events in the store, through the API")
     yield s, base, a, b, events, {k: v[1] for k, v in tokens.items()}, {k: v[0] for k, v in tokens.items()}
-    assert "Traceback" not in worker.log_text()
+    assert worker.traceback_excerpt() is None, worker.traceback_excerpt()
 
 
 def test_reads_and_isolation(api_env):

@@ -122,7 +122,7 @@ def env(secure_stack, tmp_path_factory) -> Iterator[SimpleNamespace]:
                               worker=worker)
     finally:
         worker.stop()
-    assert "Traceback" not in worker.log_text()
+    assert worker.traceback_excerpt() is None, worker.traceback_excerpt()
 
 
 # ---------------------------------------------------------------- operator mints tenant secrets
@@ -391,5 +391,5 @@ def test_the_web_server_speaks_tls_when_given_a_certificate(make_secure_settings
     # A client that does not trust the certificate refuses the server.
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(base + "/health", timeout=10, context=ssl.create_default_context())
-    assert "Traceback" not in worker.log_text()
+    assert worker.traceback_excerpt() is None, worker.traceback_excerpt()
     assert operator_id
