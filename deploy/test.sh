@@ -3,4 +3,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source deploy/setup.sh
-exec python3 -m pytest "$@"
+# Two processes (pytest-xdist), each with stacks of its own (tests/stack.py): most of an end-to-end
+# test's time is waiting on the broker and the workers, so two halve the wall time even on two
+# cores. STREAMS_TEST_PROCESSES=0 runs everything in this process (what a debugger wants).
+procs="${STREAMS_TEST_PROCESSES:-2}"
+if [ "$procs" = "0" ]; then
+  exec python3 -m pytest "$@"
+fi
+exec python3 -m pytest -n "$procs" --dist loadgroup "$@"

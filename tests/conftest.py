@@ -24,8 +24,14 @@ from tests.stack import StackInfo, provide_secure_stack, provide_stack
 GROUP_TIMEOUTS = {"e2e": 300, "integration": 180}
 
 
+# tryfirst: pytest-xdist reads the `xdist_group` marks added here in its own collection hook.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
+        # Under `pytest -n N --dist loadgroup` (deploy/test.sh), every test of the secure stack runs
+        # in one xdist worker, so the session starts one secure stack, not one per worker.
+        if "secure_stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("secure-stack"))
         if item.get_closest_marker("timeout") is not None:
             continue
         for group, seconds in GROUP_TIMEOUTS.items():

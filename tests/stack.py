@@ -21,14 +21,26 @@ from typing import Iterator
 
 from streams.settings import REPO_ROOT, Settings
 
+
+def _xdist_index() -> int:
+    """This pytest-xdist worker's number (``gw3`` -> 3); 0 outside xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+
+
 # STREAMS_TEST_PORT_OFFSET shifts every port of the test stacks, so two checkouts (git worktrees)
-# can run their suites on one machine at once without sharing a broker.
-_PORT_OFFSET = int(os.environ.get("STREAMS_TEST_PORT_OFFSET", "0"))
-TEST_STACK_DIR = REPO_ROOT / ".stack-test"
+# can run their suites on one machine at once without sharing a broker. Each pytest-xdist worker
+# (deploy/test.sh runs the suite in parallel processes) has stacks of its own as well: its ports
+# 1000 higher per worker number and its own stack folders. Own stacks rather than one shared:
+# the fault tests stop and restart the broker and Redis, which must not hit another process' tests.
+_XDIST_INDEX = _xdist_index()
+_PORT_OFFSET = int(os.environ.get("STREAMS_TEST_PORT_OFFSET", "0")) + 1000 * _XDIST_INDEX
+_DIR_SUFFIX = f"-gw{_XDIST_INDEX}" if _XDIST_INDEX else ""
+TEST_STACK_DIR = REPO_ROOT / f".stack-test{_DIR_SUFFIX}"
 TEST_KAFKA_PORT = 19092 + _PORT_OFFSET
 TEST_REDIS_PORT = 16379 + _PORT_OFFSET
 # The secure stack (SASL/SCRAM + ACLs on the broker, ACL users on Redis) for isolation tests.
-SECURE_STACK_DIR = REPO_ROOT / ".stack-test-secure"
+SECURE_STACK_DIR = REPO_ROOT / f".stack-test-secure{_DIR_SUFFIX}"
 SECURE_KAFKA_PORT = 19192 + _PORT_OFFSET
 SECURE_REDIS_PORT = 16479 + _PORT_OFFSET
 SECURE_ADMIN_PASSWORD = "test-admin-secret-0001"  # test-only credentials of a throwaway local stack
