@@ -22,6 +22,7 @@ import redis
 
 from streams.dlq.keys import RETAIN_MS
 from streams.privacy.keys import KeyProvider, key_prefix
+from streams.tenancy.registry import deleted_marker
 
 
 _PSEUDONYM = re.compile(r"p_[0-9a-f]{24}")
@@ -29,6 +30,16 @@ _PSEUDONYM = re.compile(r"p_[0-9a-f]{24}")
 
 def mapping_key(tenant: str, pseudonym: str) -> str:
     return f"{key_prefix(tenant)}dlqsubj:{pseudonym}"
+
+
+# Writes a mapping unless the tenant is deleted (its marker, in the same hash slot, checked in the
+# same call): an event of a tenant deleted while the event was in flight must not leave a key of
+# that tenant behind after the delete's receipt (the worker's tenant list may still name it).
+_REMEMBER_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
 
 
 def _aad(tenant: str, pseudonym: str) -> bytes:
@@ -40,17 +51,19 @@ class DlqSubjects:
         self._r = client
         self._provider = provider
         self.ttl_ms = ttl_ms
+        self._remember = client.register_script(_REMEMBER_LUA)
 
     def __repr__(self) -> str:
         return "DlqSubjects(<mappings in Redis>)"
 
     def remember(self, entries: Iterable[tuple[str, str, str]]) -> None:
-        """``(tenant, pseudonym, subject)`` triples, written in one round trip."""
+        """``(tenant, pseudonym, subject)`` triples, written in one round trip; none of a deleted tenant."""
         pipe = self._r.pipeline(transaction=False)
         n = 0
         for tenant, pseud, subject in set(entries):
             wrapped = base64.b64encode(self._provider.wrap(subject.encode(), _aad(tenant, pseud)))
-            pipe.set(mapping_key(tenant, pseud), wrapped, px=self.ttl_ms)
+            self._remember(keys=[deleted_marker(tenant), mapping_key(tenant, pseud)], args=[wrapped, self.ttl_ms],
+                           client=pipe)
             n += 1
         if n:
             pipe.execute()

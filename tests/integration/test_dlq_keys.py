@@ -112,3 +112,18 @@ def test_resolve_is_audited_and_erasure_forgets(client, provider):
     with pytest.raises(ResolveRefused):
         resolve_audited(subjects, audit, tenant, p, "cli:op", "after erasure")
     assert audit.records[-1][4]["outcome"] == "refused"
+
+
+def test_no_mapping_is_written_for_a_deleted_tenant(client, provider):
+    """An event of a tenant deleted while it was in flight, dead-lettered by a worker whose tenant list
+    still names the tenant, must leave no key of it behind (found by the tenant-delete-under-load test)."""
+    from streams.tenancy.registry import TenantRegistry
+
+    live, gone = f"dl{uuid.uuid4().hex[:8]}", f"dg{uuid.uuid4().hex[:8]}"
+    TenantRegistry(client).mark_deleted(gone)
+    subjects = DlqSubjects(client, provider)
+    p = "p_" + "cd" * 12
+    subjects.remember([(live, p, "subj-1"), (gone, p, "subj-1")])
+    assert client.exists(mapping_key(live, p)) == 1  # the control: the same call writes a live tenant's
+    assert client.exists(mapping_key(gone, p)) == 0
+    assert list(client.scan_iter(match=f"*{{{gone}}}*")) == [f"tenancy:{{{gone}}}:deleted".encode()]
