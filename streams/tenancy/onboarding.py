@@ -103,8 +103,8 @@ def producer_acl_bindings(settings: Settings, tenant: str) -> list[AclBinding]:
 # grows with the tenant's data (the store never trims a tenant's indexes) or with its argument
 # count, and Redis runs it to the end before anyone else: ZRANGE/ZRANGEBYSCORE/ZREVRANGE/
 # ZREVRANGEBYSCORE (a LIMIT cannot be required by an ACL; ZRANGE 0 -1 of a 200k-entry index took
-# the pipeline's Redis p99 to 28-41 ms, measured by bench/tenant_redis_bench.py), MGET, EXISTS and
-# ZMSCORE with many keys or members (50k members: 56 ms). Tenants page through their events with the
+# the pipeline's Redis p99 to 20-55 ms, measured by bench/tenant_redis_bench.py), MGET, EXISTS and
+# ZMSCORE with many keys or members (50k: up to 82 ms). Tenants page through their events with the
 # HTTP API (limit <= 1000) and read documents with GET, pipelined if they like: Redis serves other
 # clients between the pipelined commands.
 TENANT_REDIS_COMMANDS = (
