@@ -42,6 +42,7 @@ a token or a subject id (only the pseudonym of the caller's own subject).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import math
@@ -133,6 +134,7 @@ class BucketMap:
             b[0] = max(-self.burst, b[0] - 1)
 
 
+@functools.lru_cache(maxsize=4096)  # parsing an address costs more than the rest of a refusal; bounded memory
 def address_bucket(address: str | None) -> str | None:
     """The bucket of a client address: IPv4 as is, IPv6 by its /64 (one host gets a whole /64)."""
     if not address:
@@ -153,6 +155,7 @@ def _unmapped(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IP
     return mapped if mapped is not None else ip
 
 
+@functools.lru_cache(maxsize=4096)
 def address_for_audit(address: str | None) -> str | None:
     """What the audit may keep of a client address: its network (IPv4 /24, IPv6 /48), never the host."""
     if not address:

@@ -2,7 +2,8 @@
 
 - Attack 7: a tenant's Redis user ran DBSIZE (and other +@read commands that ignore key
   patterns) to watch other tenants' volume, and could run multi-key set algebra that stalls
-  the shared Redis. It now has an allowlist of key-scoped reads.
+  the shared Redis. It now has an allowlist of key-scoped reads, each of bounded cost: no range
+  reads or multi-key commands, whose one call grows with the tenant's data (issue 9).
 - Attack 4: after `rotate-credentials`, a consumer connected with the old password kept
   reading. The broker now makes every session re-authenticate (connections.max.reauth.ms)
   and rotation kills the Redis user's open connections.
@@ -67,9 +68,8 @@ def test_tenant_redis_user_runs_only_bounded_key_scoped_reads(tenant):
     ra = _redis_as(s, user["username"], user["password"])
     # Control: the read path works.
     assert ra.get(f"{K.tenant_prefix(a)}ev:1") == b"{}"
-    assert ra.zrange(f"{K.tenant_prefix(a)}time", 0, -1) == [b"1", b"2"]
     assert ra.zcard(f"{K.tenant_prefix(a)}time") == 2
-    assert ra.mget([f"{K.tenant_prefix(a)}ev:1"]) == [b"{}"]
+    assert ra.zscore(f"{K.tenant_prefix(a)}time", "2") == 2.0
     denied = _denied(a)
     for cmd in denied:
         conn = _redis_as(s, user["username"], user["password"], single_connection_client=True)
@@ -83,6 +83,63 @@ def test_tenant_redis_user_runs_only_bounded_key_scoped_reads(tenant):
     rules = admin.acl_getuser(user["username"])
     assert rules["categories"] == ["-@all"] and rules["keys"] == [f"~{K.tenant_prefix(a)}*"]
     assert set(rules["commands"]) == {f"+{c}" for c in TENANT_REDIS_COMMANDS}
+
+
+# A tenant's reads whose cost grows with its own data or with the arguments it sends: one call holds
+# Redis' single thread until it is done, so they stalled the pipeline's calls (issue 9, measured by
+# bench/tenant_redis_bench.py). (command, args) on the tenant's own index and documents.
+def _unbounded(a: str) -> list[tuple[str, ...]]:
+    idx, docs = f"{K.tenant_prefix(a)}time", [f"{K.tenant_prefix(a)}ev:{i}" for i in range(3)]
+    return [
+        ("ZRANGE", idx, "0", "-1"), ("ZRANGE", idx, "-inf", "+inf", "BYSCORE"),
+        ("ZRANGE", idx, "-inf", "+inf", "BYSCORE", "LIMIT", "0", "10"),  # a bounded use is refused too
+        ("ZRANGEBYSCORE", idx, "-inf", "+inf"), ("ZREVRANGE", idx, "0", "-1"),
+        ("ZREVRANGEBYSCORE", idx, "+inf", "-inf"), ("ZRANGEBYLEX", idx, "-", "+"), ("ZRANDMEMBER", idx, "-100"),
+        ("ZSCAN", idx, "0"), ("MGET", *docs), ("EXISTS", *docs), ("ZMSCORE", idx, "1", "2"),
+        ("GETRANGE", docs[0], "0", "-1"), ("DUMP", docs[0]),
+    ]
+
+
+def test_tenant_redis_user_cannot_run_reads_whose_cost_grows_with_its_data(tenant):
+    """Attack: the tenant asks its own huge index for everything at once (ZRANGE 0 -1, MGET of every
+    document...). Each such command gets NOPERM on the real Redis; control: the bounded reads of the
+    same keys answer, also many of them pipelined (Redis serves other clients between them)."""
+    s, _, a, _, creds = tenant
+    admin = redis.Redis.from_url(s.redis_url)
+    idx = f"{K.tenant_prefix(a)}time"
+    admin.zadd(idx, {str(i): i for i in range(1000)})
+    for i in range(3):
+        admin.set(f"{K.tenant_prefix(a)}ev:{i}", b'{"n": %d}' % i)
+    user = creds[a]["redis"]
+    ra = _redis_as(s, user["username"], user["password"])
+    pipe = ra.pipeline(transaction=False)
+    for i in range(3):
+        pipe.get(f"{K.tenant_prefix(a)}ev:{i}")
+    assert pipe.execute() == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
+    assert ra.zcount(idx, "-inf", "+inf") == 1000 and ra.zrank(idx, "10") == 10 and ra.zscore(idx, "7") == 7.0
+    for cmd in _unbounded(a):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            ra.execute_command(*cmd)
+    assert not {c.lower() for c, *_ in _unbounded(a)} & set(TENANT_REDIS_COMMANDS)
+
+
+def test_a_tenant_user_made_with_the_earlier_allowlist_is_repaired_by_create(tenant):
+    """Users onboarded before the allowlist was narrowed kept ZRANGE and MGET: re-running `tenants create`
+    (which repairs an onboarded tenant's Redis rules) takes them away, and the password still works."""
+    s, svc, a, _, creds = tenant
+    admin = redis.Redis.from_url(s.redis_url)
+    user = creds[a]["redis"]
+    admin.execute_command("ACL", "SETUSER", user["username"], "+zrange", "+mget")  # as the earlier rules had it
+    ra = _redis_as(s, user["username"], user["password"])
+    idx = f"{K.tenant_prefix(a)}time"
+    admin.zadd(idx, {"1": 1})
+    assert ra.zrange(idx, 0, -1) == [b"1"]  # control: the old rules allow it
+    svc.create(a)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        ra.zrange(idx, 0, -1)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        ra.mget([f"{K.tenant_prefix(a)}ev:1"])
+    assert ra.zcard(idx) == 1
 
 
 def test_rotation_ends_an_open_redis_session(tenant):
