@@ -4,8 +4,10 @@ The clean schema is derived, never hand-written: the raw record's fields plus
 a ``lineage`` record that makes every clean event traceable to its source
 (DESIGN decision 9). The derived files are published under ``schemas/clean/``
 (``streams schemas derive``) and a test keeps them in sync with this code.
-Annotated fields get their clean types (a token is a string, a generalized
-birth date an int year, ...; ``streams.privacy.policy``).
+Annotated fields get the clean type and doc their transform gives them (a
+token is a string, a generalized birth date an int year, ...): each
+transform's ``clean_type``/``field_doc`` in ``streams.privacy.transforms``,
+asked via ``streams.privacy.policy``.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import streams.privacy.transforms as transforms
+import streams.privacy.transforms.mask as mask_transform
 from streams.dlq.reasons import Reason
 from streams.dlq.record import decode_dlq, encode_dlq
 from streams.ingest import samples
@@ -141,14 +141,14 @@ def raw_json(event: dict[str, Any]) -> tuple[bytes, bytes]:
 @pytest.fixture
 def poisoned_mask(monkeypatch):
     """A mask transform that raises on odd values, quoting the value in its error (as many libraries do)."""
-    real_mask = transforms.mask
+    real_mask = mask_transform.mask
 
     def mask(kind: str, value: str) -> str:
         if POISON in value:
             raise ValueError(f"cannot mask {value!r} as {kind}")
         return real_mask(kind, value)
 
-    monkeypatch.setattr(transforms, "mask", mask)
+    monkeypatch.setattr(mask_transform, "mask", mask)
 
 
 @pytest.mark.parametrize("seen_at", OUT_OF_RANGE_TIMES)

@@ -11,7 +11,9 @@ import pytest
 from streams.ingest import samples
 from streams.privacy.exceptions import TokenError
 from streams.privacy.policy import rules_of
-from streams.privacy.transforms import PolicyApplier, SubjectCipher, generalize, mask, token_kind
+from streams.privacy.transforms import PolicyApplier, SubjectCipher, token_kind
+from streams.privacy.transforms.generalize import generalize
+from streams.privacy.transforms.mask import mask
 from streams.schema.json_datum import to_datum
 from streams.schema.registry import SchemaRegistry
 from streams.settings import REPO_ROOT

@@ -14,7 +14,8 @@ import pytest
 from streams.ingest import samples
 from streams.ingest.processor import Accepted, EventProcessor, SourceRef
 from streams.ingest.producer import encode_event, event_key
-from streams.privacy.transforms import SubjectCipher, mask
+from streams.privacy.transforms import SubjectCipher
+from streams.privacy.transforms.mask import mask
 from streams.schema import codec
 from streams.schema.registry import SchemaRegistry
 from streams.settings import REPO_ROOT
