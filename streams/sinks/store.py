@@ -112,6 +112,15 @@ return out
 """
 
 
+# The counters of a tenant, unless it is deleted (its marker, same hash slot, same call): a batch that
+# counted events of a tenant deleted meanwhile must not bring a key of it back after the receipt.
+STATS_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 1, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+
 def stats_key(tenant: str) -> str:
     # Pipeline-only keyspace: the counts are the operator's, not the tenant's data.
     return f"k:{{{tenant}}}:stats"
@@ -217,8 +226,9 @@ class StoreWriter:
             for tenant in tenants:
                 pipe.eval(LEAVE_LUA, 1, inflight_key(tenant), leave[0])
             for tenant, fields in counts.items():
-                for name, n in fields.items():
-                    pipe.hincrby(stats_key(tenant), name, n)
+                if fields:
+                    args = [x for name, n in fields.items() for x in (name, n)]
+                    pipe.eval(STATS_LUA, 2, deleted_marker(tenant), stats_key(tenant), *args)
             replies = await pipe.execute()
         except (redis.RedisError, OSError) as exc:
             raise SinkUnavailable(f"Redis write failed: {type(exc).__name__}") from None
