@@ -9,6 +9,7 @@ run produced (from the end offsets it noted before publishing).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -20,10 +21,25 @@ import uuid
 from collections import Counter
 from typing import Any
 
+from streams.cli import base
 from streams.cli.text import plural
 from streams.settings import REPO_ROOT, Settings
 
 DEMO_TENANTS = ("acme", "globex")
+
+
+def register(sub: base.Subparsers) -> None:
+    sp = base.add_command(sub, "demo", "run the whole pipeline on the local stack with sample events", cmd_demo,
+                          "Start the local stack and a worker, publish sample events for two tenants (plus one bad "
+                          "event of each kind), and show the tenant streams, the DLQ with reasons and the store's "
+                          "answers. Ctrl-C stops everything.",
+                          own_logging=True)
+    sp.add_argument("--events", type=int, default=20, help="valid events per tenant (default 20)")
+    sp.add_argument("--keep-running", action="store_true", help="keep the stack and worker up until Ctrl-C")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return run_demo(base.settings(), keep_running=args.keep_running, events=args.events)
 
 
 def _say(text: str = "") -> None:
