@@ -99,6 +99,9 @@ def _short(event: dict[str, Any]) -> str:
 
 
 def run_demo(settings: Settings, keep_running: bool = False, events: int = 20) -> int:
+    # Long because it is the narrated script of the demo, read top to bottom: its nine steps share the
+    # worker, its environment, the noted offsets and the store reader, and one try/finally stops
+    # everything on Ctrl-C or failure. Splitting it (a class with a method per step) is a separate change.
     from streams.cli.errors import UsageError
     from streams.consumer.clean_decoder import CleanDecoder
     from streams.ingest import samples
