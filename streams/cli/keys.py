@@ -1,4 +1,4 @@
-"""``streams keys``: show or rotate a tenant's key; a rotation is audited, and refused when the trail is down."""
+"""``streams keys``: show or rotate a tenant's key (the audited rotation: ``streams.privacy.key_rotation``)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ def register(sub: Subparsers) -> None:
 def cmd_keys(args: argparse.Namespace) -> int:
     import redis
 
-    from streams.audit.exceptions import AuditError
     from streams.audit.keys import open_audit_log
+    from streams.privacy.key_rotation import RotationNotAudited, rotate_tenant_key_audited
     from streams.privacy.keys import KeyStore, LocalKeyFileProvider
 
     s = settings()
@@ -37,14 +37,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
         return 0
     # The audit trail is opened first: when it cannot be written, no key is rotated.
     with open_audit_log(s, actor(args), writer()) as audit:
-        report = store.rotate_tenant_key(tenant)
         try:
-            audit.append("key.rotate", tenant, None, "tenant key rotated",
-                         {"old_version": report.old_version, "new_version": report.new_version,
-                          "rewrapped": report.rewrapped, "deleted_versions": report.deleted_versions})
-        except AuditError as exc:
-            raise deps.audit_unreachable(s, f"tenant {tenant}'s key was rotated to version {report.new_version}, "
-                                            f"but its audit record was not written: {exc}") from None
+            report = rotate_tenant_key_audited(store, audit, tenant)
+        except RotationNotAudited as exc:
+            raise deps.audit_unreachable(s, str(exc)) from None
     print(f"tenant {tenant}: key version {report.old_version} -> {report.new_version}, "
           f"{plural(report.rewrapped, 'subject key')} re-wrapped; earlier tokens stay reversible")
     return 0

@@ -1,6 +1,8 @@
-"""The audit rules of API key actions (``streams.tenancy.api_key_admin``), on a fake store and audit log.
+"""The audit rules of operator actions the CLI and the API share, on fake stores and a fake audit log.
 
-The same rules run against Redis and a real audit topic in tests/e2e/test_cli_apikeys.py.
+API keys (``streams.tenancy.api_key_admin``) and tenant key rotation
+(``streams.privacy.key_rotation``). The same rules run against Redis and a real
+audit topic in tests/e2e/test_cli_apikeys.py and test_cli_errors.py.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import pytest
 
 from streams.api.api_keys import Role
 from streams.audit.exceptions import AuditError
+from streams.privacy.key_rotation import RotationNotAudited, rotate_tenant_key_audited
+from streams.privacy.keys import RotationReport
 from streams.tenancy.api_key_admin import TENANT_KEY_ROLES, AuditedApiKeys, KeyNotAudited
 
 
@@ -81,3 +85,32 @@ def test_revoke_and_list_are_audited():
 
 def test_tenant_key_roles_are_every_role_but_operator():
     assert set(TENANT_KEY_ROLES) == {r.value for r in Role} - {Role.OPERATOR.value}
+
+
+# ---------------------------------------------------------------- tenant key rotation
+
+
+class FakeKeys:
+    def __init__(self) -> None:
+        self.rotations = 0
+
+    def rotate_tenant_key(self, tenant: str) -> RotationReport:
+        self.rotations += 1
+        return RotationReport(tenant, 1, 2, 5, 1)
+
+
+def test_a_rotation_is_audited_with_its_versions():
+    audit = FakeAudit()
+    report = rotate_tenant_key_audited(FakeKeys(), audit, "acme")  # type: ignore[arg-type]
+    assert (report.old_version, report.new_version) == (1, 2)
+    assert audit.records == [("key.rotate", "acme", {"old_version": 1, "new_version": 2, "rewrapped": 5,
+                                                      "deleted_versions": 1})]
+
+
+def test_a_rotation_whose_record_fails_stands_and_says_so():
+    keys = FakeKeys()
+    with pytest.raises(RotationNotAudited) as exc:
+        rotate_tenant_key_audited(keys, FakeAudit(fail=True), "acme")  # type: ignore[arg-type]
+    assert keys.rotations == 1 and exc.value.report.new_version == 2
+    assert str(exc.value) == ("tenant acme's key was rotated to version 2, but its audit record was not written: "
+                              "audit topic not acknowledged")
