@@ -10,7 +10,9 @@ runs that file as ``__main__``, and it would then be loaded twice.
 from __future__ import annotations
 
 import argparse
-from typing import Callable, Union
+import json
+import sys
+from typing import Any, Callable, Union
 
 from streams.cli import deps
 from streams.cli.errors import UsageError, exit_codes_help
@@ -103,3 +105,13 @@ def onboarded_tenant(s: Settings, name: str, args: argparse.Namespace) -> str:
     if tenant not in known:
         raise UsageError(f"unknown tenant {tenant} (onboarded: {', '.join(known)})")
     return tenant
+
+
+def print_result(result: dict[str, Any], kept: str) -> None:
+    """Print a service's result as JSON; when it holds credentials, first warn on stderr that they show once.
+
+    ``kept``: what is stored instead of them, for the warning.
+    """
+    if result.get("credentials"):
+        print(f"credentials below are shown once; store them now (only {kept} are kept)", file=sys.stderr)
+    print(json.dumps(result, indent=2))

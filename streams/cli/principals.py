@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from streams.cli.base import A, K, R, Subparsers, actor, add_command, ready, settings, writer
+from streams.cli.base import A, K, R, Subparsers, actor, add_command, print_result, ready, settings, writer
 from streams.cli.errors import UsageError
 from streams.tenancy.principals import ROLES
 
@@ -53,8 +52,5 @@ def cmd_principals(args: argparse.Namespace) -> int:
             result = svc.rotate(args.role)
         else:
             result = svc.delete(args.role)
-    if result.get("credentials"):
-        print("credentials below are shown once; store them now (only salted verifiers or hashes are kept)",
-              file=sys.stderr)
-    print(json.dumps(result, indent=2))
+    print_result(result, "salted verifiers or hashes")
     return 0

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
-from streams.cli.base import A, K, R, Subparsers, actor, add_command, ready, settings, writer
+from streams.cli.base import A, K, R, Subparsers, actor, add_command, print_result, ready, settings, writer
 from streams.cli.errors import UsageError
 from streams.tenancy.api_key_admin import TENANT_KEY_ROLES
 from streams.tenancy.registry import REGIMES
@@ -109,8 +108,5 @@ def cmd_tenants(args: argparse.Namespace) -> int:
             result = svc.rotate_credentials(args.name)
         else:  # delete, confirmed above
             result = svc.delete(args.name)
-    if result.get("credentials"):
-        print("credentials below are shown once; store them now (only hashes or salted verifiers are kept)",
-              file=sys.stderr)
-    print(json.dumps(result, indent=2))
+    print_result(result, "hashes or salted verifiers")
     return 0
