@@ -9,6 +9,7 @@ run produced (from the end offsets it noted before publishing).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -20,10 +21,25 @@ import uuid
 from collections import Counter
 from typing import Any
 
+from streams.cli import base
 from streams.cli.text import plural
 from streams.settings import REPO_ROOT, Settings
 
 DEMO_TENANTS = ("acme", "globex")
+
+
+def register(sub: base.Subparsers) -> None:
+    sp = base.add_command(sub, "demo", "run the whole pipeline on the local stack with sample events", cmd_demo,
+                          "Start the local stack and a worker, publish sample events for two tenants (plus one bad "
+                          "event of each kind), and show the tenant streams, the DLQ with reasons and the store's "
+                          "answers. Ctrl-C stops everything.",
+                          own_logging=True)
+    sp.add_argument("--events", type=int, default=20, help="valid events per tenant (default 20)")
+    sp.add_argument("--keep-running", action="store_true", help="keep the stack and worker up until Ctrl-C")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return run_demo(base.settings(), keep_running=args.keep_running, events=args.events)
 
 
 def _say(text: str = "") -> None:
@@ -82,25 +98,33 @@ def _short(event: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def run_demo(settings: Settings, keep_running: bool = False, events: int = 20) -> int:
-    from streams.cli.errors import UsageError
-    from streams.consumer.clean_decoder import CleanDecoder
-    from streams.ingest import samples
-    from streams.ingest.producer import EventProducer
-    from streams.ops.localstack import LocalStack
-    from streams.ops.topics import ensure_topics
-    from streams.schema.registry import SchemaRegistry
-    from streams.sinks.store import StoreReader
+class _DemoRun:
+    """One run of the demo: the stack, the worker, and what each step notes for the later ones.
 
-    missing = [t for t in DEMO_TENANTS if t not in settings.tenants]
-    if missing:
-        raise UsageError(f"the demo needs tenants {', '.join(DEMO_TENANTS)} in STREAMS_TENANTS")
-    stack = LocalStack(settings)
-    worker: subprocess.Popen | None = None
-    log_dir = settings.stack_dir / "logs"
-    worker_log = log_dir / "worker.log"
+    A step per method, called in order by ``run_demo``, which also stops
+    everything (``stop_all``) however the run ends.
+    """
 
-    def stop_all() -> None:
+    def __init__(self, settings: Settings, events: int) -> None:
+        from streams.ops.localstack import LocalStack
+
+        self.s, self.events = settings, events
+        self.stack = LocalStack(settings)
+        self.worker: subprocess.Popen | None = None
+        self.log_dir = settings.stack_dir / "logs"
+        self.worker_log = self.log_dir / "worker.log"
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1", STREAMS_STACK_DIR=str(settings.stack_dir))
+        self.run = uuid.uuid4().hex[:4]
+        self.published: Counter = Counter()  # valid events published per tenant
+        self.delivered: Counter = Counter()  # distinct events read back from each tenant topic
+        self.bad: list[Any] = []
+        self.dlq: list[Any] = []
+
+    def __repr__(self) -> str:
+        return f"_DemoRun(run={self.run!r})"
+
+    def stop_all(self) -> None:
+        worker = self.worker
         if worker is not None and worker.poll() is None:
             _say("stopping the worker ...")
             worker.send_signal(signal.SIGTERM)
@@ -110,44 +134,57 @@ def run_demo(settings: Settings, keep_running: bool = False, events: int = 20) -
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait()
         _say("stopping Kafka and Redis ...")
-        stack.down()
+        self.stack.down()
         _say("all stopped; nothing left running.")
 
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        _step(1, f"Starting Redis (AOF on) and Apache Kafka {settings.kafka_version} in KRaft mode")
-        _say(f"    data and logs under {settings.stack_dir}; first run fetches Kafka's jars with Maven")
-        stack.up()
-        _say(f"    Kafka ready at {settings.kafka_bootstrap}, Redis at {settings.redis_url}")
+    def start_stack(self) -> None:
+        """Steps 1 and 2; then notes the end offsets, so that later steps read only what this run made."""
+        from streams.consumer.clean_decoder import CleanDecoder
+        from streams.ops.topics import ensure_topics
+        from streams.schema.registry import SchemaRegistry
+
+        s = self.s
+        _step(1, f"Starting Redis (AOF on) and Apache Kafka {s.kafka_version} in KRaft mode")
+        _say(f"    data and logs under {s.stack_dir}; first run fetches Kafka's jars with Maven")
+        self.stack.up()
+        _say(f"    Kafka ready at {s.kafka_bootstrap}, Redis at {s.redis_url}")
 
         _step(2, "Declaring topics (the broker does not auto-create any)")
-        for name, state in ensure_topics(settings).items():
+        for name, state in ensure_topics(s).items():
             _say(f"    {name:<24} {state}")
 
-        registry = SchemaRegistry.load_dir(settings.schemas_dir)
-        decoder = CleanDecoder.from_dir(settings.schemas_dir / "clean")
-        start = {t: _end_offsets(settings.kafka(), settings.tenant_topic(t)) for t in DEMO_TENANTS}
-        dlq_start = _end_offsets(settings.kafka(), settings.dlq_topic)
+        self.registry = SchemaRegistry.load_dir(s.schemas_dir)
+        self.decoder = CleanDecoder.from_dir(s.schemas_dir / "clean")
+        self.start = {t: _end_offsets(s.kafka(), s.tenant_topic(t)) for t in DEMO_TENANTS}
+        self.dlq_start = _end_offsets(s.kafka(), s.dlq_topic)
+
+    def start_worker(self) -> None:
+        from streams.cli.errors import UsageError
 
         _step(3, "Starting a pipeline worker (Faust): `streams worker`")
-        log_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PYTHONUNBUFFERED="1", STREAMS_STACK_DIR=str(settings.stack_dir))
-        with open(worker_log, "ab") as log:
-            worker = subprocess.Popen([sys.executable, "-m", "streams.cli.main", "worker"], env=env,
-                                      stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, start_new_session=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.worker_log, "ab") as log:
+            self.worker = worker = subprocess.Popen([sys.executable, "-m", "streams.cli.main", "worker"],
+                                                    env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                                    cwd=REPO_ROOT, start_new_session=True)
         deadline = time.monotonic() + 90
-        while "Worker ready" not in worker_log.read_text(errors="replace"):
+        while "Worker ready" not in self.worker_log.read_text(errors="replace"):
             if worker.poll() is not None or time.monotonic() > deadline:
-                raise UsageError(f"the worker did not start; see {worker_log}")
+                raise UsageError(f"the worker did not start; see {self.worker_log}")
             time.sleep(0.3)
-        _say(f"    worker pid {worker.pid} ready; log: {worker_log}; metrics (operator key): http://127.0.0.1:{settings.web_port}/metrics")
+        _say(f"    worker pid {worker.pid} ready; log: {self.worker_log}; metrics (operator key): "
+             f"http://127.0.0.1:{self.s.web_port}/metrics")
 
-        run = uuid.uuid4().hex[:4]
-        _step(4, f"Publishing {plural(events, 'valid event')} per tenant ({', '.join(DEMO_TENANTS)}) and one bad event of each kind")
-        producer = EventProducer(settings.kafka(), settings.raw_topic, registry)
+    def publish(self) -> None:
+        from streams.ingest import samples
+        from streams.ingest.producer import EventProducer
+
+        s, run, events, published = self.s, self.run, self.events, self.published
+        _step(4, f"Publishing {plural(events, 'valid event')} per tenant ({', '.join(DEMO_TENANTS)}) and one bad "
+                 "event of each kind")
+        producer = EventProducer(s.kafka(), s.raw_topic, self.registry)
         rng = random.Random()
         makers = [samples.signup, samples.order, samples.support]
-        published: Counter = Counter()
         for tenant in DEMO_TENANTS:
             for i in range(events):
                 fmt = "json" if i % 5 == 0 else "avro"
@@ -158,55 +195,62 @@ def run_demo(settings: Settings, keep_running: bool = False, events: int = 20) -
             for i in range(4):
                 producer.send(samples.signup(tenant, f"demo-{run}-{i}", rng))
                 published[tenant] += 1
-        bad = samples.bad_records("acme", registry, settings.max_event_bytes)
-        for reason, key, value in bad:
+        self.bad = samples.bad_records("acme", self.registry, s.max_event_bytes)
+        for reason, key, value in self.bad:
             producer.send_raw(key, value)
         producer.flush()
         _say(f"    broker acknowledged {plural(producer.acked, 'record')} "
-             f"({sum(published.values())} valid as Avro single-object or JSON, {len(bad)} bad)")
+             f"({sum(published.values())} valid as Avro single-object or JSON, {len(self.bad)} bad)")
         del producer  # close its connections now, not at exit after the broker is gone
 
+    def show_streams(self) -> None:
+        s = self.s
         _step(5, "Clean tenant streams (tenant.<t>.events, Avro, decoded with schemas/clean/ only)")
-        delivered: Counter = Counter()  # distinct events read back from each tenant topic
         for tenant in DEMO_TENANTS:
-            msgs = _read_from(settings.kafka(), settings.tenant_topic(tenant), start[tenant],
-                              published[tenant], 60)
-            delivered[tenant] = len({m.key() for m in msgs if m.value() is not None})
-            _say(f"    {settings.tenant_topic(tenant)}: {plural(len(msgs), 'event')}")
+            msgs = _read_from(s.kafka(), s.tenant_topic(tenant), self.start[tenant], self.published[tenant], 60)
+            self.delivered[tenant] = len({m.key() for m in msgs if m.value() is not None})
+            _say(f"    {s.tenant_topic(tenant)}: {plural(len(msgs), 'event')}")
             for m in msgs[:3]:
-                name, ev = decoder.decode(m.value())
+                name, ev = self.decoder.decode(m.value())
                 subject, _, event_id = m.key().decode().partition("/")  # key: <subject>/<event id>
                 _say(f"      key={subject + '/' + event_id[:8] + '…':<22} {name.rsplit('.', 1)[-1]:<15} "
                      f"{_short(ev)[:140]}")
 
+    def show_dlq(self) -> None:
         _step(6, "Dead-letter queue (events.dlq): reason codes, no payload")
-        dlq = _read_from(settings.kafka(), settings.dlq_topic, dlq_start, len(bad), 60)
-        for m in dlq:
+        self.dlq = _read_from(self.s.kafka(), self.s.dlq_topic, self.dlq_start, len(self.bad), 60)
+        for m in self.dlq:
             d = json.loads(m.value())
             src = d["source"]
             extra = f" field={d['field']}" if d.get("field") else ""
             _say(f"    {d['reason']:<17} {src['topic']}[{src['partition']}]@{src['offset']:<6}"
                  f" fp={(d.get('payload_fingerprint') or '-')[:14]}{extra}  {d['detail']}")
 
+    def show_store(self) -> None:
+        from streams.sinks.store import StoreReader
+
         _step(7, "The store (Redis, per-tenant keyspace, indexed by subject and by type and time)")
-        reader = StoreReader.from_url(settings.redis_url)
+        self.reader = reader = StoreReader.from_url(self.s.redis_url)
         for tenant in DEMO_TENANTS:
             _say(f"    {tenant}: {plural(reader.count(tenant), 'event')} in all; "
-                 + ", ".join(f"{t}={reader.count(tenant, t)}" for t in ("customer_signup", "order_placed", "support_message")))
-        subject = f"demo-{run}-0"
-        docs = reader.by_subject("acme", subject)
+                 + ", ".join(f"{t}={reader.count(tenant, t)}"
+                             for t in ("customer_signup", "order_placed", "support_message")))
+        self.subject = subject = f"demo-{self.run}-0"
+        self.docs = docs = reader.by_subject("acme", subject)
         _say(f"    `streams store acme --subject {subject}` -> {plural(len(docs), 'event')}:")
         for d in docs[:4]:
             _say(f"      {d['event_type']:<16} event_id={d['event_id']} at {d['event']['event_time']}")
 
+    def _cli(self, *argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "streams.cli.main", *argv], env=self.env, capture_output=True,
+                              text=True, timeout=120, cwd=REPO_ROOT)
+
+    def show_privacy(self) -> None:
+        """Step 8: detokenize, erase, detokenize again (refused), and the audit trail verified."""
+        reader, subject, cli = self.reader, self.subject, self._cli
         _step(8, "Privacy: tokens are reversible only through audited detokenize, until erasure")
-        token_doc = next((d for d in docs if d["event"].get("email")), None) or next(
+        token_doc = next((d for d in self.docs if d["event"].get("email")), None) or next(
             (d for d in reader.by_subject("acme", subject, limit=50) if d["event"].get("email")), None)
-
-        def cli(*argv: str) -> subprocess.CompletedProcess:
-            return subprocess.run([sys.executable, "-m", "streams.cli.main", *argv], env=env, capture_output=True,
-                                  text=True, timeout=120, cwd=REPO_ROOT)
-
         if token_doc is not None:
             token = token_doc["event"]["email"]
             _say(f"    email in the clean event: {token[:40]}...")
@@ -232,21 +276,38 @@ def run_demo(settings: Settings, keep_running: bool = False, events: int = 20) -
         for line in lines[1:4]:  # the writers and their chains (signed records)
             _say(f"      {line.strip()}")
 
-        accounted = sum(published.values()) + len(bad)
+    def reconcile(self) -> None:
+        published, delivered = sum(self.published.values()), sum(self.delivered.values())
+        accounted = published + len(self.bad)
         _step(9, "Reconciliation")
         # Delivered is what was read back from the tenant topics (step 5), not what was published.
-        ok = sum(delivered.values()) == sum(published.values()) and len(dlq) == len(bad)
-        _say(f"    published {accounted} = delivered {sum(delivered.values())} + DLQ {len(dlq)}"
+        ok = delivered == published and len(self.dlq) == len(self.bad)
+        _say(f"    published {accounted} = delivered {delivered} + DLQ {len(self.dlq)}"
              f"{'  OK' if ok else '  MISMATCH (some events not read back yet)'}")
         _say("\n    Try: streams tail acme --from-beginning --max 5 | streams dlq --from-beginning --timeout 5"
              " | streams store globex --type order_placed | streams privacy report acme")
+
+
+def run_demo(settings: Settings, keep_running: bool = False, events: int = 20) -> int:
+    """Run the demo's steps; 0, or 130 on Ctrl-C. Whatever happens, the worker and the stack are stopped."""
+    from streams.cli.errors import UsageError
+
+    missing = [t for t in DEMO_TENANTS if t not in settings.tenants]
+    if missing:
+        raise UsageError(f"the demo needs tenants {', '.join(DEMO_TENANTS)} in STREAMS_TENANTS")
+    demo = _DemoRun(settings, events)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        for step in (demo.start_stack, demo.start_worker, demo.publish, demo.show_streams, demo.show_dlq,
+                     demo.show_store, demo.show_privacy, demo.reconcile):
+            step()
         if keep_running:
             _say("\nworker and stack keep running; Ctrl-C stops everything.")
-            while worker.poll() is None:
+            while demo.worker is not None and demo.worker.poll() is None:
                 time.sleep(1)
         return 0
     except KeyboardInterrupt:
         _say("\ninterrupted")
         return 130
     finally:
-        stop_all()
+        demo.stop_all()

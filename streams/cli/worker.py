@@ -1,0 +1,63 @@
+"""``streams worker``: one Faust worker of the pipeline (``streams.app``)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+
+from streams.cli.base import K, R, Subparsers, add_command, ready, settings
+from streams.cli.errors import UsageError
+
+
+def register(sub: Subparsers) -> None:
+    sp = add_command(sub, "worker", "start a pipeline worker (Faust)", cmd_worker,
+                     "Start one worker of the consumer group STREAMS_APP_ID. Run several to scale out: partitions "
+                     "of events.raw are shared among them. Stops cleanly on Ctrl-C / SIGTERM. Refuses to start "
+                     "(status 2) when its web port is taken: give a second worker on one machine its own "
+                     "--web-port.",
+                     needs=(R, K), own_logging=True)
+    sp.add_argument("--web-port", type=int, help="HTTP port for /health, /ready, /metrics (default STREAMS_WEB_PORT)")
+    sp.add_argument("--no-create-topics", action="store_true", help="do not create missing topics at start")
+
+
+def _check_web_port(port: int, setting: str) -> None:
+    """Refuse to start when another process (a second worker, say) listens on the HTTP port.
+
+    Faust would otherwise start, fail to bind deep inside its web server and
+    crash with a traceback. Not a silent move to the next free port: Prometheus
+    and load balancers are configured with the port, and a worker that answers
+    elsewhere looks dead to them. The check binds as aiohttp does (0.0.0.0,
+    SO_REUSEADDR); a race with a process that takes the port after it remains.
+    """
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError as exc:
+            raise UsageError(f"web port {port} is taken ({exc.strerror}; another worker on this machine?): "
+                             f"set {setting} to a free port, or STREAMS_WEB_ENABLED=0 to run without "
+                             "the HTTP server") from None
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import faust
+
+    from streams.app import create_app
+    from streams.ops.topics import ensure_topics
+
+    s = settings()
+    if args.web_port is not None:
+        s = dataclasses.replace(s, web_port=args.web_port)
+    if s.web_enabled:
+        _check_web_port(s.web_port, "--web-port" if args.web_port is not None else "STREAMS_WEB_PORT")
+    ready(args, s)
+    logging.basicConfig(level=s.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    if not args.no_create_topics:
+        ensure_topics(s)
+    app = create_app(s)
+    worker = faust.Worker(app, loglevel=s.log_level.lower(), quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0
