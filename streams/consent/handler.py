@@ -53,7 +53,7 @@ from streams.ops.metrics import Metrics
 from streams.privacy.keys import KeyStore
 from streams.sinks import store_keys as K
 from streams.sinks.kafka_sink import KafkaSink, OutRecord
-from streams.sinks.tenant_keys import record_key
+from streams.records import record_key
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,8 @@ from streams.consent.gate import ConsentGate
 from streams.consent.state import DropReason
 from streams.dlq.reasons import Reason
 from streams.dlq.record import DlqSealer, default_sealer
-from streams.ingest.processor import Accepted, Dropped, EventProcessor, Rejected, SourceRef, Validated
+from streams.ingest.processor import EventProcessor
+from streams.records import Accepted, Dropped, Rejected, SourceRef, Validated
 from streams.ops.failpoints import failpoint_async
 from streams.ops.metrics import Metrics
 from streams.ops.retry import hold_back
@@ -44,7 +45,7 @@ from streams.privacy.exceptions import TenantDeleted, TenantKeyDamaged
 from streams.privacy.transforms import SubjectCipher
 from streams.settings import Settings
 from streams.sinks.kafka_sink import KafkaSink, OutRecord
-from streams.sinks.exceptions import SinkUnavailable
+from streams.sinks.exceptions import SinkUnavailable, TenantTopicsMissing
 from streams.sinks.store import StoreWrite, StoreWriter
 
 log = logging.getLogger(__name__)
@@ -54,14 +55,6 @@ TOPIC_MISSING = "the tenant's topic does not exist"
 TENANT_KEY_DAMAGED = "the tenant's key is damaged"
 SUBJECT_KEY_DAMAGED = "the subject's key record is damaged"
 TOPIC_CHECK_SECONDS = 2.0
-
-
-class TenantTopicsMissing(Exception):
-    """Delivering failed because these tenants' topics do not exist (a fault of theirs alone)."""
-
-    def __init__(self, tenants: frozenset[str]) -> None:
-        super().__init__(", ".join(sorted(tenants)))
-        self.tenants = tenants
 T = TypeVar("T")
 DROP_IDS_PER_RECORD = 25
 

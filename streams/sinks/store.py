@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from streams.consent.inflight import INFLIGHT_LEASE_MS, LEAVE_LUA, inflight_key
 from streams.consent.store import consent_key
-from streams.ingest.processor import Accepted
+from streams.records import Accepted
 from streams.privacy.keys import subject_key_name
 from streams.sinks import store_keys as K
 from streams.sinks.exceptions import SinkUnavailable
