@@ -46,7 +46,7 @@ from streams.ops.retry import hold_back
 from streams.privacy.exceptions import TenantDeleted, TenantKeyDamaged
 from streams.privacy.transforms import SubjectCipher
 from streams.settings import Settings
-from streams.sinks.base import Batch, Sink, Written, check_sinks
+from streams.sinks.base import Batch, Sink, SubjectErasure, Written, check_sinks
 from streams.sinks.exceptions import TenantTopicsMissing
 from streams.sinks.kafka_sink import KafkaSink, OutRecord
 from streams.sinks.store import StoreSink, StoreWriter
@@ -350,7 +350,9 @@ class BatchPipeline:
         """The batch's in-flight lease lapsed before its topic write was acknowledged (a worker paused,
         or a long hold-back), so an erasure may have stopped waiting for it and tombstoned before
         these events landed. Re-read the subjects' consent and tombstone the events of any subject
-        erased meanwhile, after them on the same partition (streams.consent.inflight)."""
+        erased meanwhile, after them on the same partition (streams.consent.inflight). Any other
+        sink after the store erases those subjects again too: the erasure may have reached it
+        before this batch did."""
         log.warning("in-flight lease of a batch lapsed before its topic write (tenants %s): re-checking "
                     "its subjects' consent", ", ".join(sorted(tenants)))
         self.metrics.inc("streams_inflight_lease_lapsed_total", len(tenants),
@@ -369,6 +371,15 @@ class BatchPipeline:
         await self._hold_back("kafka", lambda: self.kafka.deliver_async(out))
         self.metrics.inc("streams_erasure_late_tombstones_total", len(out),
                          help="Tombstones a late batch wrote for its own events of subjects erased meanwhile")
+        ids: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for o in gone:
+            ids[(o.tenant, o.subject)].append(o.event_id)
+        for sink in self.sinks[1:]:
+            if sink is self.topic:
+                continue  # tombstoned above, marked as a late batch's
+            for (tenant, subject), event_ids in ids.items():
+                erasure = SubjectErasure("late-batch", tenant, subject, tuple(sorted(event_ids)))
+                await self._hold_back(sink.name, lambda s=sink, e=erasure: self._thread(s.erase_subject, e))
 
     async def apply_requests(self) -> None:
         """Apply the privacy requests published so far on this worker's partitions (under the lock)."""

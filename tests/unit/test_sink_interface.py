@@ -114,3 +114,21 @@ def test_the_recording_sink_erases_and_drops_what_it_holds():
     assert done == {"events": 1, "ids_from_index": 1} and "u1" not in str(done)
     assert sink.drop_tenant("acme") == {"events": 1}
     assert sink.events == {("globex", "u1", "e3")}
+
+
+def test_a_late_batch_erases_its_events_of_subjects_erased_meanwhile_from_every_later_sink():
+    # The batch's lease lapsed (the erasure stopped waiting for it and erased every sink first):
+    # the batch then erases those subjects again in the sinks after the store, not only the topic.
+    log: list[str] = []
+    p, extra, (records, kafka) = _pipeline(log)
+    p.index.writer.lapsed = True
+    gate = p.gate
+
+    async def deliver(records_: list[Any], timeout: float = 30.0) -> None:
+        kafka.records.extend(records_)
+        gate.erased.add("gone")
+
+    kafka.deliver_async = deliver  # type: ignore[method-assign]
+    asyncio.run(p.handle(records))
+    assert [(e.tenant, e.subject, len(e.event_ids)) for e in extra.erasures] == [("acme", "gone", 2)]
+    assert {s for _, s, _ in extra.events} == {"kept"}
