@@ -63,7 +63,7 @@ class Runtime:
     #: blocking clients the runtime made (and nothing else closes): closed last
     clients: list[Any] = field(default_factory=list)
 
-    async def close(self, wait: float = 30.0) -> None:
+    async def close(self, wait: float = 5.0) -> None:
         """Flush and close the sinks, then the privacy agent's consumer, the audit log and the
         Redis client. Call once when the worker stops; each part is closed even when another fails
         (logged by type only: a message may hold a key or a value).
