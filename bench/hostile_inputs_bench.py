@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from streams.ingest import samples  # noqa: E402
-from streams.ingest.processor import EventProcessor, Rejected, SourceRef  # noqa: E402
+from streams.ingest.processor import EventProcessor  # noqa: E402
+from streams.records import Rejected, SourceRef
 from streams.ingest.producer import encode_event  # noqa: E402
 from streams.privacy.transforms import SubjectCipher  # noqa: E402
 from streams.schema import codec  # noqa: E402

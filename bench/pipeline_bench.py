@@ -43,7 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from streams.ingest import samples  # noqa: E402
-from streams.ingest.processor import Accepted, EventProcessor, SourceRef, Validated  # noqa: E402
+from streams.ingest.processor import EventProcessor  # noqa: E402
+from streams.records import Accepted, SourceRef, Validated
 from streams.privacy.keys import KeyStore, LocalKeyFileProvider  # noqa: E402
 from streams.privacy.transforms import SubjectCipher  # noqa: E402
 from streams.ingest.producer import encode_event, event_key  # noqa: E402

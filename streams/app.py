@@ -242,7 +242,9 @@ def create_app(settings: Settings) -> faust.App:
     register_api(app, lambda: api.get("api"), metrics.render)
 
     @app.on_before_shutdown.connect
-    async def _flush_api_denials(_app: Any, **_: Any) -> None:
+    async def _on_shutdown(_app: Any, **_: Any) -> None:
+        # Faust sends this after its consumer stopped and the streams are empty. One receiver, so the
+        # order is ours: the API's denials use the audit log, which the runtime then closes.
         # The last window's aggregated denial counts go to the audit trail before the worker exits (bounded:
         # with the broker away the counts are lost rather than holding up the shutdown).
         if "api" in api:
@@ -250,6 +252,9 @@ def create_app(settings: Settings) -> faust.App:
                 await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, api["api"].close), 15)
             except Exception as exc:
                 log.warning("api: the last denial counts were not audited (%s)", type(exc).__name__)
+        # Nothing else closes the sinks, the privacy agent's consumer, the audit log or Redis.
+        if "rt" in state:
+            await state["rt"].close()
 
     app.streams_metrics = metrics  # type: ignore[attr-defined]
     return app

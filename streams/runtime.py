@@ -7,8 +7,9 @@ build the same components (a privacy request handler, say) without Faust.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Callable
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import redis
 
@@ -30,9 +31,13 @@ from streams.privacy.keys import KeyStore, LocalKeyFileProvider
 from streams.privacy.pseudonyms import Pseudonymizer
 from streams.schema.registry import SchemaRegistry
 from streams.settings import Settings
+from streams.sinks.base import Sink
 from streams.sinks.kafka_sink import KafkaSink
+from streams.sinks.registry import SinkDeps, build_sinks
 from streams.sinks.store import StoreWriter
 from streams.tenancy.registry import TenantDirectory
+
+log = logging.getLogger(__name__)
 
 
 def purposes_of(registry: SchemaRegistry) -> dict[str, str]:
@@ -54,6 +59,34 @@ class Runtime:
     audit: AuditLog
     lock: asyncio.Lock
     raw_pruner: RawPruner
+    sinks: list[Sink] = field(default_factory=list)
+    #: blocking clients the runtime made (and nothing else closes): closed last
+    clients: list[Any] = field(default_factory=list)
+
+    async def close(self, wait: float = 5.0) -> None:
+        """Flush and close the sinks, then the privacy agent's consumer, the audit log and the
+        Redis client. Call once when the worker stops; each part is closed even when another fails
+        (logged by type only: a message may hold a key or a value).
+
+        First takes the privacy lock and keeps it: a batch or privacy request still running
+        finishes (at most ``wait`` s, a batch holding back for a dependency may not), and none
+        starts on closed clients."""
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(self.lock.acquire(), wait)
+        except asyncio.TimeoutError:
+            log.warning("a batch or privacy request still running after %.0f s: closing its clients anyway", wait)
+        steps: list[tuple[str, Callable[[], Any]]] = []
+        for sink in self.sinks:
+            steps += [(f"{sink.name} flush", sink.flush), (f"{sink.name} close", sink.close)]
+        steps += [("privacy requests consumer", lambda: loop.run_in_executor(None, self.applier.close)),
+                  ("audit log", lambda: loop.run_in_executor(None, self.audit.close))]
+        steps += [(f"client {i}", lambda c=c: loop.run_in_executor(None, c.close)) for i, c in enumerate(self.clients)]
+        for what, close in steps:
+            try:
+                await close()
+            except Exception as exc:
+                log.warning("closing %s failed: %s", what, type(exc).__name__)
 
 
 def build_runtime(settings: Settings, registry: SchemaRegistry, processor: EventProcessor, metrics: Metrics,
@@ -74,13 +107,15 @@ def build_runtime(settings: Settings, registry: SchemaRegistry, processor: Event
     gate = ConsentGate(consent, pseudonyms, tenants.regimes(), purposes_of(registry))
     dlq_subjects = DlqSubjects(client, provider)
     dlq = DlqSealer(DlqKeyring(client, provider, settings.dlq_topic), pseudonyms, tenants, dlq_subjects)
-    handler = RequestHandler(settings.tenant_topic, client, keys, pseudonyms, consent, kafka, audit,
-                             dlq_subjects=dlq_subjects, metrics=metrics)
+    sinks = build_sinks(SinkDeps(settings, client=client, store_writer=StoreWriter(settings.redis_url, pseudonyms),
+                                 producer=kafka))
+    handler = RequestHandler(client, keys, pseudonyms, consent, sinks, audit, dlq_subjects=dlq_subjects,
+                             metrics=metrics)
     applier = RequestsApplier(settings.kafka(), settings.requests_topic, settings.dlq_topic, tenants,
                               client, consent, handler, kafka, metrics, dlq=dlq)
     lock = asyncio.Lock()
-    pipeline = BatchPipeline(settings, processor, kafka, StoreWriter(settings.redis_url, pseudonyms), keys, metrics,
+    pipeline = BatchPipeline(settings, processor, None, None, keys, metrics,  # type: ignore[arg-type]
                              gate=gate, audit=audit, lock=lock, applier=applier, own_partitions=own_partitions,
-                             dlq=dlq)
+                             dlq=dlq, sinks=sinks)
     pruner = RawPruner(admin_client(settings))
-    return Runtime(pipeline, handler, applier, consent, audit, lock, pruner)
+    return Runtime(pipeline, handler, applier, consent, audit, lock, pruner, sinks, [client])

@@ -11,14 +11,24 @@ import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
-from streams.ops.kafka_client import sasl_config
+from streams.errors import StreamsError
+from streams.records import is_valid_tenant_name, tenant_name_problem
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+SCRAM_MECHANISM = "SCRAM-SHA-512"
 
-class SettingsError(ValueError):
+
+def sasl_config(bootstrap: str, username: str, password: str) -> dict[str, Any]:
+    """librdkafka connection settings of a SCRAM user (here, not in ``streams.ops.kafka_client``,
+    because ``Settings.kafka()`` builds them and settings imports nothing above the bottom layer)."""
+    return {"bootstrap.servers": bootstrap, "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": SCRAM_MECHANISM, "sasl.username": username, "sasl.password": password}
+
+
+class SettingsError(StreamsError, ValueError):
     """An environment variable holds a value the pipeline cannot use."""
 
 
@@ -94,8 +104,6 @@ def _regimes(raw: str) -> tuple[tuple[str, str], ...]:
     for part in (p.strip() for p in raw.split(",")):
         if not part:
             continue
-        from streams.tenancy.names import is_valid_tenant_name
-
         tenant, sep, regime = (x.strip() for x in part.partition("="))
         if not sep or regime not in ("opt_in", "opt_out") or not is_valid_tenant_name(tenant):
             raise SettingsError(f"STREAMS_TENANT_REGIMES: expected <tenant>=opt_in|opt_out, got {part!r}")
@@ -107,17 +115,13 @@ def _regimes(raw: str) -> tuple[tuple[str, str], ...]:
 
 
 def _tenants(raw: str) -> frozenset[str]:
-    from streams.tenancy.exceptions import InvalidTenantName
-    from streams.tenancy.names import validate_tenant_name
-
     names = [t.strip() for t in raw.split(",") if t.strip()]
     if not names:
         raise SettingsError("STREAMS_TENANTS names no tenant")
     for name in names:
-        try:
-            validate_tenant_name(name)
-        except InvalidTenantName as exc:
-            raise SettingsError(f"STREAMS_TENANTS: {exc}") from None
+        problem = tenant_name_problem(name)
+        if problem is not None:
+            raise SettingsError(f"STREAMS_TENANTS: {problem}")
     return frozenset(names)
 
 

@@ -25,7 +25,7 @@ from streams.ingest.producer import encode_event, event_key
 from streams.schema.registry import SchemaRegistry
 from streams.settings import Settings
 from streams.sinks import store_keys as K
-from streams.sinks.tenant_keys import split_key
+from streams.records import split_key
 from tests.kafka_read import read_topic
 
 

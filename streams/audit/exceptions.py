@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from streams.errors import StreamsError
+
 BREAK_KINDS = ("modified", "removed", "reordered", "foreign", "forged", "unknown-writer")
 
 
-class AuditError(Exception):
+class AuditError(StreamsError):
     """The audit trail cannot be written or read (and so the audited action must not be reported done)."""
+
+    transient = True  # the broker is away: the worker holds back until the trail can be written
 
 
 class AuditChainBroken(AuditError):

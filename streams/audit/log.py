@@ -68,7 +68,6 @@ from streams.audit.chain import (
 )
 from streams.audit.exceptions import AuditError
 from streams.audit.signing import PublicKey, Signer
-from streams.ops.topics import TopicSpec
 from streams.sinks.kafka_sink import producer_config
 
 log = logging.getLogger(__name__)
@@ -80,18 +79,6 @@ Record = dict[str, Any]
 Positioned = tuple[tuple[int, int], Any]  # ((partition, offset), decoded record or None)
 KeyringSource = Union[Mapping[str, PublicKey], Callable[[], Mapping[str, PublicKey]], None]
 ANCHOR_LOOKBACK = 64  # records read back from the end to find one to anchor a new chain to
-
-
-def audit_topic_spec(name: str = DEFAULT_AUDIT_TOPIC) -> TopicSpec:
-    """The audit topic: one partition (one total order), never deleted by time or size, never compacted."""
-    return TopicSpec(
-        name, 1,
-        # Kept forever: it holds pseudonyms and non-personal details only, and an
-        # audit trail that expires cannot prove what was done. Never compacted:
-        # compaction would drop records and break the chains.
-        {"cleanup.policy": "delete", "retention.ms": "-1"},
-        "append-only hash-chained audit trail of privacy actions and detokenizations (no PII)",
-    )
 
 
 # ---------------------------------------------------------------- reading

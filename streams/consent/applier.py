@@ -28,14 +28,13 @@ from confluent_kafka import Consumer, IsolationLevel, KafkaException, TopicParti
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from streams.ops.kafka_client import KafkaTarget, client_config
-from streams.consent.exceptions import InvalidRequest
-from streams.consent.gate import RequestsNotApplied
+from streams.consent.exceptions import InvalidRequest, RequestsNotApplied
 from streams.consent.handler import RequestHandler
 from streams.consent.requests import parse
 from streams.consent.store import ConsentStore
 from streams.dlq.reasons import Reason
 from streams.dlq.record import DlqSealer, default_sealer
-from streams.ingest.processor import Rejected, SourceRef, withhold
+from streams.records import Rejected, SourceRef, withhold
 from streams.ops.metrics import Metrics
 from streams.sinks.kafka_sink import KafkaSink, OutRecord
 

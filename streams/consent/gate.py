@@ -22,10 +22,6 @@ from streams.consent.store import ConsentStore
 log = logging.getLogger(__name__)
 
 
-class RequestsNotApplied(TimeoutError):
-    """The privacy agent has not caught up with the requests topic in time: hold the batch back."""
-
-
 @dataclass
 class ConsentGate:
     consent: ConsentStore

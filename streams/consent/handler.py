@@ -6,18 +6,19 @@ idempotent, and a receipt is written only once every step is done).
 
 Erasure steps, in order:
 1. ``state``     the subject is marked erased: its later events are dropped from now on
-2. ``tombstone`` first the fence: wait until the batches other workers had in flight when the
-                 marker was set (in the store, not yet acknowledged on the topic) have left
-                 (``streams.consent.inflight``; bounded by their leases; the step records
-                 ``in_flight_waited`` and ``in_flight_lapsed``). Later store writes refuse the
-                 erased subject, so after the wait no event of it can still reach the topic. Then
-                 one tombstone per event of the subject on the tenant topic (key ``<subject>/<event
+   (fence)       wait until the batches other workers had in flight when the marker was set (in
+                 the store, not yet in their later sinks) have left (``streams.consent.inflight``;
+                 bounded by their leases; the tombstone step records ``in_flight_waited`` and
+                 ``in_flight_lapsed``). Later store writes refuse the erased subject, so after the
+                 wait no event of it can still reach a sink. Then the subject's event ids are read
+                 from the store's subject index, which holds every delivered event (a batch is in
+                 the store before any other sink).
+2-3. one step per sink (``streams.sinks.base``), in reverse write order, the store last:
+   ``tombstone`` one tombstone per event of the subject on the tenant topic (key ``<subject>/<event
                  id>``, null value, headers saying why), after every such event on its partition;
-                 the topic is compacted, so the broker then removes the events from its disk. The
-                 event ids come from the store's subject index, which holds every delivered event
-                 (a batch is in the store before it is in the topic), so this step comes before the
-                 store's purge.
-3. ``store``     every store document of the subject and its index entries deleted
+                 the topic is compacted, so the broker then removes the events from its disk
+   ``store``     every store document of the subject and its index entries deleted
+   (a sink added to ``streams.sinks.registry.SINKS`` adds its own step here, before these)
 4. ``key``       the subject key destroyed: every token of the subject, in every copy, is irreversible
    ``dlq``       the DLQ names subjects only by pseudonym; the way back from the subject's
                  pseudonym to its id (``streams.dlq.subjects``) is deleted, so nothing in or beside
@@ -39,7 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import redis
 
@@ -51,33 +52,9 @@ from streams.consent.store import ConsentStore, receipt_key, requests_index
 from streams.ops.failpoints import failpoint
 from streams.ops.metrics import Metrics
 from streams.privacy.keys import KeyStore
-from streams.sinks import store_keys as K
-from streams.sinks.kafka_sink import KafkaSink, OutRecord
-from streams.sinks.tenant_keys import record_key
+from streams.sinks.base import Sink, SubjectErasure, SubjectIndex
 
 log = logging.getLogger(__name__)
-
-# Deletes a subject's documents and every index entry pointing at them, atomically.
-PURGE_SUBJECT_LUA = """
-local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
-local n = 0
-for _, id in ipairs(ids) do
-  local evk = ARGV[1] .. 'ev:' .. id
-  local doc = redis.call('GET', evk)
-  if doc then
-    local ok, d = pcall(cjson.decode, doc)
-    if ok and type(d) == 'table' and d['event_type'] then
-      redis.call('ZREM', ARGV[1] .. 'type:' .. d['event_type'], id)
-    end
-    redis.call('DEL', evk)
-    n = n + 1
-  end
-  redis.call('ZREM', ARGV[1] .. 'time', id)
-end
-redis.call('DEL', KEYS[1])
-return n
-"""
-
 
 PENDING_AOF = "privacy:pending-aof"
 
@@ -152,15 +129,19 @@ def rewrite_aof(client: redis.Redis, timeout: float = 60.0) -> dict[str, Any]:
 
 
 class RequestHandler:
-    def __init__(self, tenant_topic: Callable[[str], str], client: redis.Redis, keys: KeyStore,
-                 pseudonyms: Callable[[str, str], str], consent: ConsentStore, kafka: KafkaSink,
-                 audit: AuditLog, dlq_subjects: Any = None, metrics: Metrics | None = None) -> None:
-        self.tenant_topic = tenant_topic
+    """``sinks``: every sink in write order (``streams.sinks.registry``), the subject index first."""
+
+    def __init__(self, client: redis.Redis, keys: KeyStore, pseudonyms: Callable[[str, str], str],
+                 consent: ConsentStore, sinks: Sequence[Sink], audit: AuditLog, dlq_subjects: Any = None,
+                 metrics: Metrics | None = None) -> None:
+        if not sinks or not isinstance(sinks[0], SubjectIndex):
+            raise ValueError("the first sink must be the subject index (the store)")
         self.client = client
         self.keys = keys
         self.pseudonyms = pseudonyms
         self.consent = consent
-        self.kafka = kafka
+        self.sinks = list(sinks)
+        self.index: SubjectIndex = sinks[0]
         self.audit = audit
         self.aof_timeout = 60.0  # s an erasure waits for Redis' files to be rewritten
         self.dlq_subjects = dlq_subjects  # streams.dlq.subjects.DlqSubjects
@@ -192,16 +173,13 @@ class RequestHandler:
             # the index read below has their events and the tombstones land after them.
             fence = wait_in_flight(self.client, req.tenant)
             self._count_fence(req, fence)
-            index = K.subject_index(req.tenant, req.subject)
-            event_ids = sorted(x.decode() if isinstance(x, bytes) else x for x in self.client.zrange(index, 0, -1))
-            headers = [("reason", b"erasure"), ("request-id", req.request_id.encode())]
-            topic = self.tenant_topic(req.tenant)
-            self.kafka.deliver([OutRecord(topic, record_key(req.subject, e), None, headers,
-                                          partition_key=req.subject.encode()) for e in event_ids])
-            step("tombstone", topic=topic, events=len(event_ids), in_flight_waited=fence.waited_for,
-                 in_flight_lapsed=fence.lapsed)
-            deleted = self.client.eval(PURGE_SUBJECT_LUA, 1, index, K.tenant_prefix(req.tenant))
-            step("store", deleted_events=int(deleted))
+            erasure = SubjectErasure(req.request_id, req.tenant, req.subject,
+                                     tuple(self.index.subject_event_ids(req.tenant, req.subject)),
+                                     fence.waited_for, fence.lapsed)
+            # Reverse write order: the index last, so a run that fails half-way and is replayed
+            # still finds every event id (streams.sinks.base).
+            for sink in reversed(self.sinks):
+                step(sink.erase_step, **sink.erase_subject(erasure))
             existed = self.keys.destroy_subject_key(req.tenant, req.subject)
             step("key", destroyed=existed)
             forgotten = self.dlq_subjects.forget(req.tenant, who) if self.dlq_subjects is not None else 0

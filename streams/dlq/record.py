@@ -27,7 +27,7 @@ from typing import Any, Callable, Collection, Iterable, Sequence
 
 from streams.audit.chain import pseudonym as _pseudonym
 from streams.dlq.keys import EphemeralDlqKey, Fingerprinter
-from streams.ingest.processor import Rejected
+from streams.records import Rejected
 
 DLQ_VERSION = 2
 

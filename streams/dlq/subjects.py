@@ -20,6 +20,7 @@ from typing import Any, Iterable
 
 import redis
 
+from streams.errors import StreamsError
 from streams.dlq.keys import RETAIN_MS
 from streams.privacy.keys import KeyProvider, key_prefix
 from streams.tenancy.registry import deleted_marker
@@ -81,7 +82,7 @@ class DlqSubjects:
 MAX_REASON = 200
 
 
-class ResolveRefused(Exception):
+class ResolveRefused(StreamsError):
     """The pseudonym cannot be resolved (no reason given, malformed, or no mapping: erased or expired)."""
 
 

@@ -10,7 +10,9 @@ acknowledges a batch even when the consumer raises.
 Steps: validate every record (pure); wait until privacy requests published so
 far are applied (order across the two topics); under the worker's privacy
 lock, read the batch's consent states, drop what is not allowed, fetch the
-remaining subjects' keys, transform, then write both sinks and audit the drops.
+remaining subjects' keys, transform, then write every sink in order
+(``streams.sinks.base``: the store, which is the subject index, first; then the
+tenant topics with the DLQ; then any other) and audit the drops.
 
 The privacy lock orders only this worker's batches and requests. Against an
 erasure applied by another worker meanwhile (``streams.consent.inflight``): the
@@ -36,16 +38,19 @@ from streams.consent.gate import ConsentGate
 from streams.consent.state import DropReason
 from streams.dlq.reasons import Reason
 from streams.dlq.record import DlqSealer, default_sealer
-from streams.ingest.processor import Accepted, Dropped, EventProcessor, Rejected, SourceRef, Validated
+from streams.ingest.processor import EventProcessor
+from streams.records import Accepted, Dropped, Rejected, SourceRef, Validated
 from streams.ops.failpoints import failpoint_async
 from streams.ops.metrics import Metrics
 from streams.ops.retry import hold_back
 from streams.privacy.exceptions import TenantDeleted, TenantKeyDamaged
 from streams.privacy.transforms import SubjectCipher
 from streams.settings import Settings
+from streams.sinks.base import Batch, Sink, SubjectErasure, Written, check_sinks
+from streams.sinks.exceptions import TenantTopicsMissing
 from streams.sinks.kafka_sink import KafkaSink, OutRecord
-from streams.sinks.exceptions import SinkUnavailable
-from streams.sinks.store import StoreWrite, StoreWriter
+from streams.sinks.store import StoreSink, StoreWriter
+from streams.sinks.tenant_topic import TenantTopicSink
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +58,6 @@ DELETED_IN_FLIGHT = "tenant deleted while the event was in flight"
 TOPIC_MISSING = "the tenant's topic does not exist"
 TENANT_KEY_DAMAGED = "the tenant's key is damaged"
 SUBJECT_KEY_DAMAGED = "the subject's key record is damaged"
-TOPIC_CHECK_SECONDS = 2.0
-
-
-class TenantTopicsMissing(Exception):
-    """Delivering failed because these tenants' topics do not exist (a fault of theirs alone)."""
-
-    def __init__(self, tenants: frozenset[str]) -> None:
-        super().__init__(", ".join(sorted(tenants)))
-        self.tenants = tenants
 T = TypeVar("T")
 DROP_IDS_PER_RECORD = 25
 
@@ -111,11 +107,20 @@ class BatchPipeline:
                  audit: DropAudit | None = None, lock: asyncio.Lock | None = None,
                  applier: RequestsApplier | None = None,
                  own_partitions: Callable[[], set[int]] | None = None,
-                 dlq: DlqSealer | None = None) -> None:
+                 dlq: DlqSealer | None = None, sinks: Sequence[Sink] | None = None) -> None:
+        """``sinks``: every sink in write order (``streams.sinks.registry.build_sinks``); without
+        it, the store and the tenant topics made of ``store`` and ``kafka`` (tests)."""
         self.settings = settings
         self.processor = processor
-        self.kafka = kafka
-        self.store = store
+        self.sinks: list[Sink] = list(sinks) if sinks is not None else [
+            StoreSink(store), TenantTopicSink(settings, kafka)]
+        check_sinks(self.sinks)
+        # The two sinks the batch's order involves by name: the index (in-flight registration,
+        # refusals, stats) and the tenant topics (topic check before writing, late tombstones).
+        if not isinstance(self.sinks[0], StoreSink):
+            raise ValueError("the first sink must be the store (the subject index and in-flight fence)")
+        self.index: StoreSink = self.sinks[0]
+        self.topic: TenantTopicSink = next(s for s in self.sinks if isinstance(s, TenantTopicSink))
         self.keys = keys
         self.metrics = metrics or Metrics()
         self.gate = gate
@@ -125,13 +130,27 @@ class BatchPipeline:
         self.own_partitions = own_partitions or (lambda: set())
         # DLQ records: keyed fingerprints and pseudonyms (an in-process key when none is given).
         self.dlq = dlq or default_sealer()
-        # Tenant topics the broker was found not to have (checked every TOPIC_CHECK_SECONDS).
-        self._missing_topics: set[str] = set()
-        self._topics_known: set[str] = set()
-        self._topics_checked_at = float("-inf")
         # Batch ids for the in-flight fence (streams.consent.inflight): unique per process and batch.
         self._token = uuid.uuid4().hex[:12]
         self._seq = itertools.count(1)
+
+    @property
+    def kafka(self) -> KafkaSink:
+        """The producer of the tenant-topic sink (replaceable: tests put a flaky one in)."""
+        return self.topic.producer
+
+    @kafka.setter
+    def kafka(self, producer: KafkaSink) -> None:
+        self.topic.producer = producer
+
+    @property
+    def store(self) -> StoreWriter:
+        """The writer of the store sink (replaceable: tests put a flaky one in)."""
+        return self.index.writer
+
+    @store.setter
+    def store(self, writer: StoreWriter) -> None:
+        self.index.writer = writer
 
     async def _hold_back(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
         return await hold_back(what, fn, self.metrics, self.settings.sink_retry_max_seconds)
@@ -238,22 +257,7 @@ class BatchPipeline:
             now_ms = int(time.time() * 1000)
         if dlq_values is None:
             dlq_values = self.dlq.encode_batch([o for o in outcomes if isinstance(o, Rejected)], now_ms)
-        values = iter(dlq_values)
-        out: list[OutRecord] = []
-        for o in outcomes:
-            if isinstance(o, Accepted):
-                out.append(OutRecord(
-                    self.settings.tenant_topic(o.tenant), o.key, o.value,
-                    [("event-type", o.event_type.encode()), ("event-id", o.event_id.encode()),
-                     ("content-type", b"application/avro")],
-                    partition_key=o.partition_key,
-                ))
-            elif isinstance(o, Rejected):
-                out.append(OutRecord(
-                    self.settings.dlq_topic, o.tenant.encode() if o.tenant else None, next(values),
-                    [("reason", o.reason.value.encode()), ("content-type", b"application/json")],
-                ))
-        return out
+        return self.topic.records(outcomes, dlq_values)
 
     @staticmethod
     def tenant_stats(outcomes: Sequence[Accepted | Rejected | Dropped]) -> dict[str, dict[str, int]]:
@@ -299,35 +303,26 @@ class BatchPipeline:
                 out.append(o)
         return out
 
-    async def _unavailable_tenants(self, tenants: set[str], force: bool = False) -> set[str]:
-        """Tenants of ``tenants`` whose topic the broker does not have; the broker is asked at most
-        every TOPIC_CHECK_SECONDS (one metadata request), or now when ``force``."""
-        check = getattr(self.kafka, "missing_topics", None)
-        if not tenants or check is None:
-            return set()
-        topics = {self.settings.tenant_topic(t): t for t in tenants}
-        now = time.monotonic()
-        if force or now - self._topics_checked_at >= TOPIC_CHECK_SECONDS or not set(topics) <= self._topics_known:
-            missing = await self._hold_back("kafka metadata", lambda: self._thread(check, list(topics)))
-            self._missing_topics = (self._missing_topics - set(topics)) | missing
-            self._topics_known |= set(topics)
-            self._topics_checked_at = now
-            if missing:
-                log.error("tenant topics missing, their events go to the DLQ: %s", ", ".join(sorted(missing)))
-        return {t for name, t in topics.items() if name in self._missing_topics}
+    async def _unavailable_tenants(self, tenants: set[str]) -> set[str]:
+        """Tenants of ``tenants`` whose topic the broker does not have (asked at most every
+        ``streams.sinks.tenant_topic.TOPIC_CHECK_SECONDS``; held back while it cannot say)."""
+        return await self._hold_back("kafka metadata", lambda: self.topic.unavailable_tenants(tenants))
 
-    async def _deliver(self, out: list[OutRecord], tenants: set[str]) -> None:
-        try:
-            await self.kafka.deliver_async(out)
-        except SinkUnavailable:
-            missing = await self._unavailable_tenants(tenants, force=True)
-            if missing:
-                raise TenantTopicsMissing(frozenset(missing)) from None
-            raise  # not a tenant's fault: hold the batch back
-
-    async def _write_store(self, accepted: list[Accepted], batch_id: str) -> StoreWrite:
-        """Write the store (held back while Redis is down): what it wrote, refused and registered."""
-        return await self._hold_back("store", lambda: self.store.write_batch(accepted, batch_id))
+    async def _write(self, sink: Sink, outcomes: list[Accepted | Rejected | Dropped], batch_id: str
+                     ) -> tuple[list[Accepted | Rejected | Dropped], Written]:
+        """Write the batch to one sink (held back while it is down). A sink that finds tenants'
+        topics missing gets the batch again with their events turned into DLQ outcomes."""
+        while True:
+            dlq_values: Sequence[bytes] = ()
+            if sink.carries_dlq:
+                rejected = [o for o in outcomes if isinstance(o, Rejected)]
+                dlq_values = (await self._hold_back("dlq", lambda: self._thread(self.dlq.encode_batch, rejected))
+                              if rejected else [])
+            batch = Batch(batch_id, outcomes, dlq_values)
+            try:
+                return outcomes, (await self._hold_back(sink.name, lambda: sink.write(batch))) or Written()
+            except TenantTopicsMissing as exc:  # found only when delivering: isolate, then again
+                outcomes = self._isolate(outcomes, exc.tenants, Reason.TENANT_UNAVAILABLE, TOPIC_MISSING)
 
     def _refused_as_drops(self, outcomes: list[Accepted | Rejected | Dropped], refused: Sequence[Accepted]
                           ) -> tuple[list[Accepted | Rejected | Dropped], list[Dropped]]:
@@ -355,7 +350,9 @@ class BatchPipeline:
         """The batch's in-flight lease lapsed before its topic write was acknowledged (a worker paused,
         or a long hold-back), so an erasure may have stopped waiting for it and tombstoned before
         these events landed. Re-read the subjects' consent and tombstone the events of any subject
-        erased meanwhile, after them on the same partition (streams.consent.inflight)."""
+        erased meanwhile, after them on the same partition (streams.consent.inflight). Any other
+        sink after the store erases those subjects again too: the erasure may have reached it
+        before this batch did."""
         log.warning("in-flight lease of a batch lapsed before its topic write (tenants %s): re-checking "
                     "its subjects' consent", ", ".join(sorted(tenants)))
         self.metrics.inc("streams_inflight_lease_lapsed_total", len(tenants),
@@ -374,6 +371,15 @@ class BatchPipeline:
         await self._hold_back("kafka", lambda: self.kafka.deliver_async(out))
         self.metrics.inc("streams_erasure_late_tombstones_total", len(out),
                          help="Tombstones a late batch wrote for its own events of subjects erased meanwhile")
+        ids: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for o in gone:
+            ids[(o.tenant, o.subject)].append(o.event_id)
+        for sink in self.sinks[1:]:
+            if sink is self.topic:
+                continue  # tombstoned above, marked as a late batch's
+            for (tenant, subject), event_ids in ids.items():
+                erasure = SubjectErasure("late-batch", tenant, subject, tuple(sorted(event_ids)))
+                await self._hold_back(sink.name, lambda s=sink, e=erasure: self._thread(s.erase_subject, e))
 
     async def apply_requests(self) -> None:
         """Apply the privacy requests published so far on this worker's partitions (under the lock)."""
@@ -406,18 +412,20 @@ class BatchPipeline:
             accepted = [o for o in outcomes if isinstance(o, Accepted)]
             dropped = [o for o in outcomes if isinstance(o, Dropped)]
             await failpoint_async("batch.gated", _sources(records))  # tests: slow between gate and sinks
-            # The store first, then the topic: every event in a tenant topic is then in the store's
-            # subject index, which is where an erasure finds the events to tombstone (a crash between
-            # the two leaves at most an extra tombstone, never an event the erasure cannot find).
-            # The store write also registers the batch as in flight (until its topic write is
-            # acknowledged) and refuses subjects erased since the gate, in the same atomic call.
+            # The index (the store) first, then the other sinks in order: every event in a tenant
+            # topic (or any later sink) is then in the store's subject index, which is where an
+            # erasure finds the events to erase (a crash between the two leaves at most an extra
+            # tombstone, never an event the erasure cannot find). The store write also registers the
+            # batch as in flight (until the last sink's write returned) and refuses subjects erased
+            # since the gate, in the same atomic call.
             batch_id = f"{self._token}-{next(self._seq)}"
-            store = self._write_store(accepted, batch_id)
+            index, *downstream = self.sinks
+            store = self._write(index, outcomes, batch_id)
             if dropped and self.audit is not None:
-                written, _ = await asyncio.gather(
+                (_, written), _ = await asyncio.gather(
                     store, self._hold_back("audit", lambda: self._thread(self._audit_drops, dropped)))
             else:
-                written = await store
+                _, written = await store
             # Tenants deleted while the batch was in flight: their events go to the DLQ, and nothing
             # of them was written (the store's script checked the deleted marker).
             outcomes = self._isolate(outcomes, written.deleted, Reason.UNKNOWN_TENANT, DELETED_IN_FLIGHT)
@@ -429,17 +437,8 @@ class BatchPipeline:
                 if self.audit is not None:
                     await self._hold_back("audit", lambda: self._thread(self._audit_drops, late_drops))
             await failpoint_async("batch.stored", _sources(records))  # tests: slow between store and topic
-            while True:
-                rejected = [o for o in outcomes if isinstance(o, Rejected)]
-                dlq_values = (await self._hold_back("dlq", lambda: self._thread(self.dlq.encode_batch, rejected))
-                              if rejected else [])
-                out = self.out_records(outcomes, dlq_values)
-                try:
-                    tenants_here = {o.tenant for o in outcomes if isinstance(o, Accepted)}
-                    await self._hold_back("kafka", lambda: self._deliver(out, tenants_here))
-                    break
-                except TenantTopicsMissing as exc:  # found only when delivering: isolate, then again
-                    outcomes = self._isolate(outcomes, exc.tenants, Reason.TENANT_UNAVAILABLE, TOPIC_MISSING)
+            for sink in downstream:  # only the index refuses: these take the batch as it now is
+                outcomes, _ = await self._write(sink, outcomes, batch_id)
             accepted = [o for o in outcomes if isinstance(o, Accepted)]
             result = BatchResult(accepted=len(accepted),
                                  rejected=Counter(o.reason.value for o in outcomes if isinstance(o, Rejected)),

@@ -22,127 +22,21 @@ import os
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any, Callable, Collection
 
 from streams.dlq.reasons import Reason
 from streams.privacy.policy import rules_of
 from streams.privacy.transforms import PolicyApplier, SubjectCipher, TransformFailed
+from streams.records import Accepted, Rejected, SourceRef, Validated, Withheld, withhold
 from streams.schema import codec
 from streams.schema.clean import LINEAGE_FIELD, derive_clean
 from streams.schema.exceptions import DecodeError, SchemaViolation, UnknownSchemaError
 from streams.schema.json_datum import MAX_POSITIONS, UnknownMembers, decode_json
 from streams.schema.registry import SchemaEntry, SchemaRegistry
-from streams.sinks.tenant_keys import record_key
 from streams.tenancy.names import is_valid_tenant_name
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _SUBJECT_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
-
-@dataclass(frozen=True)
-class SourceRef:
-    """Where a raw record was read: enough to find it again (lineage, DLQ triage)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None = None
-
-
-@dataclass(frozen=True)
-class Validated:
-    """A decoded, schema-valid event of a known tenant, not yet transformed (holds raw PII)."""
-
-    tenant: str
-    subject: str
-    event_id: str
-    raw_entry: SchemaEntry
-    datum: dict[str, Any] = field(repr=False)
-    source: SourceRef
-    key: bytes | None
-    value: bytes = field(repr=False)  # the raw record, for a DLQ record's size and hash if a later step rejects it
-
-
-@dataclass(frozen=True)
-class Accepted:
-    tenant: str
-    subject: str
-    event_id: str
-    event_type: str
-    event_time_ms: int
-    clean_entry: SchemaEntry
-    clean_datum: dict[str, Any]
-    value: bytes  # clean datum, Avro single-object encoded
-    source: SourceRef
-
-    @property
-    def key(self) -> bytes:
-        """One key per event (compaction keeps every event; an erasure tombstones each)."""
-        return record_key(self.subject, self.event_id)
-
-    @property
-    def partition_key(self) -> bytes:
-        """Partitioned by subject: a subject's events stay in order on one partition."""
-        return self.subject.encode()
-
-
-@dataclass(frozen=True)
-class Dropped:
-    """A valid event not processed for want of consent: counted and audited, never delivered."""
-
-    tenant: str
-    event_id: str
-    event_type: str
-    reason: str  # streams.consent.state.DropReason value
-    source: SourceRef
-
-
-class Withheld:
-    """Producer data a DLQ record is derived from but never shows: ``repr`` and ``str`` say nothing."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return "<withheld>"
-
-    __str__ = __repr__
-
-
-def withhold(value: Any) -> Withheld | None:
-    if value is None:
-        return None
-    if isinstance(value, (bytearray, memoryview)):
-        value = bytes(value)
-    return Withheld(value)
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """A DLQ outcome. Every text here is safe to log: no field values, no payload, no producer-chosen name.
-
-    ``payload``, ``key`` and ``subject`` hold the raw record value, the raw record key and the
-    event's subject id (when the event was decoded and its tenant is onboarded), withheld: the
-    DLQ record shows them only as keyed fingerprints and a pseudonym (``streams.dlq.record``).
-    ``event_id`` is the event's id when it is a valid UUID (the DLQ record shows it fingerprinted).
-    """
-
-    reason: Reason
-    detail: str
-    source: SourceRef
-    payload_size: int
-    payload: Withheld | None = field(default=None, compare=False)
-    key: Withheld | None = field(default=None, compare=False)
-    subject: Withheld | None = field(default=None, compare=False)
-    field: str | None = None
-    tenant: str | None = None
-    event_id: str | None = None
-    event_type: str | None = None
-    schema_fingerprint: str | None = None
-    unknown_members: dict[str, Any] | None = None
 
 
 def _millis(value: Any) -> int:

@@ -1,7 +1,9 @@
 """Errors of the operations package (local stack, topic management)."""
 
+from streams.errors import StreamsError
 
-class OpsError(Exception):
+
+class OpsError(StreamsError):
     """Base of operations errors."""
 
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Union
 
-KafkaTarget = Union[str, Mapping[str, Any]]
+# Built from the settings, so defined there (the bottom layer); named here too for the clients.
+from streams.settings import SCRAM_MECHANISM, sasl_config
 
-SCRAM_MECHANISM = "SCRAM-SHA-512"
+__all__ = ["KafkaTarget", "SCRAM_MECHANISM", "client_config", "sasl_config"]
+
+KafkaTarget = Union[str, Mapping[str, Any]]
 
 
 def client_config(target: KafkaTarget, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -25,7 +28,3 @@ def client_config(target: KafkaTarget, extra: Mapping[str, Any] | None = None) -
 def bootstrap_of(target: KafkaTarget) -> str:
     return target if isinstance(target, str) else str(target["bootstrap.servers"])
 
-
-def sasl_config(bootstrap: str, username: str, password: str) -> dict[str, Any]:
-    return {"bootstrap.servers": bootstrap, "security.protocol": "SASL_PLAINTEXT",
-            "sasl.mechanism": SCRAM_MECHANISM, "sasl.username": username, "sasl.password": password}

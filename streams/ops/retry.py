@@ -13,29 +13,25 @@ from typing import Awaitable, Callable, TypeVar
 import redis
 from confluent_kafka import KafkaException
 
-from streams.audit.exceptions import AuditError
-from streams.consent.gate import RequestsNotApplied
+from streams.errors import TenantFault, Transient
 from streams.ops.metrics import Metrics
-from streams.privacy.exceptions import KeyIntegrityError, KeyProviderError, TenantKeyDamaged
-from streams.sinks.exceptions import SinkUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Faults of the system, not of an event: retried, never raised. KafkaException too: a broker
-# call from a worker thread (an admin request, say) fails that way while the broker restarts,
-# and an exception out of a Faust timer or agent stops the whole worker (the broker restart
-# test found one: "No leaders found" from ListOffsets).
-TRANSIENT: tuple[type[BaseException], ...] = (
-    redis.RedisError, OSError, KeyProviderError, KeyIntegrityError, RequestsNotApplied, SinkUnavailable, AuditError,
-    KafkaException,
-)
+# Faults of the system, not of an event: retried, never raised. The project's own errors say so
+# themselves (``StreamsError.transient``, read through the ``Transient`` marker), so this module
+# imports no package's exceptions. Third-party types are listed: KafkaException too, because a
+# broker call from a worker thread (an admin request, say) fails that way while the broker
+# restarts, and an exception out of a Faust timer or agent stops the whole worker.
+TRANSIENT: tuple[type, ...] = (redis.RedisError, OSError, KafkaException, Transient)
 
-# Faults of one tenant's own data, proven not to be the system's: raised at once, never retried, so
-# the caller sets that tenant's events aside and the other tenants go on. TenantKeyDamaged is a
-# KeyIntegrityError (transient above), so it is checked first: a KeyIntegrityError that KeyStore
-# could not pin on one tenant (the master key may be wrong) still holds back.
-TENANT_FAULTS: tuple[type[BaseException], ...] = (TenantKeyDamaged,)
+# Faults of one tenant's own data, proven not to be the system's (``StreamsError.tenant_fault``):
+# raised at once, never retried, so the caller sets that tenant's events aside and the other
+# tenants go on. Checked first: TenantKeyDamaged is also a (transient) KeyIntegrityError, and a
+# KeyIntegrityError that KeyStore could not pin on one tenant (the master key may be wrong) still
+# holds back.
+TENANT_FAULTS: tuple[type, ...] = (TenantFault,)
 
 
 async def hold_back(what: str, fn: Callable[[], Awaitable[T]], metrics: Metrics, max_delay: float) -> T:
@@ -46,9 +42,10 @@ async def hold_back(what: str, fn: Callable[[], Awaitable[T]], metrics: Metrics,
     while True:
         try:
             return await fn()
-        except TENANT_FAULTS:
-            raise
-        except TRANSIENT as exc:
+        except Exception as exc:
+            # isinstance, not an except clause: the markers are virtual bases, which except ignores.
+            if isinstance(exc, TENANT_FAULTS) or not isinstance(exc, TRANSIENT):
+                raise
             metrics.inc("streams_sink_retries_total", help="Steps retried because a dependency failed", sink=what)
             log.warning("%s unavailable (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay)
             await asyncio.sleep(delay)

@@ -61,9 +61,20 @@ def pipeline_topics(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-def audit_topics(settings: Settings) -> list[TopicSpec]:
-    from streams.audit.log import audit_topic_spec
+def audit_topic_spec(name: str) -> TopicSpec:
+    """The audit topic (``streams.audit.log``): one partition (one total order), never deleted by
+    time or size, never compacted."""
+    return TopicSpec(
+        name, 1,
+        # Kept forever: it holds pseudonyms and non-personal details only, and an
+        # audit trail that expires cannot prove what was done. Never compacted:
+        # compaction would drop records and break the chains.
+        {"cleanup.policy": "delete", "retention.ms": "-1"},
+        "append-only hash-chained audit trail of privacy actions and detokenizations (no PII)",
+    )
 
+
+def audit_topics(settings: Settings) -> list[TopicSpec]:
     return [audit_topic_spec(settings.audit_topic)]
 
 

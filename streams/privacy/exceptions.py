@@ -4,13 +4,17 @@ No message ever contains key bytes (raw, wrapped or encoded) or file contents
 that could hold them: only names, versions, paths and what to do.
 """
 
+from streams.errors import StreamsError
 
-class PrivacyError(Exception):
+
+class PrivacyError(StreamsError):
     """Base of privacy errors."""
 
 
 class KeyProviderError(PrivacyError):
     """The master key is missing, unsafe (permissions, owner) or corrupt, or the provider failed."""
+
+    transient = True  # an operator fixes the key file or the provider comes back: hold back meanwhile
 
 
 class KeyNotFound(PrivacyError):
@@ -19,6 +23,8 @@ class KeyNotFound(PrivacyError):
 
 class KeyIntegrityError(PrivacyError):
     """Unwrapping failed: the wrong key, or the wrapped material was tampered with or damaged."""
+
+    transient = True  # not pinned on one tenant: the master key itself may be wrong (TenantKeyDamaged is)
 
 
 class TenantKeyDamaged(KeyIntegrityError):
@@ -29,6 +35,8 @@ class TenantKeyDamaged(KeyIntegrityError):
     retried: the worker sets the events aside (DLQ ``key_error``) and lets the other tenants on.
     The message names the tenant only; subject ids are in ``subjects``, never in the text.
     """
+
+    tenant_fault = True
 
     def __init__(self, tenant: str, message: str, subjects: frozenset[str] = frozenset()) -> None:
         super().__init__(message)

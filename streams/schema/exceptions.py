@@ -1,7 +1,9 @@
 """Errors of the schema package. Messages never contain field values."""
 
+from streams.errors import StreamsError
 
-class SchemaError(Exception):
+
+class SchemaError(StreamsError):
     """Base of schema errors."""
 
 

@@ -1,7 +1,8 @@
 """The queryable store in Redis: clean events by id, indexed by subject, type and time.
 
-``StoreWriter`` is the worker's async sink; ``StoreReader`` is the synchronous
-query side used by the CLI, the tests and (later) the API.
+``StoreSink`` is the store as a ``Sink`` (``streams.sinks.base``), and the first one: the subject
+index an erasure reads to find every copy. ``StoreWriter`` is its async batch writer (the worker's
+event loop); ``StoreReader`` is the synchronous query side used by the CLI, the tests and the API.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import base64
 import datetime as dt
 import json
 import uuid
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import redis
@@ -18,9 +18,10 @@ import redis.asyncio as aioredis
 
 from streams.consent.inflight import INFLIGHT_LEASE_MS, LEAVE_LUA, inflight_key
 from streams.consent.store import consent_key
-from streams.ingest.processor import Accepted
+from streams.records import Accepted
 from streams.privacy.keys import subject_key_name
 from streams.sinks import store_keys as K
+from streams.sinks.base import Batch, Sink, SubjectErasure, SubjectIndex, Written
 from streams.sinks.exceptions import SinkUnavailable
 from streams.tenancy.registry import deleted_marker
 
@@ -126,6 +127,28 @@ def stats_key(tenant: str) -> str:
     return f"k:{{{tenant}}}:stats"
 
 
+# Deletes a subject's documents and every index entry pointing at them, atomically.
+PURGE_SUBJECT_LUA = """
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+local n = 0
+for _, id in ipairs(ids) do
+  local evk = ARGV[1] .. 'ev:' .. id
+  local doc = redis.call('GET', evk)
+  if doc then
+    local ok, d = pcall(cjson.decode, doc)
+    if ok and type(d) == 'table' and d['event_type'] then
+      redis.call('ZREM', ARGV[1] .. 'type:' .. d['event_type'], id)
+    end
+    redis.call('DEL', evk)
+    n = n + 1
+  end
+  redis.call('ZREM', ARGV[1] .. 'time', id)
+end
+redis.call('DEL', KEYS[1])
+return n
+"""
+
+
 def _no_consent_key(tenant: str, subject: str) -> str:
     # No consent state to check (a writer without pseudonyms: tools and tests): a key in the
     # tenant's slot that is never written (pseudonyms are never empty), so nothing is refused.
@@ -153,17 +176,8 @@ def write_calls(events: Iterable[Accepted], batch_id: str = "", lease_ms: int = 
     return by_tenant
 
 
-@dataclass(frozen=True)
-class StoreWrite:
-    """What a batch's store write did."""
-
-    written: int = 0
-    #: events not written because their subject is erased (they must not reach the topic either)
-    refused: tuple[Accepted, ...] = ()
-    #: tenants whose deleted marker is set: nothing of them was written
-    deleted: frozenset[str] = frozenset()
-    #: tenants where the batch is now registered as in flight (leave them after the topic write)
-    registered: frozenset[str] = frozenset()
+class StoreWrite(Written):
+    """What a batch's store write did (``Written``: written, refused, deleted, registered)."""
 
 
 class StoreWriter:
@@ -242,6 +256,51 @@ class StoreWriter:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+class StoreSink(Sink, SubjectIndex):
+    """The store as a sink, and the subject index: first in the sink list (``streams.sinks.base``).
+
+    ``writer``: the async batch writer (the worker; None where only erasures and deletions run).
+    ``client``: a blocking client for erasures and tenant deletion (None in the worker's unit tests).
+    """
+
+    name = "store"
+    erase_step = "store"
+    drop_step = "store"
+
+    def __init__(self, writer: StoreWriter | None, client: redis.Redis | None = None) -> None:
+        self.writer = writer
+        self.client = client
+
+    async def write(self, batch: Batch) -> StoreWrite:
+        return await self.writer.write_batch(batch.accepted, batch.batch_id)
+
+    def subject_event_ids(self, tenant: str, subject: str) -> list[str]:
+        ids = self.client.zrange(K.subject_index(tenant, subject), 0, -1)
+        return sorted(x.decode() if isinstance(x, bytes) else x for x in ids)
+
+    def erase_subject(self, erasure: SubjectErasure) -> dict[str, Any]:
+        deleted = self.client.eval(PURGE_SUBJECT_LUA, 1, K.subject_index(erasure.tenant, erasure.subject),
+                                   K.tenant_prefix(erasure.tenant))
+        return {"deleted_events": int(deleted)}
+
+    def drop_tenant(self, tenant: str) -> dict[str, Any]:
+        """Every key of the tenant's keyspace (documents and indexes), unlinked in chunks."""
+        n = 0
+        batch: list[bytes] = []
+        for key in self.client.scan_iter(match=f"{K.tenant_prefix(tenant)}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                n += int(self.client.unlink(*batch))
+                batch = []
+        if batch:
+            n += int(self.client.unlink(*batch))
+        return {"deleted_keys": n}
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            await self.writer.close()
 
 
 class StoreReader:

@@ -1,7 +1,9 @@
 """Errors of the tenancy package."""
 
+from streams.errors import StreamsError
 
-class TenancyError(Exception):
+
+class TenancyError(StreamsError):
     """Base of tenancy errors."""
 
 

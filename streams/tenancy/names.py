@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import re
-
+# The rule itself is in streams.records (the bottom layer): settings checks STREAMS_TENANTS with it.
+from streams.records import is_valid_tenant_name, tenant_name_problem
 from streams.tenancy.exceptions import InvalidTenantName
 
-# Lowercase letters, digits and '-', starting with a letter: valid in a Kafka
-# topic name, safe inside a Redis key pattern (no glob characters) and in an
-# ACL prefix, and never confusable with the '/' that separates tenant/subject.
-TENANT_NAME_PATTERN = r"[a-z][a-z0-9-]{0,62}"
-_TENANT_RE = re.compile(TENANT_NAME_PATTERN)
-
-
-def is_valid_tenant_name(name: str) -> bool:
-    return bool(_TENANT_RE.fullmatch(name))
+__all__ = ["is_valid_tenant_name", "validate_tenant_name"]
 
 
 def validate_tenant_name(name: str) -> str:
     """Return ``name`` or raise InvalidTenantName saying what the rule is."""
-    if not is_valid_tenant_name(name):
-        raise InvalidTenantName(
-            f"invalid tenant name {name[:70]!r}: use 1-63 lowercase letters, digits or '-', starting with a letter"
-        )
+    problem = tenant_name_problem(name)
+    if problem is not None:
+        raise InvalidTenantName(problem)
     return name

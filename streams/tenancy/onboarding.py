@@ -35,10 +35,9 @@ import logging
 import secrets
 import time
 import uuid
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import redis
-from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
     AclBinding,
     AclBindingFilter,
@@ -55,6 +54,9 @@ from streams.ops.topics import ensure_topics, tenant_topics
 from streams.privacy.keys import KeyStore
 from streams.settings import Settings
 from streams.sinks import store_keys as K
+from streams.sinks.base import Sink
+from streams.sinks.exceptions import SinkError
+from streams.sinks.registry import SinkDeps, build_sinks
 from streams.tenancy.credentials import (delete_scram_user, save_redis_acl, scram_user_exists, upsert_scram_user,
                                         wait_all)
 from streams.tenancy.exceptions import OnboardingError, QuotaUnsupported, TenantNotFound
@@ -132,8 +134,10 @@ def _password() -> str:
 class TenantService:
     def __init__(self, settings: Settings, client: redis.Redis, admin: AdminClient, keys: KeyStore,
                  api_keys: ApiKeyStore, audit: Any | None = None, actor: str = "streams",
-                 quotas: ClientQuotas | None = None) -> None:
+                 quotas: ClientQuotas | None = None, sinks: Sequence[Sink] | None = None) -> None:
+        """``sinks``: every sink in write order (default: ``streams.sinks.registry``'s, for deletion)."""
         self.settings = settings
+        self.sinks = list(sinks) if sinks is not None else build_sinks(SinkDeps(settings, client=client, admin=admin))
         self.quotas = quotas if quotas is not None else ClientQuotas(settings)
         self.r = client
         self.admin = admin
@@ -349,8 +353,12 @@ class TenantService:
             step("producer_user", deleted=self._delete_scram(producer))
         deleted_user = int(self.r.acl_deluser(record.redis_user) or 0)  # also ends its open sessions
         step("redis_user", deleted=bool(deleted_user), persisted=self._acl_save())
-        step("topics", deleted=self._delete_topics([s.name for s in tenant_topics(self.settings, tenant)]))
-        step("store", deleted_keys=self._unlink_prefix(K.tenant_prefix(tenant)))
+        # Every sink's copy (streams.sinks.base): reverse write order, the store (the index) last.
+        for sink in reversed(self.sinks):
+            try:
+                step(sink.drop_step, **sink.drop_tenant(tenant))
+            except SinkError as exc:
+                raise OnboardingError(f"deleting the tenant's {sink.name} copy failed: {exc}") from None
         # Key material and pipeline state once more: a worker may have written a count meanwhile.
         self.keys.destroy_tenant(tenant)
         step("aof", **rewrite_aof(self.r))
@@ -389,35 +397,10 @@ class TenantService:
         futures = self.admin.delete_acls([self._filter(user)], request_timeout=TIMEOUT)
         return sum(len(f.result()) for f in futures.values())
 
-    def _delete_topics(self, names: list[str]) -> list[str]:
-        existing = self.admin.list_topics(timeout=TIMEOUT).topics
-        gone = [n for n in names if n in existing]
-        if gone:
-            futures = self.admin.delete_topics(gone, operation_timeout=TIMEOUT, request_timeout=TIMEOUT)
-            for name, fut in futures.items():
-                try:
-                    fut.result()
-                except KafkaException as exc:
-                    if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
-                        raise OnboardingError(f"deleting topic {name} failed: {exc.args[0].str()}") from None
-        return gone
-
     # ------------------------------------------------------------------ Redis
 
     def _acl_save(self) -> bool:
         return save_redis_acl(self.r)
-
-    def _unlink_prefix(self, prefix: str) -> int:
-        n = 0
-        batch: list[bytes] = []
-        for key in self.r.scan_iter(match=f"{prefix}*", count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
-                n += int(self.r.unlink(*batch))
-                batch = []
-        if batch:
-            n += int(self.r.unlink(*batch))
-        return n
 
     def _audit(self, action: str, tenant: str, reason: str, details: dict[str, Any]) -> None:
         if self.audit is not None:

@@ -41,7 +41,7 @@ from streams.ingest.producer import EventProducer
 from streams.schema.registry import SchemaRegistry
 from streams.sinks import store_keys as K
 from streams.sinks.partitioning import partition_for
-from streams.sinks.tenant_keys import split_key
+from streams.records import split_key
 from tests.kafka_groups import committed_lag, wait_group
 from tests.kafka_read import read_topic
 

@@ -25,7 +25,7 @@ from streams.sinks import store_keys as K
 from streams.sinks.store import StoreReader
 from tests.conftest import settings_env
 from tests.disk_search import find, redis_files
-from streams.sinks.tenant_keys import split_key
+from streams.records import split_key
 from tests.kafka_read import read_topic
 
 pytestmark = pytest.mark.e2e

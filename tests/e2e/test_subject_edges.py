@@ -18,7 +18,7 @@ from streams.ingest.producer import EventProducer
 from streams.schema import codec
 from streams.schema.registry import SchemaRegistry
 from streams.sinks.store import StoreReader
-from streams.sinks.tenant_keys import split_key
+from streams.records import split_key
 from tests.e2e.test_api_http import call, free_port, wait_until
 from tests.e2e.test_privacy_requests import _file
 from tests.kafka_read import read_topic

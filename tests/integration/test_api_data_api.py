@@ -16,7 +16,8 @@ from streams.audit.exceptions import AuditError
 from streams.audit.keys import open_audit_log
 from streams.audit.log import AuditLog, read_all
 from streams.ingest import samples
-from streams.ingest.processor import Accepted, EventProcessor, SourceRef
+from streams.ingest.processor import EventProcessor
+from streams.records import Accepted, SourceRef
 from streams.ingest.producer import encode_event, event_key
 from streams.privacy.keys import KeyStore, LocalKeyFileProvider
 from streams.schema.registry import SchemaRegistry

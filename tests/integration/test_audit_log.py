@@ -20,8 +20,8 @@ from streams.audit.chain import verify as _verify
 from streams.audit.cli import verify_command
 from streams.audit.exceptions import AuditError
 from streams.audit.keys import AuditKeyStore, keyring_from_redis, open_audit_log
-from streams.audit.log import AuditLog, audit_topic_spec, read_all
-from streams.ops.topics import TopicSpec, admin_client, ensure_topics
+from streams.audit.log import AuditLog, read_all
+from streams.ops.topics import TopicSpec, admin_client, audit_topic_spec, ensure_topics
 from streams.privacy.keys import LocalKeyFileProvider
 from streams.settings import Settings
 

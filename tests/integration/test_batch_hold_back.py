@@ -26,7 +26,7 @@ from streams.runtime import build_runtime
 from streams.schema.registry import SchemaRegistry
 from streams.sinks.exceptions import SinkUnavailable
 from streams.sinks.store import StoreReader
-from streams.sinks.tenant_keys import split_key
+from streams.records import split_key
 from tests.kafka_read import read_topic
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import pytest
 import redis
 from confluent_kafka import Producer
 
-from streams.consent.gate import RequestsNotApplied
+from streams.consent.exceptions import RequestsNotApplied
 from streams.consent.requests import new_request
 from streams.consent.state import DropReason
 from streams.ingest.processor import EventProcessor

@@ -15,7 +15,8 @@ import redis
 from streams.consent.inflight import inflight_key
 from streams.consent.requests import new_request
 from streams.ingest import samples
-from streams.ingest.processor import Accepted, EventProcessor, SourceRef
+from streams.ingest.processor import EventProcessor
+from streams.records import Accepted, SourceRef
 from streams.ingest.producer import encode_event, event_key
 from streams.ops.metrics import Metrics
 from streams.privacy.keys import subject_key_name
@@ -25,7 +26,7 @@ from streams.schema.registry import SchemaRegistry
 from streams.sinks import store_keys as K
 from streams.sinks.kafka_sink import OutRecord
 from streams.sinks.store import StoreWriter
-from streams.sinks.tenant_keys import split_key
+from streams.records import split_key
 from tests.kafka_read import read_topic
 
 pytestmark = pytest.mark.integration

@@ -30,9 +30,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from streams.api.api_keys import ApiKeyStore, Role
 from streams.audit.chain import GENESIS_PREV, encode_record, record_hash
 from streams.audit.keys import open_audit_log
-from streams.audit.log import audit_topic_spec, read_all
+from streams.audit.log import read_all
 from streams.audit.signing import Signer, signing_input
-from streams.ops.topics import ensure_topics
+from streams.ops.topics import audit_topic_spec, ensure_topics
 from streams.privacy.keys import LocalKeyFileProvider
 from streams.privacy.pseudonyms import Pseudonymizer
 from streams.settings import REPO_ROOT

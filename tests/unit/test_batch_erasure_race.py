@@ -12,13 +12,14 @@ from typing import Any, Iterable
 from streams.consent.state import SubjectState
 from streams.ingest import samples
 from streams.ingest.batch import BatchPipeline, RawRecord
-from streams.ingest.processor import Accepted, EventProcessor
+from streams.ingest.processor import EventProcessor
+from streams.records import Accepted
 from streams.ingest.producer import encode_event, event_key
 from streams.ops.metrics import Metrics
 from streams.schema.registry import SchemaRegistry
 from streams.settings import Settings
 from streams.sinks.store import StoreWrite
-from streams.sinks.tenant_keys import split_key
+from streams.records import split_key
 
 REPO = Path(__file__).resolve().parents[2]
 

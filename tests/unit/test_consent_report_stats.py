@@ -14,7 +14,8 @@ from streams.consent.state import DropReason, Regime
 from streams.dlq.reasons import Reason
 from streams.ingest import samples
 from streams.ingest.batch import BatchPipeline
-from streams.ingest.processor import Accepted, Dropped, EventProcessor, Rejected, SourceRef
+from streams.ingest.processor import EventProcessor
+from streams.records import Accepted, Dropped, Rejected, SourceRef
 from streams.ingest.producer import encode_event, event_key
 from streams.schema.registry import SchemaRegistry
 from streams.settings import Settings, SettingsError, _regimes
@@ -276,7 +277,7 @@ def test_many_drops_are_audited_in_records_the_chain_accepts():
     from streams.audit.chain import AuditChain
     from streams.audit.signing import Signer
     from streams.ingest.batch import BatchPipeline
-    from streams.ingest.processor import Dropped, SourceRef
+    from streams.records import Dropped, SourceRef
 
     chain = AuditChain("test:chain", Signer.generate("worker:test"))
 

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from streams.dlq.keys import EphemeralDlqKey
 from streams.dlq.record import DlqSealer
 from streams.ingest.batch import BatchPipeline, RawRecord
-from streams.ingest.processor import EventProcessor, Rejected, SourceRef
+from streams.ingest.processor import EventProcessor
+from streams.records import Rejected, SourceRef
 from streams.ops.metrics import Metrics
 from streams.schema.registry import SchemaRegistry
 from streams.settings import Settings

@@ -14,7 +14,8 @@ import pytest
 from streams.dlq.reasons import Reason
 from streams.dlq.record import DLQ_VERSION, decode_dlq, dlq_document, encode_dlq
 from streams.ingest import samples
-from streams.ingest.processor import EventProcessor, Rejected, SourceRef, Withheld
+from streams.ingest.processor import EventProcessor
+from streams.records import Rejected, SourceRef, Withheld
 from streams.ingest.producer import encode_event
 from streams.schema.registry import SchemaRegistry
 

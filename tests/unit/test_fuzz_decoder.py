@@ -33,7 +33,8 @@ from hypothesis import strategies as st
 from streams.dlq.reasons import Reason
 from streams.dlq.record import encode_dlq
 from streams.ingest import samples
-from streams.ingest.processor import Accepted, EventProcessor, Rejected, SourceRef, Validated
+from streams.ingest.processor import EventProcessor
+from streams.records import Accepted, Rejected, SourceRef, Validated
 from streams.ingest.producer import encode_event
 from streams.privacy.transforms import SubjectCipher
 from streams.schema import codec

@@ -18,7 +18,8 @@ from streams.dlq.reasons import Reason
 from streams.dlq.record import decode_dlq, default_sealer
 from streams.ingest import samples
 from streams.ingest.batch import SUBJECT_KEY_DAMAGED, TENANT_KEY_DAMAGED, BatchPipeline, RawRecord
-from streams.ingest.processor import Accepted, EventProcessor, Rejected
+from streams.ingest.processor import EventProcessor
+from streams.records import Accepted, Rejected
 from streams.ingest.producer import encode_event, event_key
 from streams.ops.metrics import Metrics
 from streams.ops.retry import TENANT_FAULTS, TRANSIENT, hold_back

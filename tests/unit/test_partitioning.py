@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streams.sinks.partitioning import murmur2, partition_for
-from streams.sinks.tenant_keys import record_key, split_key
+from streams.records import record_key, split_key
 
 
 # The vectors of Kafka's own UtilsTest.testMurmur2.

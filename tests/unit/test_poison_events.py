@@ -36,7 +36,8 @@ from streams.dlq.reasons import Reason
 from streams.dlq.record import decode_dlq, encode_dlq
 from streams.ingest import samples
 from streams.ingest.batch import BatchPipeline, RawRecord
-from streams.ingest.processor import Accepted, EventProcessor, Rejected, SourceRef, Validated
+from streams.ingest.processor import EventProcessor
+from streams.records import Accepted, Rejected, SourceRef, Validated
 from streams.ingest.producer import encode_event
 from streams.privacy.transforms import SubjectCipher, TransformFailed
 from streams.schema import codec

@@ -18,7 +18,8 @@ from streams.dlq.reasons import Reason
 from streams.dlq.record import encode_dlq
 from streams.ingest import samples
 from streams.dlq.record import DlqSealer, dlq_document
-from streams.ingest.processor import Accepted, EventProcessor, Rejected, SourceRef, Validated, Withheld
+from streams.ingest.processor import EventProcessor
+from streams.records import Accepted, Rejected, SourceRef, Validated, Withheld
 from streams.ingest.producer import encode_event, event_key
 from streams.schema import codec
 from streams.schema.clean import LINEAGE_FIELD

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from streams.ingest import samples
-from streams.ingest.processor import Accepted, EventProcessor, SourceRef
+from streams.ingest.processor import EventProcessor
+from streams.records import Accepted, SourceRef
 from streams.ingest.producer import encode_event, event_key
 from streams.schema.registry import SchemaRegistry
 from streams.sinks import store_keys as K

@@ -10,7 +10,8 @@ import pytest
 from streams.dlq.reasons import Reason
 from streams.ingest import samples
 from streams.ingest.batch import RawRecord
-from streams.ingest.processor import Accepted, EventProcessor, Rejected, SourceRef
+from streams.ingest.processor import EventProcessor
+from streams.records import Accepted, Rejected, SourceRef
 from streams.ingest.producer import encode_event, event_key
 from streams.ingest.tenant_raw import next_offsets, tenant_raw_pattern
 from streams.schema.registry import SchemaRegistry

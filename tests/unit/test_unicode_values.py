@@ -12,7 +12,8 @@ import unicodedata
 import pytest
 
 from streams.ingest import samples
-from streams.ingest.processor import Accepted, EventProcessor, SourceRef
+from streams.ingest.processor import EventProcessor
+from streams.records import Accepted, SourceRef
 from streams.ingest.producer import encode_event, event_key
 from streams.privacy.transforms import SubjectCipher
 from streams.privacy.transforms.mask import mask
