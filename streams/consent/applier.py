@@ -24,7 +24,7 @@ import uuid
 from typing import Iterable
 
 import redis
-from confluent_kafka import Consumer, IsolationLevel, KafkaException, TopicPartition
+from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from streams.ops.kafka_client import KafkaTarget, client_config
@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 
 _RELEASE_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 LEASE_MS = 30_000
+
+
+_LEADER_MOVING = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE})
+_LEADER_RETRIES = 10
 
 
 class EndOffsets:
@@ -64,12 +68,20 @@ class EndOffsets:
         ps = self.partitions if partitions is None else sorted(set(partitions) & set(self.partitions))
         if not ps:
             return {}
-        futures = self._admin.list_offsets({TopicPartition(self.topic, p): OffsetSpec.latest() for p in ps},
-                                           isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=10)
-        try:
-            return {tp.partition: f.result().offset for tp, f in futures.items()}
-        except KafkaException as exc:  # the broker away or electing leaders: the caller holds back
-            raise RequestsNotApplied(f"end offsets of {self.topic} unavailable: {exc.args[0].str()}") from None
+        # A partition whose leader is moving (a topic just created, a broker just restarted) answers
+        # NOT_LEADER for a moment: asked again within a second instead of holding a batch back.
+        for attempt in range(_LEADER_RETRIES + 1):
+            futures = self._admin.list_offsets({TopicPartition(self.topic, p): OffsetSpec.latest() for p in ps},
+                                               isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=10)
+            try:
+                return {tp.partition: f.result().offset for tp, f in futures.items()}
+            except KafkaException as exc:  # the broker away or electing leaders: the caller holds back
+                err = exc.args[0]
+                if attempt < _LEADER_RETRIES and err.code() in _LEADER_MOVING:
+                    time.sleep(0.1)
+                    continue
+                raise RequestsNotApplied(f"end offsets of {self.topic} unavailable: {err.str()}") from None
+        raise AssertionError("unreachable")
 
 
 class RequestsApplier:
