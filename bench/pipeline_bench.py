@@ -12,7 +12,10 @@ afterwards unless --keep-stack):
     ``batch_size`` records to the worker's own ``BatchPipeline.handle``, built by
     ``streams.runtime.build_runtime`` as the worker builds it (validate, privacy
     requests check, consent gate, subject keys, transform, store write, tenant
-    topic with headers and delivery reports, DLQ, stats), then commits.
+    topic with headers and delivery reports, DLQ, stats), then commits. Not run
+    by the baseline: the worker's timers (privacy requests every 0.1 s, tenant
+    refresh, raw pruning) and its tenant-raw-topic task, which cost the worker
+    CPU between batches; they count against the pipeline.
 (b) pipeline: a `streams worker` process (Faust) on the same kind of input.
     (a) and (b) alternate ``--rounds`` times (a b a b a b), each on a freshly
     preloaded topic of ``--events`` events. Both are measured the same way from
@@ -336,6 +339,7 @@ def latency(s: Settings, registry: SchemaRegistry, rate: float, seconds: float, 
             planned.append((event_key(e), encode_event(registry, e, "avro")))
         while time.time() < t0:
             time.sleep(0.01)
+        cpu0, wall0 = cpu_seconds(w.pid), time.perf_counter()
         start_t = time.perf_counter()
         for i, (key, value) in enumerate(planned):
             delay = start_t + i * interval - time.perf_counter()
@@ -347,6 +351,8 @@ def latency(s: Settings, registry: SchemaRegistry, rate: float, seconds: float, 
         end = time.monotonic() + 15
         while len(lat) < n and time.monotonic() < end:
             time.sleep(0.1)
+        # The worker's CPU at this rate (small batches: per-batch costs weigh more than at full load).
+        cpu1, wall1 = cpu_seconds(w.pid), time.perf_counter()
         halt.set()
         t.join(5)
     finally:
@@ -358,7 +364,9 @@ def latency(s: Settings, registry: SchemaRegistry, rate: float, seconds: float, 
     q = statistics.quantiles(lat, n=100, method="inclusive")
     return {"rate": round(rate), "samples": len(lat), "sent": n, "p50_ms": round(q[49], 2),
             "p99_ms": round(q[98], 2), "max_ms": round(lat[-1], 2), "ready_wait_s": round(ready_s, 1),
-            "load_producer_linger_ms": 2}
+            "load_producer_linger_ms": 2,
+            "worker_cpu_us_per_event": round((cpu1 - cpu0) / max(1, len(lat)) * 1e6, 1) if cpu0 is not None and cpu1 is not None else None,
+            "worker_cores": round((cpu1 - cpu0) / (wall1 - wall0), 2) if cpu0 is not None and cpu1 is not None else None}
 
 
 EFFECTIVE_STEPS = ("state", "tombstone", "store", "key", "dlq")
