@@ -22,11 +22,16 @@ def is_single_object(payload: bytes) -> bool:
     return payload[:2] == MAGIC
 
 
+def _schema(entry: SchemaEntry) -> Any:
+    """The schema fastavro does not parse again (an entry built by hand may lack it)."""
+    return entry.hinted if entry.hinted is not None else entry.parsed
+
+
 def encode(entry: SchemaEntry, datum: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     buf.write(MAGIC)
     buf.write(entry.fingerprint)
-    schemaless_writer(buf, entry.parsed, datum)
+    schemaless_writer(buf, _schema(entry), datum)
     return buf.getvalue()
 
 
@@ -48,7 +53,7 @@ def decode(registry: SchemaRegistry, payload: bytes) -> tuple[SchemaEntry, dict[
     buf = io.BytesIO(payload)
     buf.seek(HEADER_LEN)
     try:
-        datum = schemaless_reader(buf, entry.parsed, None)
+        datum = schemaless_reader(buf, _schema(entry), None)
     except EOFError:
         raise DecodeError("Avro body is truncated") from None
     except Exception as exc:  # fastavro raises many types on corrupt input; none may leak values
