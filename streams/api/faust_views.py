@@ -13,7 +13,7 @@ or write the audit trail, and each costs the event loop as little as aiohttp
 allows (measured in ``bench/api_flood_bench.py``: the worker's CPU per
 refused request).
 
-Routes are the aiohttp path templates of ``service.ROUTES`` (one view per
+Routes are the aiohttp path templates of ``routes.ROUTES`` (one view per
 path, with a handler per method: ``/v1/tenants`` takes GET and POST). A catch-all
 ``/v1/{rest:.*}``, registered last, answers what no route took with a JSON
 404 (or a 405 when the path exists with another method), so every answer
@@ -38,17 +38,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 from faust.web import View
 
 from streams.api.openapi import openapi_document
-from streams.api.service import (
-    MAX_BODY_BYTES,
-    METRICS_PATH,
-    OPENAPI_PATH,
-    ROUTES,
-    ApiResponse,
-    DataApi,
-    Route,
-    error_response,
-    unmatched,
-)
+from streams.api.params import MAX_BODY_BYTES
+from streams.api.responses import ApiResponse, error_response
+from streams.api.routes import METRICS_PATH, OPENAPI_PATH, ROUTES, Route, unmatched
+from streams.api.service import DataApi
 
 log = logging.getLogger(__name__)
 
