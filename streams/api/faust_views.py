@@ -164,28 +164,35 @@ def register_api(app: faust.App, get_api: Callable[[], DataApi | None],
     for template, routes in by_path.items():
         app.page(template, name=f"api_{routes[0].name}")(view_for(routes))
 
-    class ApiNotFound(View):
-        """Anything under /v1 that no route took: a JSON 404, or 405 when the path exists with another method."""
-
-        async def _unmatched(self, request: Any, **_: str) -> Any:
-            return _respond(self, unmatched(request.method, request.path))
-
-        get = post = put = patch = delete = _unmatched
-
     app.page("/v1/{rest:.*}", name="api_not_found")(ApiNotFound)
-
     if render_metrics is not None:
-        @app.page(METRICS_PATH, name="metrics")
-        async def metrics_view(web: View, request: Any) -> Any:
-            api = get_api()
-            if api is None:
-                return _respond(web, _STARTING)
-            denied = await asyncio.get_running_loop().run_in_executor(
-                executor, api.authorize_metrics, dict(request.headers), request.remote)
-            if denied is not None:
-                return _respond(web, denied)
-            return web.text(render_metrics(), content_type="text/plain", headers={"Cache-Control": "no-store"})
+        _register_metrics(app, get_api, executor, render_metrics)
 
     @app.page(OPENAPI_PATH, name="api_openapi")
     async def openapi(web: View, request: Any) -> Any:
         return web.json(openapi_document())
+
+
+class ApiNotFound(View):
+    """Anything under /v1 that no route took: a JSON 404, or 405 when the path exists with another method."""
+
+    async def _unmatched(self, request: Any, **_: str) -> Any:
+        return _respond(self, unmatched(request.method, request.path))
+
+    get = post = put = patch = delete = _unmatched
+
+
+def _register_metrics(app: faust.App, get_api: Callable[[], DataApi | None], executor: ThreadPoolExecutor,
+                      render_metrics: Callable[[], str]) -> None:
+    """``/metrics``: Prometheus text for operator keys (``DataApi.authorize_metrics`` in an API thread)."""
+
+    @app.page(METRICS_PATH, name="metrics")
+    async def metrics_view(web: View, request: Any) -> Any:
+        api = get_api()
+        if api is None:
+            return _respond(web, _STARTING)
+        denied = await asyncio.get_running_loop().run_in_executor(
+            executor, api.authorize_metrics, dict(request.headers), request.remote)
+        if denied is not None:
+            return _respond(web, denied)
+        return web.text(render_metrics(), content_type="text/plain", headers={"Cache-Control": "no-store"})
