@@ -3,7 +3,8 @@
 ``DataApi`` (``streams.api.service``) authenticates the caller, lets only
 operator keys through (403 for any other, audited) and validates the path and
 query; ``TenantControl.handle`` then validates the body, checks the delete
-confirmation, and runs ``streams.tenancy.onboarding.TenantService``: the same
+confirmation, and runs the route's handler from the table
+(``streams.api.control_handlers``) on a ``streams.tenancy.onboarding.TenantService``: the same
 service as the CLI, so both enforce the same rules and write the same audit
 records and receipts.
 

@@ -1,7 +1,7 @@
 """The data API on the worker's Faust web server: a thin adapter from aiohttp requests to ``DataApi.handle``.
 
 Every decision (auth, validation, status codes, bodies) is made in
-``streams.api.service``; this module only routes, reads the body with a cap,
+``streams.api.service`` and the modules it calls; this module only routes, reads the body with a cap,
 runs the blocking handler in a thread and writes the JSON response.
 
 Rate limits (``DataApi.admit``, in memory) are checked here in the event
