@@ -3,7 +3,8 @@
 ``DataApi`` (``streams.api.service``) authenticates the caller, lets only
 operator keys through (403 for any other, audited) and validates the path and
 query; ``TenantControl.handle`` then validates the body, checks the delete
-confirmation, and runs ``streams.tenancy.onboarding.TenantService``: the same
+confirmation, and runs the route's handler from the table
+(``streams.api.control_handlers``) on a ``streams.tenancy.onboarding.TenantService``: the same
 service as the CLI, so both enforce the same rules and write the same audit
 records and receipts.
 
@@ -36,23 +37,26 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import redis
 from confluent_kafka import KafkaError, KafkaException
 
-from streams.api.service import (
-    MAX_BODY_BYTES,
-    TENANT,
-    ApiError,
-    ApiResponse,
-    AuditSink,
-    ok,
-)
+from streams.api.api_keys import ApiKeyStore
+from streams.api.control_handlers import TenantServiceLike
+from streams.api.params import MAX_BODY_BYTES, TENANT
+from streams.api.protocols import AuditSink
+from streams.api.responses import ApiError, ApiResponse
+from streams.api.routes import ROUTES_BY_NAME
 from streams.audit.exceptions import AuditError
 from streams.ops.exceptions import TopicError
+from streams.ops.topics import admin_client
+from streams.privacy.keys import KeyStore
+from streams.tenancy.api_key_admin import TENANT_KEY_ROLES
 from streams.tenancy.exceptions import InvalidTenantName, OnboardingError, QuotaUnsupported, TenantNotFound
-from streams.tenancy.registry import REGIMES
+from streams.tenancy.onboarding import TenantService
+from streams.tenancy.quotas import quota_from_mapping
+from streams.tenancy.registry import REGIMES, TenantRegistry
 
 if TYPE_CHECKING:  # only for build_tenant_control's signature
     from streams.privacy.keys import KeyProvider
@@ -61,7 +65,6 @@ if TYPE_CHECKING:  # only for build_tenant_control's signature
 log = logging.getLogger(__name__)
 
 CONTROL_CONCURRENCY = 2
-TENANT_ROLES = ("reader", "detokenizer", "privacy")  # the roles a tenant's API keys may have (operator keys: no tenant)
 DEFAULT_ROLES = ("reader",)
 CREATE_FIELDS = ("name", "regime", "roles", "quota")
 
@@ -104,14 +107,12 @@ def parse_create_body(body: bytes) -> dict[str, Any]:
     if not isinstance(regime, str) or regime not in REGIMES:
         raise ApiError(400, "invalid_body", f"'regime' must be one of: {', '.join(REGIMES)}")
     roles = obj.get("roles", list(DEFAULT_ROLES))
-    if (not isinstance(roles, list) or not all(isinstance(x, str) and x in TENANT_ROLES for x in roles)
+    if (not isinstance(roles, list) or not all(isinstance(x, str) and x in TENANT_KEY_ROLES for x in roles)
             or len(set(roles)) != len(roles)):
-        raise ApiError(400, "invalid_body", f"'roles' must be a list of distinct roles from: {', '.join(TENANT_ROLES)} "
+        raise ApiError(400, "invalid_body", f"'roles' must be a list of distinct roles from: {', '.join(TENANT_KEY_ROLES)} "
                                             "(operator keys belong to no tenant)")
     out: dict[str, Any] = {"name": name, "regime": regime, "roles": list(roles)}
     if "quota" in obj:
-        from streams.tenancy.quotas import quota_from_mapping
-
         if not isinstance(obj["quota"], dict):
             raise ApiError(400, "invalid_body", "'quota' must be an object with produce, fetch and/or request")
         try:
@@ -202,16 +203,6 @@ class ActorAudit:
 # ---------------------------------------------------------------- the handler
 
 
-class TenantServiceLike(Protocol):
-    """What is used of ``streams.tenancy.onboarding.TenantService``."""
-
-    def create(self, name: str, regime: str = ..., roles: Any = ..., quota: Any = ...) -> dict[str, Any]: ...
-    def list(self) -> list[dict[str, Any]]: ...
-    def describe(self, name: str) -> dict[str, Any]: ...
-    def rotate_credentials(self, name: str) -> dict[str, Any]: ...
-    def delete(self, name: str) -> dict[str, Any]: ...
-
-
 class TenantControl:
     """Runs the operator routes. Thread-safe (its parts are); blocking: the web layer calls it in a thread.
 
@@ -261,27 +252,11 @@ class TenantControl:
 
     def _run(self, svc: TenantServiceLike, route: str, name: str | None,
              request: dict[str, Any] | None) -> ApiResponse:
-        if route == "tenants_list":
-            return ok({"tenants": svc.list()})
-        if name is None:  # every other route names a tenant (path or body), validated by now
-            raise ApiError(400, "invalid_parameter", f"a tenant name is required: {TENANT.rule()}")
-        if route == "tenants_create" and request is not None:
-            extra = {"quota": request["quota"]} if "quota" in request else {}
-            result = svc.create(name, request["regime"], request["roles"], **extra)
-            created = result.get("status") == "created"
-            log.info("api tenants_create: tenant %s %s", name, "created" if created else "existed")
-            return ok(result, 201 if created else 200, {"Location": f"/v1/tenants/{name}"} if created else None)
-        if route == "tenant_describe":
-            return ok(svc.describe(name))
-        if route == "tenant_rotate_credentials":
-            result = svc.rotate_credentials(name)
-            log.info("api tenant_rotate_credentials: tenant %s", name)
-            return ok(result)
-        if route == "tenant_delete":
-            receipt = svc.delete(name)
-            log.info("api tenant_delete: tenant %s deleted, receipt %s", name, receipt.get("receipt_id"))
-            return ok(receipt)
-        raise ApiError(404, "not_found", "no such route")
+        """The route's handler from the table (``streams.api.control_handlers``)."""
+        r = ROUTES_BY_NAME.get(route)
+        if r is None or not r.control or r.handler is None:
+            raise ApiError(404, "not_found", "no such route")
+        return r.handler(svc, name, request)
 
 
 # ---------------------------------------------------------------- wiring
@@ -291,12 +266,6 @@ def build_tenant_control(settings: "Settings", audit: AuditSink, provider: "KeyP
                          on_change: Callable[[], None] | None = None) -> TenantControl:
     """The control part of the worker's API: its parts are made once (no connection is opened here),
     a ``TenantService`` per call. ``provider`` is the master key provider the worker loaded."""
-    from streams.api.api_keys import ApiKeyStore
-    from streams.ops.topics import admin_client
-    from streams.privacy.keys import KeyStore
-    from streams.tenancy.onboarding import TenantService
-    from streams.tenancy.registry import TenantRegistry
-
     # The timeouts of build_service (the CLI's): a delete's unlinks and ACL SAVE can take a while.
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
     admin = admin_client(settings)

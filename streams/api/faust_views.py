@@ -1,7 +1,7 @@
 """The data API on the worker's Faust web server: a thin adapter from aiohttp requests to ``DataApi.handle``.
 
 Every decision (auth, validation, status codes, bodies) is made in
-``streams.api.service``; this module only routes, reads the body with a cap,
+``streams.api.service`` and the modules it calls; this module only routes, reads the body with a cap,
 runs the blocking handler in a thread and writes the JSON response.
 
 Rate limits (``DataApi.admit``, in memory) are checked here in the event
@@ -13,7 +13,7 @@ or write the audit trail, and each costs the event loop as little as aiohttp
 allows (measured in ``bench/api_flood_bench.py``: the worker's CPU per
 refused request).
 
-Routes are the aiohttp path templates of ``service.ROUTES`` (one view per
+Routes are the aiohttp path templates of ``routes.ROUTES`` (one view per
 path, with a handler per method: ``/v1/tenants`` takes GET and POST). A catch-all
 ``/v1/{rest:.*}``, registered last, answers what no route took with a JSON
 404 (or a 405 when the path exists with another method), so every answer
@@ -38,17 +38,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 from faust.web import View
 
 from streams.api.openapi import openapi_document
-from streams.api.service import (
-    MAX_BODY_BYTES,
-    METRICS_PATH,
-    OPENAPI_PATH,
-    ROUTES,
-    ApiResponse,
-    DataApi,
-    Route,
-    error_response,
-    unmatched,
-)
+from streams.api.params import MAX_BODY_BYTES
+from streams.api.responses import ApiResponse, error_response
+from streams.api.routes import METRICS_PATH, OPENAPI_PATH, ROUTES, Route, unmatched
+from streams.api.service import DataApi
 
 log = logging.getLogger(__name__)
 
@@ -171,28 +164,35 @@ def register_api(app: faust.App, get_api: Callable[[], DataApi | None],
     for template, routes in by_path.items():
         app.page(template, name=f"api_{routes[0].name}")(view_for(routes))
 
-    class ApiNotFound(View):
-        """Anything under /v1 that no route took: a JSON 404, or 405 when the path exists with another method."""
-
-        async def _unmatched(self, request: Any, **_: str) -> Any:
-            return _respond(self, unmatched(request.method, request.path))
-
-        get = post = put = patch = delete = _unmatched
-
     app.page("/v1/{rest:.*}", name="api_not_found")(ApiNotFound)
-
     if render_metrics is not None:
-        @app.page(METRICS_PATH, name="metrics")
-        async def metrics_view(web: View, request: Any) -> Any:
-            api = get_api()
-            if api is None:
-                return _respond(web, _STARTING)
-            denied = await asyncio.get_running_loop().run_in_executor(
-                executor, api.authorize_metrics, dict(request.headers), request.remote)
-            if denied is not None:
-                return _respond(web, denied)
-            return web.text(render_metrics(), content_type="text/plain", headers={"Cache-Control": "no-store"})
+        _register_metrics(app, get_api, executor, render_metrics)
 
     @app.page(OPENAPI_PATH, name="api_openapi")
     async def openapi(web: View, request: Any) -> Any:
         return web.json(openapi_document())
+
+
+class ApiNotFound(View):
+    """Anything under /v1 that no route took: a JSON 404, or 405 when the path exists with another method."""
+
+    async def _unmatched(self, request: Any, **_: str) -> Any:
+        return _respond(self, unmatched(request.method, request.path))
+
+    get = post = put = patch = delete = _unmatched
+
+
+def _register_metrics(app: faust.App, get_api: Callable[[], DataApi | None], executor: ThreadPoolExecutor,
+                      render_metrics: Callable[[], str]) -> None:
+    """``/metrics``: Prometheus text for operator keys (``DataApi.authorize_metrics`` in an API thread)."""
+
+    @app.page(METRICS_PATH, name="metrics")
+    async def metrics_view(web: View, request: Any) -> Any:
+        api = get_api()
+        if api is None:
+            return _respond(web, _STARTING)
+        denied = await asyncio.get_running_loop().run_in_executor(
+            executor, api.authorize_metrics, dict(request.headers), request.remote)
+        if denied is not None:
+            return _respond(web, denied)
+        return web.text(render_metrics(), content_type="text/plain", headers={"Cache-Control": "no-store"})

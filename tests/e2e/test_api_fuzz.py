@@ -17,7 +17,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 
 from streams.api.api_keys import ApiKeyStore, Role
-from streams.api.service import ROUTES
+from streams.api.routes import ROUTES
 from streams.ingest import samples
 from streams.ingest.producer import EventProducer
 from streams.schema.registry import SchemaRegistry

@@ -23,7 +23,9 @@ from streams.api.control import (
     kafka_unreachable,
     parse_create_body,
 )
-from streams.api.service import ROUTES, ApiError, DataApi, unmatched
+from streams.api.responses import ApiError
+from streams.api.routes import ROUTES, unmatched
+from streams.api.service import DataApi
 from streams.audit.exceptions import AuditError
 from streams.ops.exceptions import TopicError
 from streams.tenancy.exceptions import InvalidTenantName, OnboardingError, TenantNotFound

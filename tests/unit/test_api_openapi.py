@@ -8,7 +8,7 @@ import re
 import pytest
 
 from streams.api.openapi import openapi_document
-from streams.api.service import OPENAPI_PATH, ROUTES
+from streams.api.routes import OPENAPI_PATH, ROUTES
 
 
 def test_document_is_valid_openapi_30():

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 from streams.api.api_keys import Principal, Role
-from streams.api.service import ApiError, DataApi, parse_privacy_body
+from streams.api.params import parse_privacy_body
+from streams.api.responses import ApiError
+from streams.api.service import DataApi
 from streams.consent.requests import PrivacyRequest
 from tests.unit.test_api_service import SECRET, TOKENS, UNKNOWN, Audit, Detok, Store
 

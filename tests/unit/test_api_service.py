@@ -18,18 +18,11 @@ from hypothesis import strategies as st
 
 from streams.api.api_keys import Principal, Role, key_id_of, parse_token
 from streams.api.limits import ApiLimiter
-from streams.api.service import (
-    EVENT_ID,
-    LIMIT,
-    ROUTES,
-    SUBJECT,
-    TENANT,
-    ApiError,
-    DataApi,
-    credentials,
-    parse_detokenize_body,
-    unmatched,
-)
+from streams.api.auth import credentials
+from streams.api.params import EVENT_ID, LIMIT, SUBJECT, TENANT, parse_detokenize_body
+from streams.api.responses import ApiError
+from streams.api.routes import ROUTES, unmatched
+from streams.api.service import DataApi
 from streams.audit.exceptions import AuditError
 from streams.privacy.detokenize import DetokenizeRefused
 from streams.tenancy.names import is_valid_tenant_name

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from streams.api.control import control_error, parse_create_body
-from streams.api.service import ApiError
+from streams.api.responses import ApiError
 from streams.settings import Settings
 from streams.tenancy.exceptions import OnboardingError, QuotaUnsupported
 from streams.tenancy.onboarding import TenantService
