@@ -44,25 +44,19 @@ Modules: ``provider`` (the ``KeyProvider`` contract, KMS error mapping), ``local
 ``check`` (``MasterKeyCheck``), ``store`` (``KeyStore``). Import from this package.
 """
 
+from streams.keyspace import check_key_name, pipeline_prefix, subject_key_name, tenant_hash_key
 from streams.privacy.keys.check import MasterKeyCheck
-from streams.privacy.keys.layout import (
-    SUBJECT_KEY_BYTES,
-    TENANT_KEY_BYTES,
-    check_aad,
-    check_key_name,
-    key_prefix,
-    subject_key_aad,
-    subject_key_name,
-    tenant_hash_key,
-    tenant_key_aad,
-)
+from streams.privacy.keys.layout import SUBJECT_KEY_BYTES, TENANT_KEY_BYTES, check_aad, subject_key_aad, tenant_key_aad
 from streams.privacy.keys.local_file import MASTER_KEY_BYTES, LocalKeyFileProvider
 from streams.privacy.keys.provider import KeyProvider
 from streams.privacy.keys.store import KeyStore, RotationReport
 
+#: Old name of ``streams.keyspace.pipeline_prefix`` (``k:{t}:``), kept for the callers that import it.
+key_prefix = pipeline_prefix
+
 __all__ = [
     "KeyProvider", "LocalKeyFileProvider", "KeyStore", "RotationReport", "MasterKeyCheck",
     "SUBJECT_KEY_BYTES", "TENANT_KEY_BYTES", "MASTER_KEY_BYTES",
-    "key_prefix", "tenant_hash_key", "subject_key_name", "check_key_name",
+    "key_prefix", "pipeline_prefix", "tenant_hash_key", "subject_key_name", "check_key_name",
     "tenant_key_aad", "subject_key_aad", "check_aad",
 ]

@@ -9,7 +9,8 @@ import os
 import redis
 
 from streams.privacy.exceptions import KeyIntegrityError, KeyProviderError, TenantKeyDamaged
-from streams.privacy.keys.layout import check_aad, check_key_name
+from streams.keyspace import check_key_name
+from streams.privacy.keys.layout import check_aad
 from streams.privacy.keys.provider import KeyProvider
 
 

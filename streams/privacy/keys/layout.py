@@ -20,19 +20,6 @@ _NONCE_BYTES = 12
 _TAG_BYTES = 16
 
 
-def key_prefix(tenant: str) -> str:
-    """The pipeline-only keyspace of a tenant's key material (never granted to tenant ACL users)."""
-    return f"k:{{{tenant}}}:"
-
-
-def tenant_hash_key(tenant: str) -> str:
-    return f"{key_prefix(tenant)}tenant"
-
-
-def subject_key_name(tenant: str, subject: str) -> str:
-    return f"{key_prefix(tenant)}subj:{subject}"
-
-
 def tenant_key_aad(tenant: str, version: int) -> bytes:
     return f"tenant-key/{tenant}/v{version}".encode()
 
@@ -58,11 +45,6 @@ def _parse_subject_value(tenant: str, value: bytes | str) -> tuple[int, bytes]:
     if m is None or len(blob) != _SUBJECT_BLOB_BYTES:
         raise _SubjectDamaged
     return int(m.group(1)), blob
-
-
-def check_key_name(tenant: str) -> str:
-    """The tenant's master-key check record (see ``MasterKeyCheck``)."""
-    return f"{key_prefix(tenant)}check"
 
 
 def check_aad(tenant: str) -> bytes:

@@ -25,6 +25,7 @@ from streams.privacy.exceptions import (
     TenantDeleted,
     TenantKeyDamaged,
 )
+from streams.keyspace import deleted_marker, pipeline_prefix, subject_key_name, tenant_hash_key
 from streams.privacy.keys.check import MasterKeyCheck
 from streams.privacy.keys.layout import (
     _NONCE_BYTES,
@@ -34,10 +35,7 @@ from streams.privacy.keys.layout import (
     _SubjectDamaged,
     _text,
     _VersionGone,
-    key_prefix,
     subject_key_aad,
-    subject_key_name,
-    tenant_hash_key,
     tenant_key_aad,
 )
 from streams.privacy.keys.provider import KeyProvider
@@ -49,7 +47,6 @@ from streams.privacy.keys.scripts import (
     _REWRAP_LUA,
 )
 from streams.tenancy.names import validate_tenant_name
-from streams.tenancy.registry import deleted_marker
 
 # Subject keys are handled in chunks of this many per MGET / script call: one
 # round trip for a worker batch, a bounded time inside Redis for huge inputs.
@@ -183,7 +180,7 @@ class KeyStore:
         rewrapped = 0
         cursor = 0
         while True:
-            cursor, names = self._r.scan(cursor, match=f"{key_prefix(tenant)}subj:*", count=_SCAN_COUNT)
+            cursor, names = self._r.scan(cursor, match=f"{pipeline_prefix(tenant)}subj:*", count=_SCAN_COUNT)
             if names:
                 rewrapped += self._rewrap(tenant, new, names)
             if int(cursor) == 0:
@@ -202,7 +199,7 @@ class KeyStore:
         deleted = 0
         cursor = 0
         while True:
-            cursor, names = self._r.scan(cursor, match=f"{key_prefix(tenant)}*", count=_SCAN_COUNT)
+            cursor, names = self._r.scan(cursor, match=f"{pipeline_prefix(tenant)}*", count=_SCAN_COUNT)
             if names:
                 deleted += int(self._r.delete(*names))
             if int(cursor) == 0:
@@ -345,7 +342,7 @@ class KeyStore:
     def _rewrap(self, tenant: str, new: int, names: list[bytes | str]) -> int:
         """Re-wrap the subject keys ``names`` under tenant-key version ``new``; returns how many changed."""
         h = tenant_hash_key(tenant)
-        prefix_len = len(key_prefix(tenant) + "subj:")
+        prefix_len = len(pipeline_prefix(tenant) + "subj:")
         new_aead = self._tenant_keys[(tenant, new)][1]
         done = 0
         pending = list(names)
