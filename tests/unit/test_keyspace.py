@@ -116,3 +116,31 @@ def test_copies_outside_the_keyspace_module_agree():
     assert api_keys.OPERATORS_SET == ks.API_OPERATORS_SET
     assert api_keys.key_hash_key("0123456789ab") == ks.api_key_hash_key("0123456789ab")
     assert api_keys.tenant_set_key(T) == ks.api_tenant_set_key(T)
+
+
+def _key_patterns(rules: tuple[str, ...] | list[str]) -> list[str]:
+    return [r.split("~", 1)[1] for r in rules if "~" in r]
+
+
+def test_acl_patterns_grant_what_the_docstring_says():
+    # Redis ACL globs follow fnmatch's rules for these patterns ({ and } are literal in both).
+    from streams.tenancy.onboarding import redis_acl_rules
+    from streams.tenancy.principals import ROLES
+
+    def readable(patterns: list[str], key: str) -> bool:
+        return any(fnmatch.fnmatchcase(key, p) for p in patterns)
+
+    material = [ks.tenant_hash_key(T), ks.subject_key_name(T, "u"), ks.check_key_name(T), ks.pseudonym_key(T),
+                ks.consent_key(T, "p"), ks.dlq_subject_key(T, "p"), ks.audit_signer_key("main", "w"),
+                ks.api_key_hash_key("0123456789ab"), ks.dlq_keys_key("streams.dlq")]
+    tenant = _key_patterns(redis_acl_rules(T))
+    assert tenant == [ks.store_pattern(T)]
+    officer = _key_patterns(ROLES["privacy-officer"].redis_rules)
+    for key in (ks.TENANTS_KEY, ks.DELETED_KEY, ks.receipt_key(T, "r"), ks.requests_index(T), ks.stats_key(T)):
+        assert readable(officer, key) and not readable(tenant, key)
+    auditor = _key_patterns(ROLES["auditor"].redis_rules)
+    assert readable(auditor, ks.audit_public_key("main"))
+    for key in material + [ks.event_key(T, "e")]:
+        assert not readable(officer, key) and not readable(auditor, key)
+    for key in material:
+        assert not readable(tenant, key)
