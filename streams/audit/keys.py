@@ -47,9 +47,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from streams.audit.exceptions import AuditError
-from streams.keyspace import audit_public_key as public_key
-from streams.keyspace import audit_signer_key as signer_key
 from streams.audit.signing import Keyring, PublicKey, Signer, is_writer, writer_name
+from streams.keyspace import audit_public_key as public_key  # the old names, kept for their importers
+from streams.keyspace import audit_signer_key as signer_key
 from streams.privacy.exceptions import KeyIntegrityError
 from streams.privacy.keys import KeyProvider
 

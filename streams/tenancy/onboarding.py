@@ -50,10 +50,10 @@ from confluent_kafka.admin import (
 
 from streams.api.api_keys import ApiKeyStore, Role
 from streams.consent.handler import rewrite_aof
+from streams.keyspace import store_pattern
 from streams.ops.topics import ensure_topics, tenant_topics
 from streams.privacy.keys import KeyStore
 from streams.settings import Settings
-from streams.keyspace import store_pattern
 from streams.sinks.base import Sink
 from streams.sinks.exceptions import SinkError
 from streams.sinks.registry import SinkDeps, build_sinks

@@ -41,7 +41,8 @@ as they are, for the caller to retry.
 
 Modules: ``provider`` (the ``KeyProvider`` contract, KMS error mapping), ``local_file``
 (``LocalKeyFileProvider``), ``layout`` (record formats, sizes, aad), ``scripts`` (Lua),
-``check`` (``MasterKeyCheck``), ``store`` (``KeyStore``). Import from this package.
+``check`` (``MasterKeyCheck``), ``store`` (``KeyStore``). Import from this package. The Redis key
+names are built in ``streams.keyspace`` (re-exported here).
 """
 
 from streams.keyspace import check_key_name, pipeline_prefix, subject_key_name, tenant_hash_key
