@@ -144,3 +144,12 @@ def test_acl_patterns_grant_what_the_docstring_says():
         assert not readable(officer, key) and not readable(auditor, key)
     for key in material:
         assert not readable(tenant, key)
+
+
+def test_staff_patterns_are_pinned():
+    # Built from the keyspace's builders with "*" for the tenant: the same strings as before.
+    from streams.tenancy.principals import ROLES
+
+    assert _key_patterns(ROLES["privacy-officer"].redis_rules) == [
+        "tenancy:tenants", "tenancy:deleted", "k:{*}:receipt:*", "k:{*}:requests", "k:{*}:stats"]
+    assert _key_patterns(ROLES["auditor"].redis_rules) == ["audit:{*}:pub"]
