@@ -173,7 +173,7 @@ def wait_processed(s: Settings, sent: list[Sent], timeout: float = 180.0, stall:
     while True:
         pipe = r.pipeline(transaction=False)
         for x in pending:
-            pipe.exists(f"{K.tenant_prefix(x.tenant)}ev:{x.event_id}")
+            pipe.exists(f"{K.store_prefix(x.tenant)}ev:{x.event_id}")
         pending = [x for x, found in zip(pending, pipe.execute()) if not found]
         dlq = _dlq_count(s)
         now = time.monotonic()
@@ -232,7 +232,7 @@ def reconcile(s: Settings, sent: list[Sent]) -> Report:
     pipe = r.pipeline(transaction=False)
     ids = list(valid)
     for i in ids:
-        pipe.exists(f"{K.tenant_prefix(valid[i].tenant)}ev:{i}")
+        pipe.exists(f"{K.store_prefix(valid[i].tenant)}ev:{i}")
     rep.missing_in_store = [i for i, found in zip(ids, pipe.execute()) if not found]
 
     dlq = read_topic(s.kafka(), s.dlq_topic, expect=None,

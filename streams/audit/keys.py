@@ -48,6 +48,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from streams.audit.exceptions import AuditError
 from streams.audit.signing import Keyring, PublicKey, Signer, is_writer, writer_name
+from streams.keyspace import audit_public_key as public_key  # the old names, kept for their importers
+from streams.keyspace import audit_signer_key as signer_key
 from streams.privacy.exceptions import KeyIntegrityError
 from streams.privacy.keys import KeyProvider
 
@@ -76,15 +78,6 @@ return 1
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def signer_key(trail: str, writer: str) -> str:
-    return f"audit:{{{trail}}}:signer:{writer}"
-
-
-def public_key(trail: str) -> str:
-    """The Redis key an auditor needs read access to (HGETALL) to verify ``trail``."""
-    return f"audit:{{{trail}}}:pub"
 
 
 def _aad(trail: str, writer: str, kid: str) -> bytes:

@@ -34,6 +34,7 @@ from streams.consent.requests import parse
 from streams.consent.store import ConsentStore
 from streams.dlq.reasons import Reason
 from streams.dlq.record import DlqSealer, default_sealer
+from streams.keyspace import applier_lease_key
 from streams.records import Rejected, SourceRef, withhold
 from streams.ops.metrics import Metrics
 from streams.sinks.kafka_sink import KafkaSink, OutRecord
@@ -146,7 +147,7 @@ class RequestsApplier:
         another worker holds a partition's lease (the caller retries); other faults propagate."""
         done = 0
         for p, (applied, end) in sorted(self.behind(partitions).items()):
-            lease = f"privacy:lease:{self.topic}:{p}"
+            lease = applier_lease_key(self.topic, p)
             if not self.client.set(lease, self._token, nx=True, px=LEASE_MS):
                 raise RequestsNotApplied(f"partition {p} of {self.topic} is being applied by another worker")
             try:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import redis
 
-from streams.privacy.keys import key_prefix
+from streams.keyspace import inflight_key
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,6 @@ log = logging.getLogger(__name__)
 INFLIGHT_LEASE_MS = 30_000
 #: How often the fence looks again (a batch normally leaves within milliseconds).
 POLL_SECONDS = 0.01
-
-
-def inflight_key(tenant: str) -> str:
-    """ZSET of the tenant's batches between store write and topic acknowledgement (pipeline-only keyspace)."""
-    return f"{key_prefix(tenant)}inflight"
 
 
 # Shared by the scripts below: Redis server time in ms.

@@ -12,7 +12,7 @@ from typing import Any
 import redis
 
 from streams.consent.store import ConsentStore
-from streams.sinks.store import stats_key
+from streams.keyspace import stats_key
 
 
 def compliance_report(client: redis.Redis, tenant: str) -> dict[str, Any]:

@@ -24,23 +24,9 @@ from typing import Any, Iterable
 import redis
 
 from streams.consent.state import SubjectState
-from streams.privacy.keys import key_prefix
+from streams.keyspace import applied_key, consent_key, receipt_key, requests_index
 
 
-def consent_key(tenant: str, pseudonym: str) -> str:
-    return f"{key_prefix(tenant)}consent:{pseudonym}"
-
-
-def receipt_key(tenant: str, request_id: str) -> str:
-    return f"{key_prefix(tenant)}receipt:{request_id}"
-
-
-def requests_index(tenant: str) -> str:
-    return f"{key_prefix(tenant)}requests"
-
-
-def applied_key(topic: str, partition: int) -> str:
-    return f"privacy:applied:{topic}:{partition}"
 
 
 class ConsentStore:

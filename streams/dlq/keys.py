@@ -39,10 +39,11 @@ from typing import Callable, Protocol
 
 import redis
 
+from streams.keyspace import dlq_keys_key
 from streams.privacy.keys import KeyProvider
 
-def redis_key(topic: str) -> str:
-    return f"k:dlq:{topic}:keys"
+#: The keyring's Redis key (``streams.keyspace.dlq_keys_key``), under its old name.
+redis_key = dlq_keys_key
 
 
 KEY_BYTES = 32

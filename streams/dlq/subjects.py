@@ -22,15 +22,15 @@ import redis
 
 from streams.errors import StreamsError
 from streams.dlq.keys import RETAIN_MS
-from streams.privacy.keys import KeyProvider, key_prefix
-from streams.tenancy.registry import deleted_marker
+from streams.keyspace import deleted_marker, dlq_subject_key
+from streams.privacy.keys import KeyProvider
 
 
 _PSEUDONYM = re.compile(r"p_[0-9a-f]{24}")
 
 
-def mapping_key(tenant: str, pseudonym: str) -> str:
-    return f"{key_prefix(tenant)}dlqsubj:{pseudonym}"
+#: The mapping's Redis key (``streams.keyspace.dlq_subject_key``), under its old name.
+mapping_key = dlq_subject_key
 
 
 # Writes a mapping unless the tenant is deleted (its marker, in the same hash slot, checked in the

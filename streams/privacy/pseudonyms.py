@@ -16,11 +16,8 @@ import os
 import redis
 
 from streams.audit.chain import pseudonym
-from streams.privacy.keys import KeyProvider, key_prefix
-
-
-def _redis_key(tenant: str) -> str:
-    return f"{key_prefix(tenant)}pseudonym"
+from streams.keyspace import pseudonym_key
+from streams.privacy.keys import KeyProvider
 
 
 class Pseudonymizer:
@@ -37,11 +34,11 @@ class Pseudonymizer:
         if cached is not None:
             return cached
         aad = f"pseudonym-secret/{tenant}".encode()
-        stored = self._r.get(_redis_key(tenant))
+        stored = self._r.get(pseudonym_key(tenant))
         if stored is None:
             wrapped = base64.b64encode(self._provider.wrap(os.urandom(32), aad))
-            self._r.set(_redis_key(tenant), wrapped, nx=True)  # a racing creator wins; read back the winner
-            stored = self._r.get(_redis_key(tenant))
+            self._r.set(pseudonym_key(tenant), wrapped, nx=True)  # a racing creator wins; read back the winner
+            stored = self._r.get(pseudonym_key(tenant))
         secret = self._provider.unwrap(base64.b64decode(stored), aad)
         self._secrets[tenant] = secret
         return secret

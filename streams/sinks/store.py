@@ -16,14 +16,12 @@ from typing import Any, Callable, Iterable
 import redis
 import redis.asyncio as aioredis
 
-from streams.consent.inflight import INFLIGHT_LEASE_MS, LEAVE_LUA, inflight_key
-from streams.consent.store import consent_key
+from streams import keyspace as K
+from streams.consent.inflight import INFLIGHT_LEASE_MS, LEAVE_LUA
+from streams.keyspace import consent_key, deleted_marker, inflight_key, stats_key, subject_key_name
 from streams.records import Accepted
-from streams.privacy.keys import subject_key_name
-from streams.sinks import store_keys as K
 from streams.sinks.base import Batch, Sink, SubjectErasure, SubjectIndex, Written
 from streams.sinks.exceptions import SinkUnavailable
-from streams.tenancy.registry import deleted_marker
 
 
 def _jsonable(value: Any) -> Any:
@@ -120,11 +118,6 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 for i = 1, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
 return 1
 """
-
-
-def stats_key(tenant: str) -> str:
-    # Pipeline-only keyspace: the counts are the operator's, not the tenant's data.
-    return f"k:{{{tenant}}}:stats"
 
 
 # Deletes a subject's documents and every index entry pointing at them, atomically.
@@ -282,14 +275,14 @@ class StoreSink(Sink, SubjectIndex):
 
     def erase_subject(self, erasure: SubjectErasure) -> dict[str, Any]:
         deleted = self.client.eval(PURGE_SUBJECT_LUA, 1, K.subject_index(erasure.tenant, erasure.subject),
-                                   K.tenant_prefix(erasure.tenant))
+                                   K.store_prefix(erasure.tenant))
         return {"deleted_events": int(deleted)}
 
     def drop_tenant(self, tenant: str) -> dict[str, Any]:
         """Every key of the tenant's keyspace (documents and indexes), unlinked in chunks."""
         n = 0
         batch: list[bytes] = []
-        for key in self.client.scan_iter(match=f"{K.tenant_prefix(tenant)}*", count=1000):
+        for key in self.client.scan_iter(match=K.store_pattern(tenant), count=1000):
             batch.append(key)
             if len(batch) >= 500:
                 n += int(self.client.unlink(*batch))

@@ -1,32 +1,15 @@
-"""The Redis key layout of the store: one keyspace per tenant, ``t:{<tenant>}:``.
+"""The Redis key layout of the store: now in ``streams.keyspace`` (every Redis key in one place).
 
-The braces make the tenant a Redis Cluster hash tag (a tenant's keys share a
-slot, so a MULTI over them is legal) and the prefix is what a tenant's Redis
-ACL user is limited to (``~t:{acme}:*``).
+Kept as a thin re-export for the callers and tests that import it. ``tenant_prefix`` is the old
+name of ``store_prefix`` (the Redis ``t:{t}:``, not the Kafka ``tenant.<t>.``); use the new name.
 """
 
 from __future__ import annotations
 
+from streams.keyspace import event_key, store_pattern, store_prefix, subject_index, time_index, type_index
 
-def tenant_prefix(tenant: str) -> str:
-    return f"t:{{{tenant}}}:"
+#: Old name of ``store_prefix``, kept for callers outside this branch (ambiguous with the Kafka prefix).
+tenant_prefix = store_prefix
 
-
-def event_key(tenant: str, event_id: str) -> str:
-    """The clean event document (JSON); writes are idempotent by event id."""
-    return f"{tenant_prefix(tenant)}ev:{event_id}"
-
-
-def subject_index(tenant: str, subject: str) -> str:
-    """ZSET of event ids of one subject, scored by event time (ms)."""
-    return f"{tenant_prefix(tenant)}subj:{subject}"
-
-
-def type_index(tenant: str, event_type: str) -> str:
-    """ZSET of event ids of one event type, scored by event time (ms): query by type and time."""
-    return f"{tenant_prefix(tenant)}type:{event_type}"
-
-
-def time_index(tenant: str) -> str:
-    """ZSET of all the tenant's event ids, scored by event time (ms)."""
-    return f"{tenant_prefix(tenant)}time"
+__all__ = ["store_prefix", "store_pattern", "event_key", "subject_index", "type_index", "time_index",
+           "tenant_prefix"]

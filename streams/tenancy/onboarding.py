@@ -50,10 +50,10 @@ from confluent_kafka.admin import (
 
 from streams.api.api_keys import ApiKeyStore, Role
 from streams.consent.handler import rewrite_aof
+from streams.keyspace import store_pattern
 from streams.ops.topics import ensure_topics, tenant_topics
 from streams.privacy.keys import KeyStore
 from streams.settings import Settings
-from streams.sinks import store_keys as K
 from streams.sinks.base import Sink
 from streams.sinks.exceptions import SinkError
 from streams.sinks.registry import SinkDeps, build_sinks
@@ -70,7 +70,7 @@ TIMEOUT = 30.0
 DIRECTORY_TTL = 2.0  # how often workers re-read the tenant registry (streams.tenancy.registry.TenantDirectory)
 
 
-def tenant_prefix(tenant: str) -> str:
+def kafka_resource_prefix(tenant: str) -> str:
     """The prefix of a tenant's topics and consumer groups in its ACLs (the dot ends the name,
     so tenant ``acme`` never matches ``acme-eu``'s resources)."""
     return f"tenant.{tenant}."
@@ -82,7 +82,7 @@ def acl_bindings(tenant: str) -> list[AclBinding]:
     out = []
     for rtype in (ResourceType.TOPIC, ResourceType.GROUP):
         for op in (AclOperation.READ, AclOperation.DESCRIBE):
-            out.append(AclBinding(rtype, tenant_prefix(tenant), ResourcePatternType.PREFIXED, principal, "*",
+            out.append(AclBinding(rtype, kafka_resource_prefix(tenant), ResourcePatternType.PREFIXED, principal, "*",
                                   op, AclPermissionType.ALLOW))
     return out
 
@@ -119,7 +119,7 @@ def redis_acl_rules(tenant: str) -> list[str]:
     """``ACL SETUSER`` rules: the allowlisted reads on the tenant's keyspace and nothing else.
     They reset keys, channels and commands but not passwords, so applying them again repairs
     a user."""
-    return ["on", "resetkeys", f"~{K.tenant_prefix(tenant)}*", "resetchannels", "-@all",
+    return ["on", "resetkeys", f"~{store_pattern(tenant)}", "resetchannels", "-@all",
             *(f"+{c}" for c in TENANT_REDIS_COMMANDS)]
 
 
@@ -183,7 +183,7 @@ class TenantService:
                 self._upsert_scram(kafka_user, password)
                 credentials["kafka"] = {"username": kafka_user, "password": password,
                                         "mechanism": "SCRAM-SHA-512", "bootstrap": self.settings.kafka_bootstrap,
-                                        "topics_and_groups_prefix": tenant_prefix(tenant)}
+                                        "topics_and_groups_prefix": kafka_resource_prefix(tenant)}
                 step("kafka_user", created=True)
             else:
                 step("kafka_user", created=False)
@@ -209,7 +209,7 @@ class TenantService:
             password = _password()
             self.r.execute_command("ACL", "SETUSER", redis_user, "reset", *redis_acl_rules(tenant), f">{password}")
             credentials["redis"] = {"username": redis_user, "password": password,
-                                    "key_pattern": f"{K.tenant_prefix(tenant)}*"}
+                                    "key_pattern": store_pattern(tenant)}
             step("redis_user", created=True, persisted=self._acl_save())
         else:
             # Re-assert the rules (not the password): a re-run repairs a user edited by hand (a missing

@@ -28,6 +28,7 @@ import redis
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, AdminClient,
                                    ResourcePatternType, ResourceType)
 
+from streams import keyspace as ks
 from streams.settings import Settings
 from streams.tenancy.credentials import (TIMEOUT, delete_scram_user, save_redis_acl, scram_user_exists,
                                         upsert_scram_user, wait_all)
@@ -66,18 +67,19 @@ ROLES: dict[str, StaffRole] = {
     "privacy-officer": StaffRole(
         "privacy-officer", "files privacy requests; reads receipts and compliance reports",
         _officer_acls,
-        # Read-only key patterns (%R~): the registry, receipts, request indexes and counts. Never
-        # k:{t}:tenant or k:{t}:subj:* (key material) nor t:{t}:* (tenant data).
-        ("on", "resetkeys", "%R~tenancy:tenants", "%R~tenancy:deleted", "%R~k:{*}:receipt:*", "%R~k:{*}:requests",
-         "%R~k:{*}:stats", "resetchannels", "-@all", "+get", "+mget", "+hget", "+hgetall", "+hkeys", "+hvals",
-         "+hexists", "+smembers",
+        # Read-only key patterns (%R~): the registry, receipts, request indexes and counts, of every
+        # tenant (the keyspace's builders with "*" for the tenant). Never k:{t}:tenant or k:{t}:subj:*
+        # (key material) nor t:{t}:* (tenant data).
+        ("on", "resetkeys", f"%R~{ks.TENANTS_KEY}", f"%R~{ks.DELETED_KEY}", f"%R~{ks.receipt_key('*', '*')}",
+         f"%R~{ks.requests_index('*')}", f"%R~{ks.stats_key('*')}",
+         "resetchannels", "-@all", "+get", "+mget", "+hget", "+hgetall", "+hkeys", "+hvals", "+hexists", "+smembers",
          "+zrange", "+zrangebyscore", "+zrevrange", "+zcard", "+exists", "+type", "+ping"),
     ),
     "auditor": StaffRole(
         "auditor", "reads and verifies the audit trail", _auditor_acls,
         # The writers' public keys, to check signatures; never a private key (audit:{t}:signer:*).
-        ("on", "resetkeys", "%R~audit:{*}:pub", "resetchannels", "-@all", "+hget", "+hgetall", "+hkeys", "+exists",
-         "+type", "+ping"),
+        ("on", "resetkeys", f"%R~{ks.audit_public_key('*')}", "resetchannels", "-@all", "+hget", "+hgetall", "+hkeys",
+         "+exists", "+type", "+ping"),
     ),
 }
 

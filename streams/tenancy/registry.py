@@ -16,11 +16,9 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import redis
 
+from streams.keyspace import DELETED_KEY, RECEIPTS_KEY, TENANTS_KEY, deleted_marker
 from streams.tenancy.names import validate_tenant_name
 
-TENANTS_KEY = "tenancy:tenants"
-DELETED_KEY = "tenancy:deleted"  # SET of deleted tenant names: deletion wins over STREAMS_TENANTS
-RECEIPTS_KEY = "tenancy:receipts"
 REGIMES = ("opt_out", "opt_in")
 
 
@@ -52,13 +50,6 @@ def producer_principal(tenant: str) -> str:
     a producer may write the tenant's raw topic and read nothing; a consumer the reverse.
     ``producer-`` cannot collide with ``tenant-<name>`` of any tenant name."""
     return f"producer-{tenant}"
-
-
-def deleted_marker(tenant: str) -> str:
-    """Set while a tenant is deleted. Its hash tag is the tenant's (``{t}``), so scripts writing the
-    tenant's store or key material can check it atomically (Redis Cluster: same slot); outside
-    ``k:{t}:`` and ``t:{t}:``, so purging the tenant's keys and data leaves it in place."""
-    return f"tenancy:{{{tenant}}}:deleted"
 
 
 class TenantRegistry:

@@ -97,7 +97,7 @@ def _store_holds(r: redis.Redis, tenant: str, subject: str) -> list[str]:
     """Every key of the tenant's store keyspace that names the subject or whose value does."""
     found = []
     needle = subject.encode()
-    for key in r.scan_iter(match=f"{K.tenant_prefix(tenant)}*", count=1000):
+    for key in r.scan_iter(match=f"{K.store_prefix(tenant)}*", count=1000):
         if needle in key:
             found.append(key.decode())
         elif r.type(key) == b"string" and needle in (r.get(key) or b""):

@@ -116,7 +116,7 @@ def test_onboard_publish_and_read_with_tenant_credentials_only(make_secure_setti
     url = redis.connection.parse_url(s.redis_url)
     mine = redis.Redis(host=url["host"], port=url["port"], username=creds["redis"]["username"],
                        password=creds["redis"]["password"])
-    assert mine.get(f"{K.tenant_prefix(tenant)}ev:{events[0]['event_id']}") is not None
+    assert mine.get(f"{K.store_prefix(tenant)}ev:{events[0]['event_id']}") is not None
 
     # HTTP: the tenant's reader key.
     status, body = _get(port, f"/v1/tenants/{tenant}/subjects/s-1/events", token)

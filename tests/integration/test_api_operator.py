@@ -109,7 +109,7 @@ def test_the_tenant_lifecycle_over_the_operator_routes(operator_api):
                                                        "store", "aof", "registry"]
     assert TenantRegistry(client).receipt(receipt["receipt_id"]) == receipt
     assert keys.authenticate(new_tokens["reader"]) is None
-    assert not list(client.scan_iter(match=f"{K.tenant_prefix(tenant)}*"))
+    assert not list(client.scan_iter(match=f"{K.store_prefix(tenant)}*"))
     assert len(changes) == 3  # created, created again (it may have completed something), deleted
 
     for method, route, q in [("GET", "tenant_describe", {}), ("POST", "tenant_rotate_credentials", {}),

@@ -67,7 +67,7 @@ def test_writes_are_idempotent_and_indexed(make_settings):
     # tenant's keyspace: the documents, the subject and time indexes, the type indexes.
     ids = [e["event_id"].encode() for e in events]
     holding = {k for k, v in redis_values(redis.Redis.from_url(s.redis_url)).items() if any(i in v for i in ids)}
-    prefix = store_keys.tenant_prefix(tenant)
+    prefix = store_keys.store_prefix(tenant)
     want = {store_keys.event_key(tenant, e["event_id"]) for e in events} | {
         store_keys.subject_index(tenant, "alice"), store_keys.subject_index(tenant, "bob"), store_keys.time_index(tenant),
         store_keys.type_index(tenant, "order_placed")}

@@ -79,7 +79,7 @@ def test_create_is_idempotent_and_shows_credentials_once(onboarded):
     ra = redis.Redis(host=url["host"], port=url["port"], username=creds[a]["redis"]["username"],
                      password=creds[a]["redis"]["password"])
     assert ra.ping()
-    for denied in (lambda: ra.get(f"{K.tenant_prefix(b)}x"), lambda: ra.set(f"{K.tenant_prefix(a)}x", b"1")):
+    for denied in (lambda: ra.get(f"{K.store_prefix(b)}x"), lambda: ra.set(f"{K.store_prefix(a)}x", b"1")):
         with pytest.raises(redis.exceptions.NoPermissionError):
             denied()
     assert {k["role"] for k in creds[a]["api_keys"]} == {"reader", "detokenizer"}
@@ -180,15 +180,15 @@ def test_kafka_credentials_reach_only_their_own_tenant(onboarded, secure_stack):
 def test_redis_user_reaches_only_its_keyspace(onboarded):
     s, _, a, b, creds = onboarded
     admin = redis.Redis.from_url(s.redis_url)
-    admin.set(f"{K.tenant_prefix(a)}ev:1", b"a's doc")
-    admin.set(f"{K.tenant_prefix(b)}ev:1", b"b's doc")
+    admin.set(f"{K.store_prefix(a)}ev:1", b"a's doc")
+    admin.set(f"{K.store_prefix(b)}ev:1", b"b's doc")
     url = redis.connection.parse_url(s.redis_url)
     ra = redis.Redis(host=url["host"], port=url["port"], username=creds[a]["redis"]["username"],
                      password=creds[a]["redis"]["password"])
-    assert ra.get(f"{K.tenant_prefix(a)}ev:1") == b"a's doc"
-    for denied in (lambda: ra.get(f"{K.tenant_prefix(b)}ev:1"), lambda: ra.scan(0), lambda: ra.keys("*"),
+    assert ra.get(f"{K.store_prefix(a)}ev:1") == b"a's doc"
+    for denied in (lambda: ra.get(f"{K.store_prefix(b)}ev:1"), lambda: ra.scan(0), lambda: ra.keys("*"),
                    lambda: ra.randomkey(), lambda: ra.flushall(), lambda: ra.flushdb(),
-                   lambda: ra.set(f"{K.tenant_prefix(a)}ev:2", b"x"),  # read-only
+                   lambda: ra.set(f"{K.store_prefix(a)}ev:2", b"x"),  # read-only
                    lambda: ra.get("k:{" + a + "}:tenant"),  # its own key material is not its to read
                    lambda: ra.hgetall("api:key:x")):
         with pytest.raises(redis.exceptions.NoPermissionError):
@@ -200,7 +200,7 @@ def test_redis_user_reaches_only_its_keyspace(onboarded):
     mine = [e for e in log if e.get("username") == creds[a]["redis"]["username"]]
     # Command denials log the command; key denials log the key (B's, here).
     assert {e["object"] for e in mine if e["reason"] == "command"} >= {"scan", "keys", "flushall", "randomkey"}
-    assert f"{K.tenant_prefix(b)}ev:1" in {e["object"] for e in mine if e["reason"] == "key"}
+    assert f"{K.store_prefix(b)}ev:1" in {e["object"] for e in mine if e["reason"] == "key"}
 
 
 def test_rotation_revokes_old_credentials(onboarded):
@@ -231,7 +231,7 @@ def test_rotation_revokes_old_credentials(onboarded):
 def test_delete_erases_everything_with_a_receipt(onboarded):
     s, svc, a, b, creds = onboarded
     admin = redis.Redis.from_url(s.redis_url)
-    admin.set(f"{K.tenant_prefix(a)}ev:1", b"doc")
+    admin.set(f"{K.store_prefix(a)}ev:1", b"doc")
     receipt = svc.delete(a)
     assert receipt["status"] == "done"
     steps = [st["step"] for st in receipt["steps"]]

@@ -42,11 +42,11 @@ def _redis_as(s, user: str, password: str, **kw) -> redis.Redis:
 # Commands of +@read (or harmless-looking ones) that ignore key patterns, reveal other tenants'
 # volume, or can run for seconds on the shared Redis; (command, args) with the tenant's own keys.
 def _denied(a: str) -> list[tuple[str, ...]]:
-    idx, doc = f"{K.tenant_prefix(a)}time", f"{K.tenant_prefix(a)}ev:1"
+    idx, doc = f"{K.store_prefix(a)}time", f"{K.store_prefix(a)}ev:1"
     return [
         ("DBSIZE",), ("INFO",), ("INFO", "keyspace"), ("SCAN", "0"), ("KEYS", "*"), ("RANDOMKEY",),
         ("ZUNION", "2", idx, idx), ("ZINTER", "2", idx, idx), ("ZDIFF", "2", idx, idx),
-        ("ZUNIONSTORE", f"{K.tenant_prefix(a)}x", "1", idx), ("SUNION", idx), ("SINTER", idx),
+        ("ZUNIONSTORE", f"{K.store_prefix(a)}x", "1", idx), ("SUNION", idx), ("SINTER", idx),
         ("SORT", idx), ("SORT_RO", idx), ("OBJECT", "ENCODING", doc), ("DEBUG", "OBJECT", doc),
         ("MEMORY", "USAGE", doc), ("CLIENT", "LIST"), ("MONITOR",), ("CONFIG", "GET", "*"),
         ("EVAL", "return redis.call('DBSIZE')", "0"), ("FUNCTION", "LIST"), ("LATENCY", "LATEST"),
@@ -60,16 +60,16 @@ def test_tenant_redis_user_runs_only_bounded_key_scoped_reads(tenant):
     of its own keys answer."""
     s, _, a, b, creds = tenant
     admin = redis.Redis.from_url(s.redis_url)
-    admin.set(f"{K.tenant_prefix(a)}ev:1", b"{}")
-    admin.zadd(f"{K.tenant_prefix(a)}time", {"1": 1, "2": 2})
-    admin.set(f"{K.tenant_prefix(b)}ev:1", b"{}")
-    before = (admin.dbsize(), admin.get(f"{K.tenant_prefix(a)}ev:1"), admin.zcard(f"{K.tenant_prefix(a)}time"))
+    admin.set(f"{K.store_prefix(a)}ev:1", b"{}")
+    admin.zadd(f"{K.store_prefix(a)}time", {"1": 1, "2": 2})
+    admin.set(f"{K.store_prefix(b)}ev:1", b"{}")
+    before = (admin.dbsize(), admin.get(f"{K.store_prefix(a)}ev:1"), admin.zcard(f"{K.store_prefix(a)}time"))
     user = creds[a]["redis"]
     ra = _redis_as(s, user["username"], user["password"])
     # Control: the read path works.
-    assert ra.get(f"{K.tenant_prefix(a)}ev:1") == b"{}"
-    assert ra.zcard(f"{K.tenant_prefix(a)}time") == 2
-    assert ra.zscore(f"{K.tenant_prefix(a)}time", "2") == 2.0
+    assert ra.get(f"{K.store_prefix(a)}ev:1") == b"{}"
+    assert ra.zcard(f"{K.store_prefix(a)}time") == 2
+    assert ra.zscore(f"{K.store_prefix(a)}time", "2") == 2.0
     denied = _denied(a)
     for cmd in denied:
         conn = _redis_as(s, user["username"], user["password"], single_connection_client=True)
@@ -78,10 +78,10 @@ def test_tenant_redis_user_runs_only_bounded_key_scoped_reads(tenant):
         # DEBUG is also off server-wide (enable-debug-command no), which answers first.
         assert isinstance(refused.value, redis.exceptions.NoPermissionError) or cmd[0] == "DEBUG", (cmd, refused.value)
         conn.close()
-    assert (admin.dbsize(), admin.get(f"{K.tenant_prefix(a)}ev:1"), admin.zcard(f"{K.tenant_prefix(a)}time")) == before
+    assert (admin.dbsize(), admin.get(f"{K.store_prefix(a)}ev:1"), admin.zcard(f"{K.store_prefix(a)}time")) == before
     # The user's rules are exactly the allowlist (a "+@read minus a few" would list categories).
     rules = admin.acl_getuser(user["username"])
-    assert rules["categories"] == ["-@all"] and rules["keys"] == [f"~{K.tenant_prefix(a)}*"]
+    assert rules["categories"] == ["-@all"] and rules["keys"] == [f"~{K.store_prefix(a)}*"]
     assert set(rules["commands"]) == {f"+{c}" for c in TENANT_REDIS_COMMANDS}
 
 
@@ -89,7 +89,7 @@ def test_tenant_redis_user_runs_only_bounded_key_scoped_reads(tenant):
 # Redis' single thread until it is done, so they stalled the pipeline's calls (issue 9, measured by
 # bench/tenant_redis_bench.py). (command, args) on the tenant's own index and documents.
 def _unbounded(a: str) -> list[tuple[str, ...]]:
-    idx, docs = f"{K.tenant_prefix(a)}time", [f"{K.tenant_prefix(a)}ev:{i}" for i in range(3)]
+    idx, docs = f"{K.store_prefix(a)}time", [f"{K.store_prefix(a)}ev:{i}" for i in range(3)]
     return [
         ("ZRANGE", idx, "0", "-1"), ("ZRANGE", idx, "-inf", "+inf", "BYSCORE"),
         ("ZRANGE", idx, "-inf", "+inf", "BYSCORE", "LIMIT", "0", "10"),  # a bounded use is refused too
@@ -106,15 +106,15 @@ def test_tenant_redis_user_cannot_run_reads_whose_cost_grows_with_its_data(tenan
     same keys answer, also many of them pipelined (Redis serves other clients between them)."""
     s, _, a, _, creds = tenant
     admin = redis.Redis.from_url(s.redis_url)
-    idx = f"{K.tenant_prefix(a)}time"
+    idx = f"{K.store_prefix(a)}time"
     admin.zadd(idx, {str(i): i for i in range(1000)})
     for i in range(3):
-        admin.set(f"{K.tenant_prefix(a)}ev:{i}", b'{"n": %d}' % i)
+        admin.set(f"{K.store_prefix(a)}ev:{i}", b'{"n": %d}' % i)
     user = creds[a]["redis"]
     ra = _redis_as(s, user["username"], user["password"])
     pipe = ra.pipeline(transaction=False)
     for i in range(3):
-        pipe.get(f"{K.tenant_prefix(a)}ev:{i}")
+        pipe.get(f"{K.store_prefix(a)}ev:{i}")
     assert pipe.execute() == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
     assert ra.zcount(idx, "-inf", "+inf") == 1000 and ra.zrank(idx, "10") == 10 and ra.zscore(idx, "7") == 7.0
     for cmd in _unbounded(a):
@@ -131,14 +131,14 @@ def test_a_tenant_user_made_with_the_earlier_allowlist_is_repaired_by_create(ten
     user = creds[a]["redis"]
     admin.execute_command("ACL", "SETUSER", user["username"], "+zrange", "+mget")  # as the earlier rules had it
     ra = _redis_as(s, user["username"], user["password"])
-    idx = f"{K.tenant_prefix(a)}time"
+    idx = f"{K.store_prefix(a)}time"
     admin.zadd(idx, {"1": 1})
     assert ra.zrange(idx, 0, -1) == [b"1"]  # control: the old rules allow it
     svc.create(a)
     with pytest.raises(redis.exceptions.NoPermissionError):
         ra.zrange(idx, 0, -1)
     with pytest.raises(redis.exceptions.NoPermissionError):
-        ra.mget([f"{K.tenant_prefix(a)}ev:1"])
+        ra.mget([f"{K.store_prefix(a)}ev:1"])
     assert ra.zcard(idx) == 1
 
 

@@ -82,11 +82,11 @@ def test_privacy_officer_files_requests_and_nothing_else(staff):
     assert {t: _ends(s, t) for t in watched} == ends
 
     admin = redis.Redis.from_url(s.redis_url)
-    admin.set(f"{K.tenant_prefix(tenant)}ev:1", b"{}")
+    admin.set(f"{K.store_prefix(tenant)}ev:1", b"{}")
     officer = redis.Redis.from_url(_redis_url(s, rd["username"], rd["password"]))
     assert officer.hget("tenancy:tenants", tenant) is not None  # control: its reads work
     for denied in (lambda: officer.get(f"{key_prefix(tenant)}tenant"),  # key material
-                   lambda: officer.get(f"{K.tenant_prefix(tenant)}ev:1"),  # tenant data
+                   lambda: officer.get(f"{K.store_prefix(tenant)}ev:1"),  # tenant data
                    lambda: officer.set(f"{key_prefix(tenant)}receipt:forged", b"{}"),  # read-only
                    lambda: officer.dbsize(), lambda: officer.keys("*")):
         with pytest.raises(redis.exceptions.NoPermissionError):

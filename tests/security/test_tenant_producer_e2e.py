@@ -54,9 +54,9 @@ def test_events_claiming_another_tenant_are_dead_lettered_and_reach_nothing_of_i
     # Nothing of B: its topic is empty and its keyspace holds no event or index.
     assert read_topic(s.kafka(), s.tenant_topic(b), timeout=10, idle=3) == []
     r = redis.Redis.from_url(s.redis_url)
-    assert not [k for k in r.scan_iter(match=f"{K.tenant_prefix(b)}*") if b":ev:" in k or b":subj:" in k]
+    assert not [k for k in r.scan_iter(match=f"{K.store_prefix(b)}*") if b":ev:" in k or b":subj:" in k]
     # Control for that search: A's keyspace has its two events.
-    assert len([k for k in r.scan_iter(match=f"{K.tenant_prefix(a)}ev:*")]) == len(own)
+    assert len([k for k in r.scan_iter(match=f"{K.store_prefix(a)}ev:*")]) == len(own)
 
     # Past two re-authentication periods the worker (aiokafka and librdkafka sessions) and the
     # producer still work: a later event of A is delivered.

@@ -69,11 +69,11 @@ def test_jsonable():
 
 
 def test_store_keys():
-    assert K.tenant_prefix("acme") == "t:{acme}:"
+    assert K.store_prefix("acme") == "t:{acme}:"
     assert K.event_key("acme", "e1") == "t:{acme}:ev:e1"
     assert K.subject_index("acme", "u1") == "t:{acme}:subj:u1"
     assert K.type_index("acme", "order_placed") == "t:{acme}:type:order_placed"
     assert K.time_index("acme") == "t:{acme}:time"
     for key in (K.event_key("acme", "x"), K.subject_index("acme", "x"), K.type_index("acme", "x"), K.time_index("acme")):
-        assert key.startswith(K.tenant_prefix("acme"))
-        assert not key.startswith(K.tenant_prefix("acm"))
+        assert key.startswith(K.store_prefix("acme"))
+        assert not key.startswith(K.store_prefix("acm"))
