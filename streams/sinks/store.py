@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 import redis
 import redis.asyncio as aioredis
 
-from streams.consent.inflight import INFLIGHT_LEASE_MS, LEAVE_LUA, inflight_key
+from streams.erasure.fence import INFLIGHT_LEASE_MS, LEAVE_LUA, inflight_key
 from streams.consent.store import consent_key
 from streams.records import Accepted
 from streams.privacy.keys import subject_key_name
@@ -67,7 +67,7 @@ def store_document(a: Accepted) -> str:
 # A deleted tenant (marker set) gets nothing written, atomically: a batch that was validated
 # before the workers learnt of the deletion cannot bring its data back after the purge.
 # A subject whose consent state says erased (or suppressed) gets nothing written either, in the
-# same atomic call (streams.consent.inflight: an erasure applied by another worker after this
+# same atomic call (streams.erasure.fence: an erasure applied by another worker after this
 # batch's gate); its subject key is deleted too, since the batch may have created it again after
 # the erasure destroyed it. If anything was written the batch is registered as in flight (until
 # its topic write is acknowledged), so an erasure whose marker comes later waits for it.
