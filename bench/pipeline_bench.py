@@ -48,7 +48,7 @@ from streams.records import Accepted, SourceRef, Validated
 from streams.privacy.keys import KeyStore, LocalKeyFileProvider  # noqa: E402
 from streams.privacy.transforms import SubjectCipher  # noqa: E402
 from streams.ingest.producer import encode_event, event_key  # noqa: E402
-from streams.ops.localstack import LocalStack  # noqa: E402
+from streams.devstack.stack import LocalStack  # noqa: E402
 from streams.ops.topics import TopicSpec, ensure_topics  # noqa: E402
 from streams.schema.registry import SchemaRegistry  # noqa: E402
 from streams.settings import Settings, to_env  # noqa: E402
