@@ -62,7 +62,7 @@ from streams.api.api_keys import ApiKeyStore, Role  # noqa: E402
 from streams.audit.log import read_all  # noqa: E402
 from streams.ingest import samples  # noqa: E402
 from streams.ingest.producer import EventProducer  # noqa: E402
-from streams.ops.localstack import LocalStack  # noqa: E402
+from streams.devstack.stack import LocalStack  # noqa: E402
 from streams.ops.topics import ensure_topics  # noqa: E402
 from streams.schema.registry import SchemaRegistry  # noqa: E402
 from streams.settings import Settings, to_env  # noqa: E402

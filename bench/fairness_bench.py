@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from pipeline_bench import machine, settings_env, stop_worker  # noqa: E402
 from streams.ingest import samples  # noqa: E402
 from streams.ingest.producer import encode_event, event_key  # noqa: E402
-from streams.ops.localstack import LocalStack  # noqa: E402
+from streams.devstack.stack import LocalStack  # noqa: E402
 from streams.ops.topics import ensure_topics  # noqa: E402
 from streams.schema.registry import SchemaRegistry  # noqa: E402
 from streams.settings import Settings  # noqa: E402

@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 
 from streams.consent.store import consent_key  # noqa: E402
-from streams.ops.localstack import LocalRedis  # noqa: E402
+from streams.devstack.stack import LocalRedis  # noqa: E402
 from streams.sinks import store_keys as K  # noqa: E402
 from streams.sinks.store import WRITE_EVENTS_LUA  # noqa: E402
 from streams.tenancy.onboarding import TENANT_REDIS_COMMANDS, redis_acl_rules  # noqa: E402

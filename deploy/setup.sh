@@ -32,4 +32,4 @@ if [ "$installed" != "$here" ] \
   echo "setup: installing the Python package and its dependencies" >&2
   "$PY" -m pip install -q --disable-pip-version-check -e '.[test]'
 fi
-"$PY" -c "from streams.ops.localstack import ensure_kafka_jars; from streams.settings import Settings; s = Settings.from_env(); ensure_kafka_jars(s.kafka_version, s.jar_cache)"
+"$PY" -c "from streams.devstack.stack import ensure_kafka_jars; from streams.settings import Settings; s = Settings.from_env(); ensure_kafka_jars(s.kafka_version, s.jar_cache)"

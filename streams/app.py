@@ -156,7 +156,7 @@ def create_app(settings: Settings) -> faust.App:
 
     def own_partitions() -> set[int]:
         # The partition numbers of events.raw this worker owns; it applies the same numbers of
-        # privacy.requests (streams.consent.applier).
+        # privacy.requests (streams.erasure.reader).
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.raw_topic}
 
     @app.task

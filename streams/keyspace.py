@@ -138,7 +138,7 @@ def deleted_marker(tenant: str) -> str:
 # --------------------------------------------------------------------------- privacy: applying requests
 
 
-#: SET of ``<tenant>|<request id>`` erasures waiting for an AOF rewrite (``streams.consent.handler``).
+#: SET of ``<tenant>|<request id>`` erasures waiting for an AOF rewrite (``streams.erasure.executor``).
 PENDING_AOF_KEY = "privacy:pending-aof"
 
 

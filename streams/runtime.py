@@ -15,9 +15,9 @@ import redis
 
 from streams.audit.keys import open_audit_log
 from streams.audit.log import AuditLog
-from streams.consent.applier import RequestsApplier
+from streams.erasure.reader import PrivacyRequestReader
 from streams.consent.gate import ConsentGate
-from streams.consent.handler import RequestHandler
+from streams.erasure.executor import PrivacyRequestExecutor
 from streams.consent.store import ConsentStore
 from streams.dlq.keys import DlqKeyring
 from streams.dlq.record import DlqSealer
@@ -53,8 +53,8 @@ def purposes_of(registry: SchemaRegistry) -> dict[str, str]:
 @dataclass
 class Runtime:
     pipeline: BatchPipeline
-    requests: RequestHandler
-    applier: RequestsApplier
+    requests: PrivacyRequestExecutor
+    applier: PrivacyRequestReader
     consent: ConsentStore
     audit: AuditLog
     lock: asyncio.Lock
@@ -109,9 +109,9 @@ def build_runtime(settings: Settings, registry: SchemaRegistry, processor: Event
     dlq = DlqSealer(DlqKeyring(client, provider, settings.dlq_topic), pseudonyms, tenants, dlq_subjects)
     sinks = build_sinks(SinkDeps(settings, client=client, store_writer=StoreWriter(settings.redis_url, pseudonyms),
                                  producer=kafka))
-    handler = RequestHandler(client, keys, pseudonyms, consent, sinks, audit, dlq_subjects=dlq_subjects,
+    handler = PrivacyRequestExecutor(client, keys, pseudonyms, consent, sinks, audit, dlq_subjects=dlq_subjects,
                              metrics=metrics)
-    applier = RequestsApplier(settings.kafka(), settings.requests_topic, settings.dlq_topic, tenants,
+    applier = PrivacyRequestReader(settings.kafka(), settings.requests_topic, settings.dlq_topic, tenants,
                               client, consent, handler, kafka, metrics, dlq=dlq)
     lock = asyncio.Lock()
     pipeline = BatchPipeline(settings, processor, None, None, keys, metrics,  # type: ignore[arg-type]

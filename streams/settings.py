@@ -163,7 +163,7 @@ class Settings:
     #: STREAMS_FAIR_QUANTUM - while several tenants are active, the most events one tenant gives a
     #: batch of the tenant raw consumer (streams.ingest.fairness); 0: batch_size / 5.
     fair_quantum: int = 0
-    #: STREAMS_WEB_PORT - the Faust worker's HTTP port (health, later the API).
+    #: STREAMS_WEB_PORT - the Faust worker's HTTP port (health, /metrics and the HTTP API).
     web_port: int = 6066
     #: STREAMS_WEB_ENABLED - 0 to run the worker without its HTTP server.
     web_enabled: bool = True

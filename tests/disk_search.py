@@ -19,7 +19,7 @@ from pathlib import Path
 
 import redis
 
-from streams.consent.handler import rewrite_aof
+from streams.erasure.aof import rewrite_aof
 from tests.kafka_segments import haystack
 
 RDB_MAGIC = b"REDIS"

@@ -108,7 +108,7 @@ def _containers() -> Iterator[StackInfo]:
 
 @contextlib.contextmanager
 def _local_stack() -> Iterator[StackInfo]:
-    from streams.ops.localstack import LocalStack
+    from streams.devstack.stack import LocalStack
 
     settings = Settings.from_env({
         "STREAMS_STACK_DIR": str(TEST_STACK_DIR),
@@ -147,7 +147,7 @@ def secure_settings_env() -> dict[str, str]:
 def provide_secure_stack() -> Iterator[tuple[StackInfo, Settings]]:
     """The project's own local stack in its secure mode (what `docker compose` runs with the secure
     profile): the isolation tests need the broker's authorizer and Redis ACL users."""
-    from streams.ops.localstack import LocalStack
+    from streams.devstack.stack import LocalStack
 
     settings = Settings.from_env(secure_settings_env())
     stack = LocalStack(settings)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts apache/kafka's broker with SASL/SCRAM and ACLs (see deploy/compose.secure.yml).
 # The same properties as `streams stack up` writes with STREAMS_KAFKA_SECURITY=SASL_PLAINTEXT
-# (streams/ops/localstack.py), adapted to the compose network's host names. Every listener
+# (streams/devstack/stack.py), adapted to the compose network's host names. Every listener
 # authenticates; nothing is granted to User:ANONYMOUS. The broker's own principals
 # (inter-broker 'broker' over SCRAM, 'controller' over PLAIN on a loopback-only controller
 # listener) get random passwords kept in the data volume.

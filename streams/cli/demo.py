@@ -106,7 +106,7 @@ class _DemoRun:
     """
 
     def __init__(self, settings: Settings, events: int) -> None:
-        from streams.ops.localstack import LocalStack
+        from streams.devstack.stack import LocalStack
 
         self.s, self.events = settings, events
         self.stack = LocalStack(settings)

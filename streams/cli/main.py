@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _known_error(exc: BaseException) -> CliError | None:
     """The one-line error a library exception means for the user, or None for a bug (which keeps its traceback)."""
     from streams.audit.exceptions import AuditError
+    from streams.devstack.exceptions import StackError
     from streams.ops.exceptions import OpsError
     from streams.privacy.exceptions import PrivacyError
     from streams.schema.exceptions import SchemaError
@@ -89,7 +90,7 @@ def _known_error(exc: BaseException) -> CliError | None:
         unreachable = deps.translate(exc, s)
         if unreachable is not None:
             return unreachable
-    if isinstance(exc, (OpsError, SchemaError, TenancyError, AuditError, PrivacyError)):
+    if isinstance(exc, (OpsError, StackError, SchemaError, TenancyError, AuditError, PrivacyError)):
         return UsageError(str(exc))
     return None
 

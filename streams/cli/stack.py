@@ -1,4 +1,4 @@
-"""``streams stack``: the local Kafka and Redis of development and tests (``streams.ops.localstack``)."""
+"""``streams stack``: the local Kafka and Redis of development and tests (``streams.devstack.stack``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def register(sub: Subparsers) -> None:
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
-    from streams.ops.localstack import LocalStack
+    from streams.devstack.stack import LocalStack
     from streams.ops.topics import ensure_topics
 
     s = settings()

@@ -4,7 +4,7 @@ Order: an event published after a privacy request of its subject must see
 that request's effect, even though events and requests arrive on two topics.
 Before deciding a batch, the worker applies every request published so far on
 its own partitions of ``privacy.requests`` and waits until the other workers
-have applied theirs (``streams.consent.applier``). Every request appended
+have applied theirs (``streams.erasure.reader``). Every request appended
 before that moment (and so before any event of the batch was fetched) is then
 in the consent state the batch reads; waiting on all partitions, not only the
 batch's own, keeps this true whatever partitioner a producer used.

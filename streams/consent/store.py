@@ -12,7 +12,7 @@ Keys (``k:{<tenant>}:`` like the key store; tenant ACL users never get them):
 - ``k:{t}:receipt:<request id>`` receipt JSON
 - ``k:{t}:requests``             ZSET request id -> filed time (for reports)
 - ``k:{t}:inflight``             ZSET batch id -> lease end: batches between store and topic write
-                                  (``streams.consent.inflight``)
+                                  (``streams.erasure.fence``)
 - ``privacy:applied:<topic>:<partition>`` next offset of privacy.requests applied
 """
 

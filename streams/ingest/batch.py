@@ -15,7 +15,7 @@ remaining subjects' keys, transform, then write every sink in order
 tenant topics with the DLQ; then any other) and audit the drops.
 
 The privacy lock orders only this worker's batches and requests. Against an
-erasure applied by another worker meanwhile (``streams.consent.inflight``): the
+erasure applied by another worker meanwhile (``streams.erasure.fence``): the
 store write refuses subjects erased since the gate (those events become consent
 drops and are not produced) and registers the batch as in flight until its topic
 write is acknowledged, so the erasure's tombstones come after its events.
@@ -33,7 +33,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Protocol, Sequence, TypeVar
 
-from streams.consent.applier import RequestsApplier
+from streams.erasure.reader import PrivacyRequestReader
 from streams.consent.gate import ConsentGate
 from streams.consent.state import DropReason
 from streams.dlq.reasons import Reason
@@ -105,7 +105,7 @@ class BatchPipeline:
     def __init__(self, settings: Settings, processor: EventProcessor, kafka: KafkaSink, store: StoreWriter,  # noqa: PLR0913
                  keys: SubjectKeySource, metrics: Metrics | None = None, gate: ConsentGate | None = None,
                  audit: DropAudit | None = None, lock: asyncio.Lock | None = None,
-                 applier: RequestsApplier | None = None,
+                 applier: PrivacyRequestReader | None = None,
                  own_partitions: Callable[[], set[int]] | None = None,
                  dlq: DlqSealer | None = None, sinks: Sequence[Sink] | None = None) -> None:
         """``sinks``: every sink in write order (``streams.sinks.registry.build_sinks``); without
@@ -130,7 +130,7 @@ class BatchPipeline:
         self.own_partitions = own_partitions or (lambda: set())
         # DLQ records: keyed fingerprints and pseudonyms (an in-process key when none is given).
         self.dlq = dlq or default_sealer()
-        # Batch ids for the in-flight fence (streams.consent.inflight): unique per process and batch.
+        # Batch ids for the in-flight fence (streams.erasure.fence): unique per process and batch.
         self._token = uuid.uuid4().hex[:12]
         self._seq = itertools.count(1)
 
@@ -328,7 +328,7 @@ class BatchPipeline:
                           ) -> tuple[list[Accepted | Rejected | Dropped], list[Dropped]]:
         """The store refused these events: their subject was erased (by another worker) after this
         batch's gate read its consent. They become consent drops like any other (counted, audited)
-        and are not produced to the tenant topic either (streams.consent.inflight, rule 1)."""
+        and are not produced to the tenant topic either (streams.erasure.fence, rule 1)."""
         ids = {(a.tenant, a.event_id) for a in refused}
         out: list[Accepted | Rejected | Dropped] = []
         drops: list[Dropped] = []
@@ -350,7 +350,7 @@ class BatchPipeline:
         """The batch's in-flight lease lapsed before its topic write was acknowledged (a worker paused,
         or a long hold-back), so an erasure may have stopped waiting for it and tombstoned before
         these events landed. Re-read the subjects' consent and tombstone the events of any subject
-        erased meanwhile, after them on the same partition (streams.consent.inflight). Any other
+        erased meanwhile, after them on the same partition (streams.erasure.fence). Any other
         sink after the store erases those subjects again too: the erasure may have reached it
         before this batch did."""
         log.warning("in-flight lease of a batch lapsed before its topic write (tenants %s): re-checking "

@@ -111,8 +111,8 @@ class EventProcessor:
             try:
                 return self._reject(Reason.PROCESSING_ERROR, detail, key, value, source)
             except Exception:
-                # The record itself broke _reject (a value without a length): before this fallback
-                # that exception escaped validate() and held the whole batch back.
+                # The record itself broke _reject (a value without a length): it still becomes a
+                # DLQ record, since an exception out of validate() would hold the whole batch back.
                 return Rejected(reason=Reason.PROCESSING_ERROR, detail=detail, source=source, payload_size=0)
 
     def finish(self, v: Validated, cipher: SubjectCipher, now_ms: int | None = None) -> Accepted | Rejected:

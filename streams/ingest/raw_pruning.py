@@ -12,10 +12,9 @@ The offsets are the worker's own (the end of each batch it finished), not the
 group's committed ones: a processed record is done even before Faust commits
 it, and a worker restarted below the log start resumes at the log start
 (``auto.offset.reset=earliest``), i.e. at the first record nobody processed.
-Asking the group coordinator instead (ListConsumerGroupOffsets) aborted the
-worker process when the broker restarted: a librdkafka bug in coordinator
-admin requests (confluentinc/librdkafka#4605, #3663), found by the broker
-restart test.
+Never ask the group coordinator instead (ListConsumerGroupOffsets): librdkafka
+aborts the worker process on a coordinator admin request while the broker
+restarts (confluentinc/librdkafka#4605, #3663; the broker restart test).
 
 This is what makes an erasure reach the raw topic too: the subject's raw
 events are processed (and dropped, once the erasure is applied), then deleted.

@@ -1,14 +1,10 @@
-"""Errors of the operations package (local stack, topic management)."""
+"""Errors of the operations package (topic management)."""
 
 from streams.errors import StreamsError
 
 
 class OpsError(StreamsError):
     """Base of operations errors."""
-
-
-class StackError(OpsError):
-    """The local broker or Redis could not be fetched, started or reached."""
 
 
 class TopicError(OpsError):

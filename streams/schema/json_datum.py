@@ -38,8 +38,8 @@ _INT64 = (-(2**63), 2**63 - 1)
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 MAX_DEPTH = 32
-# A "\ud800" escape is valid JSON but not a Unicode character: UTF-8 cannot encode it, so such a
-# string used to pass validation and raise later, in the transform or the clean event's encoding.
+# A "\ud800" escape is valid JSON but not a Unicode character: UTF-8 cannot encode it, so a string
+# holding one is a violation here, not an error later in the transform or the clean event's encoding.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -215,8 +215,8 @@ def _timestamp(value: Any, path: str) -> dt.datetime:
             raise SchemaViolation(path, label)
         try:
             # Readers decode timestamp-millis to a UTC datetime: one whose UTC time falls outside
-            # years 1-9999 (an offset at either end of the range) was accepted, then unreadable
-            # by every consumer of the clean event (and it is undecodable in Avro input anyway).
+            # years 1-9999 (an offset at either end of the range) is a violation, since no consumer
+            # of the clean event could read it (and it is undecodable in Avro input anyway).
             parsed.astimezone(dt.timezone.utc)
         except OverflowError:
             raise SchemaViolation(path, label) from None
@@ -241,7 +241,7 @@ def decode_json(registry: SchemaRegistry, payload: bytes) -> tuple[SchemaEntry, 
     """
     try:
         # Strictly UTF-8 (RFC 8259): json.loads(bytes) also guesses UTF-16/32 and decodes with
-        # 'surrogatepass', which let invalid UTF-8 (encoded surrogates) through as lone surrogates.
+        # 'surrogatepass', which would let invalid UTF-8 (encoded surrogates) through as lone surrogates.
         obj = json.loads(payload.decode("utf-8"))
     except RecursionError:
         raise DecodeError("JSON nested too deeply") from None

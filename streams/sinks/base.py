@@ -52,7 +52,7 @@ Outcome = Accepted | Rejected | Dropped
 class Batch:
     """One batch, as the sinks get it."""
 
-    #: unique per process and batch (the index registers it as in flight: ``streams.consent.inflight``)
+    #: unique per process and batch (the index registers it as in flight: ``streams.erasure.fence``)
     batch_id: str
     #: every outcome of the batch in input order; sinks of clean events take the ``Accepted`` ones
     outcomes: Sequence[Outcome]
@@ -87,7 +87,7 @@ class SubjectErasure:
     subject: str
     #: the subject's event ids, read from the index after the in-flight fence, before any sink erased
     event_ids: tuple[str, ...]
-    #: batches the fence waited for / whose lease lapsed (``streams.consent.inflight.FenceResult``)
+    #: batches the fence waited for / whose lease lapsed (``streams.erasure.fence.FenceResult``)
     in_flight_waited: int = 0
     in_flight_lapsed: int = 0
 

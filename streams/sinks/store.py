@@ -17,7 +17,7 @@ import redis
 import redis.asyncio as aioredis
 
 from streams import keyspace as K
-from streams.consent.inflight import INFLIGHT_LEASE_MS, LEAVE_LUA
+from streams.erasure.fence import INFLIGHT_LEASE_MS, LEAVE_LUA
 from streams.keyspace import consent_key, deleted_marker, inflight_key, stats_key, subject_key_name
 from streams.records import Accepted
 from streams.sinks.base import Batch, Sink, SubjectErasure, SubjectIndex, Written
@@ -65,7 +65,7 @@ def store_document(a: Accepted) -> str:
 # A deleted tenant (marker set) gets nothing written, atomically: a batch that was validated
 # before the workers learnt of the deletion cannot bring its data back after the purge.
 # A subject whose consent state says erased (or suppressed) gets nothing written either, in the
-# same atomic call (streams.consent.inflight: an erasure applied by another worker after this
+# same atomic call (streams.erasure.fence: an erasure applied by another worker after this
 # batch's gate); its subject key is deleted too, since the batch may have created it again after
 # the erasure destroyed it. If anything was written the batch is registered as in flight (until
 # its topic write is acknowledged), so an erasure whose marker comes later waits for it.

@@ -49,7 +49,7 @@ from confluent_kafka.admin import (
 )
 
 from streams.api.api_keys import ApiKeyStore, Role
-from streams.consent.handler import rewrite_aof
+from streams.erasure.aof import rewrite_aof
 from streams.keyspace import store_pattern
 from streams.ops.topics import ensure_topics, tenant_topics
 from streams.privacy.keys import KeyStore

@@ -93,7 +93,7 @@ def test_demo_runs_twice_leaves_nothing_running_and_logs_no_pii(tmp_path):
             assert not pat.search(data), f"PII in {p}"
 
     # The DLQ records of both runs (restart the stack briefly to read them).
-    from streams.ops.localstack import LocalStack
+    from streams.devstack.stack import LocalStack
     from streams.settings import Settings
 
     s = Settings.from_env(env)
@@ -137,7 +137,7 @@ def test_ctrl_c_stops_everything(tmp_path):
         if demo.poll() is None:
             demo.terminate()  # the demo stops its worker and stack on SIGTERM too
             demo.wait(120)
-        from streams.ops.localstack import LocalStack
+        from streams.devstack.stack import LocalStack
         from streams.settings import Settings
 
         LocalStack(Settings.from_env(env)).down()  # last resort: never leave a broker behind

@@ -14,7 +14,7 @@ import pytest
 import redis
 from confluent_kafka import Producer
 
-from streams.consent.handler import PENDING_AOF
+from streams.erasure.executor import PENDING_AOF
 from streams.consent.requests import new_request
 from streams.consent.store import ConsentStore
 from streams.ingest import samples

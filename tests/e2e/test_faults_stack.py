@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from streams.ops.localstack import LocalStack
+from streams.devstack.stack import LocalStack
 from tests.reconcile import Load, settle
 
 # Each test: about 20 s of load and faults, a restart, then the settle step (bounded by its stall limit).

@@ -7,7 +7,7 @@ tenant's topic and store. Now the worker never delivers it.
 read_committed has a price, measured here: an open transaction holds back every later record of
 its partition, every tenant's, until the broker aborts it (the producer's transaction.timeout.ms,
 capped by the broker's transaction.max.timeout.ms, plus the broker's abort check interval:
-streams.ops.localstack.TRANSACTION_BOUNDS). Only pipeline principals can write events.raw (a
+streams.devstack.stack.TRANSACTION_BOUNDS). Only pipeline principals can write events.raw (a
 tenant's producer writes events.raw.<t> and has no transactional id), so only they can do this.
 """
 

@@ -1,4 +1,4 @@
-"""Erasure's edge cases and failure paths on the real Redis and broker (streams/consent/handler.py):
+"""Erasure's edge cases and failure paths on the real Redis and broker (streams/erasure/executor.py):
 a subject with no events; the AOF rewrite failing, timing out, or AOF off; the audit append failing.
 An erasure's receipt says ``done`` only once Redis' files were rewritten (or nothing persists) and
 the audit trail has the request; otherwise it stays ``pending`` and queued, and a later call
@@ -20,7 +20,7 @@ from confluent_kafka.admin import NewTopic
 
 from streams.audit.keys import open_audit_log
 from streams.audit.log import AuditError, read_all
-from streams.consent.handler import PENDING_AOF
+from streams.erasure.executor import PENDING_AOF
 from streams.consent.requests import new_request
 from streams.ingest.processor import EventProcessor
 from streams.ops.metrics import Metrics

@@ -1,4 +1,4 @@
-"""The store's refusal of erased subjects and the in-flight fence (streams/consent/inflight.py), on
+"""The store's refusal of erased subjects and the in-flight fence (streams/erasure/fence.py), on
 the real Redis and broker: the worker's own store writer, privacy request handler and pipeline."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import uuid
 import pytest
 import redis
 
-from streams.consent.inflight import inflight_key
+from streams.erasure.fence import inflight_key
 from streams.consent.requests import new_request
 from streams.ingest import samples
 from streams.ingest.processor import EventProcessor

@@ -18,7 +18,7 @@ from confluent_kafka.admin import (AclBindingFilter, AclOperation, AclPermission
                                    ResourcePatternType, ResourceType)
 
 from streams.ops.kafka_client import sasl_config
-from streams.ops.localstack import LocalKafka
+from streams.devstack.stack import LocalKafka
 from streams.tenancy.onboarding import build_service
 from tests.security import kafka_wire as wire
 

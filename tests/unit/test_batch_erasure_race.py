@@ -1,4 +1,4 @@
-"""The batch's side of the erasure race (streams/consent/inflight.py), with fake sinks: events the
+"""The batch's side of the erasure race (streams/erasure/fence.py), with fake sinks: events the
 store refused are consent drops (counted, audited, never produced), the batch leaves the in-flight
 sets it entered, and a batch whose lease lapsed tombstones its events of subjects erased meanwhile."""
 

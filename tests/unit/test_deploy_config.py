@@ -321,7 +321,7 @@ def _redis_flags(argv: list[str]) -> dict[str, str]:
 
 
 def _local_redis_config() -> dict[str, str]:
-    from streams.ops.localstack import LocalRedis
+    from streams.devstack.stack import LocalRedis
 
     conf: dict[str, str] = {}
     for line in LocalRedis(Settings()).config().splitlines():
@@ -345,7 +345,7 @@ def test_redis_persistence_is_the_same_in_compose_secure_compose_and_local_stack
     for key, want in REDIS_PERSISTENCE.items():
         assert compose_flags.get(key) == want, ("docker-compose.yml", key, compose_flags.get(key))
         assert secure_flags.get(key) == want, ("deploy/redis/secure-start.sh", key, secure_flags.get(key))
-        assert local.get(key) == want, ("streams/ops/localstack.py", key, local.get(key))
+        assert local.get(key) == want, ("streams/devstack/stack.py", key, local.get(key))
 
 
 def test_worker_is_scalable(services: dict) -> None:
@@ -539,7 +539,7 @@ def test_secure_override_builds_secure_settings_for_worker_and_topics(dockerfile
 
 def test_secure_kafka_script_matches_the_local_stack() -> None:
     """The compose broker is configured like `streams stack` in its secure mode."""
-    from streams.ops.localstack import LocalKafka
+    from streams.devstack.stack import LocalKafka
 
     script = (REPO_ROOT / "deploy" / "kafka" / "secure-start.sh").read_text()
     local = LocalKafka(Settings(kafka_security="SASL_PLAINTEXT", kafka_password="kafka-pass-0123"))._secure_properties(9092)
@@ -561,7 +561,7 @@ def test_secure_kafka_script_matches_the_local_stack() -> None:
 def test_every_broker_bounds_open_transactions_alike(services: dict) -> None:
     """An open transaction on events.raw holds back read_committed workers until the broker aborts
     it: every broker the project configures caps that time the same way (README, "Transactions")."""
-    from streams.ops.localstack import TRANSACTION_BOUNDS, LocalKafka
+    from streams.devstack.stack import TRANSACTION_BOUNDS, LocalKafka
 
     local = LocalKafka(Settings()).server_properties()
     script = (REPO_ROOT / "deploy" / "kafka" / "secure-start.sh").read_text()

@@ -547,7 +547,7 @@ def test_no_rejection_carries_planted_values(proc, registry):
 def test_every_reason_is_produced_by_the_code_and_documented(proc, registry):
     """Each Reason is produced by the code that emits it (the processor for events; the requests
     applier for privacy requests), every one of them: none is a dead entry of the enum or the docs."""
-    from streams.consent.applier import RequestsApplier
+    from streams.erasure.reader import PrivacyRequestReader
     from streams.dlq.reasons import REASON_DOCS
     from streams.dlq.record import decode_dlq
     from streams.ops.metrics import Metrics
@@ -597,7 +597,7 @@ def test_every_reason_is_produced_by_the_code_and_documented(proc, registry):
 
     # A privacy request that does not parse: the applier's DLQ record (its Kafka sink records it).
     sent = []
-    applier = RequestsApplier.__new__(RequestsApplier)
+    applier = PrivacyRequestReader.__new__(PrivacyRequestReader)
     applier.topic, applier.dlq_topic, applier.tenants, applier.metrics = "privacy.requests", "events.dlq", frozenset({"acme"}), Metrics()
     applier.kafka = type("Recorder", (), {"deliver": lambda self, recs: sent.extend(recs)})()
     from streams.dlq.record import default_sealer

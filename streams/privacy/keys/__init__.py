@@ -10,7 +10,10 @@ Erasure destroys a subject's key (``destroy_subject_key``): every token of that
 subject, in every copy ever made, becomes irreversible at once. Rotating a
 tenant key re-wraps the subject keys under a new tenant-key version; the
 subject keys themselves never change, so every token ever issued stays
-detokenizable.
+detokenizable. This package must not hand out an unwrapped key except to the code that
+tokenizes or detokenizes with it, must never write key material under a tenant's
+``t:{<tenant>}:`` prefix, and must never replace a damaged key record with a
+new key (tokens already made with it would silently break).
 
 Key material lives in Redis in a pipeline-only keyspace, ``k:{<tenant>}:``,
 never under the tenants' ``t:{<tenant>}:`` prefix that tenant ACL users get:

@@ -2,7 +2,8 @@
 
 To add a transform, write one module with a ``Transform`` subclass (see
 ``base.py``) and add it to ``BUILTINS`` below; README "Extending: adding a
-transform" lists the rest (its tests and README row).
+transform" lists the rest (its tests and README row). A transform must never quote the value it
+was given in an error: a failure becomes a poison event without it.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
-"""Carrying out a privacy request: consent state, and for an erasure every copy, then a receipt.
+"""Carrying out one privacy request: consent state, and for an erasure every copy, then a receipt.
 
-Called by the worker's privacy agent for each request on ``privacy.requests``
+Called by ``streams.erasure.reader`` for each request read from ``privacy.requests``
 (at least once: a request replayed after a crash runs again, every step is
 idempotent, and a receipt is written only once every step is done).
 
 Erasure steps, in order:
 1. ``state``     the subject is marked erased: its later events are dropped from now on
    (fence)       wait until the batches other workers had in flight when the marker was set (in
-                 the store, not yet in their later sinks) have left (``streams.consent.inflight``;
+                 the store, not yet in their later sinks) have left (``streams.erasure.fence``;
                  bounded by their leases; the tombstone step records ``in_flight_waited`` and
                  ``in_flight_lapsed``). Later store writes refuse the erased subject, so after the
                  wait no event of it can still reach a sink. Then the subject's event ids are read
@@ -25,12 +25,13 @@ Erasure steps, in order:
                  the DLQ names the subject any more (the step says so: ``subject_named: "pseudonym
                  only"``, ``resolvable: false``)
 5. ``aof``       Redis rewrites its AOF (and its RDB snapshot, if snapshots are on) so the deleted
-                 values leave the disk; the step says what was rewritten, or that nothing persists
+                 values leave the disk (``streams.erasure.aof``); the step says what was rewritten,
+                 or that nothing persists
 6. ``audit``     the request and its steps written to the audit trail (pseudonym only)
 
 Steps 1-4 run per request; the receipt is then ``pending`` and the request
 queued in Redis (``privacy:pending-aof``, durable across a crash). Steps 5-6
-run in ``finish_pending`` once the applier has carried out the requests it
+run in ``finish_pending`` once the reader has carried out the requests it
 read: one AOF rewrite serves every erasure queued before it, and the receipt
 turns ``done`` only after both.
 """
@@ -45,10 +46,12 @@ from typing import Any, Callable, Sequence
 import redis
 
 from streams.audit.log import AuditLog
-from streams.consent.inflight import FenceResult, wait_in_flight
 from streams.consent.requests import PrivacyRequest
 from streams.consent.state import apply
 from streams.consent.store import ConsentStore, receipt_key, requests_index
+from streams.erasure.aof import rewrite_aof
+from streams.erasure.fence import FenceResult, wait_in_flight
+from streams.keyspace import PENDING_AOF_KEY
 from streams.ops.failpoints import failpoint
 from streams.ops.metrics import Metrics
 from streams.privacy.keys import KeyStore
@@ -56,80 +59,17 @@ from streams.sinks.base import Sink, SubjectErasure, SubjectIndex
 
 log = logging.getLogger(__name__)
 
-PENDING_AOF = "privacy:pending-aof"
+PENDING_AOF = PENDING_AOF_KEY  # erasures waiting for an AOF rewrite (streams/keyspace.py)
 
 
 def _now() -> int:
     return int(time.time() * 1000)
 
 
-def _wait_persistence(client: redis.Redis, busy: Callable[[dict[str, Any]], bool], deadline: float, what: str) -> dict[str, Any]:
-    while True:
-        info = client.info("persistence")
-        if not busy(info):
-            return info
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"Redis {what} not finished in time")
-        time.sleep(0.05)
-
-
-def _snapshots_configured(client: redis.Redis) -> bool | None:
-    """Whether Redis writes RDB snapshots (``save`` points); None when CONFIG GET is not allowed."""
-    try:
-        return bool(str(client.config_get("save").get("save", "")).strip())
-    except redis.ResponseError:
-        return None
-
-
-def rewrite_aof(client: redis.Redis, timeout: float = 60.0) -> dict[str, Any]:
-    """Make Redis' files drop deleted values, and say what was done: rewrite the AOF when it is on
-    (start or join a rewrite and wait until one that began after our deletes has finished), and
-    write a fresh RDB snapshot when snapshots are configured (a dump.rdb would keep them too).
-
-    Returns ``{"aof": "rewritten" | "disabled"}`` plus ``"rdb": "rewritten"`` (snapshots on),
-    ``"rdb": "unknown"`` (CONFIG GET not allowed) or ``"persistence": "none"`` (neither AOF nor
-    snapshots: nothing is on disk). Raises RuntimeError when a rewrite or save failed and
-    TimeoutError when it did not finish in ``timeout`` s: the caller must then not report the
-    erasure as done.
-    """
-    deadline = time.monotonic() + timeout
-    out: dict[str, Any] = {}
-    info = client.info("persistence")
-    if info.get("aof_enabled"):
-        try:
-            client.bgrewriteaof()  # schedules one if a rewrite is already running
-        except redis.ResponseError:
-            pass
-        info = _wait_persistence(client, lambda i: bool(i.get("aof_rewrite_in_progress") or i.get("aof_rewrite_scheduled")),
-                                 deadline, "AOF rewrite")
-        if info.get("aof_last_bgrewrite_status") != "ok":
-            raise RuntimeError("Redis AOF rewrite failed")
-        out["aof"] = "rewritten"
-    else:
-        out["aof"] = "disabled"
-    snapshots = _snapshots_configured(client)
-    if snapshots:
-        while True:  # a save already running may have begun before our deletes: start our own
-            _wait_persistence(client, lambda i: bool(i.get("rdb_bgsave_in_progress") or i.get("aof_rewrite_in_progress")),
-                              deadline, "RDB snapshot")
-            try:
-                client.bgsave()
-                break
-            except redis.ResponseError:  # another one started meanwhile
-                continue
-        info = _wait_persistence(client, lambda i: bool(i.get("rdb_bgsave_in_progress")), deadline, "RDB snapshot")
-        if info.get("rdb_last_bgsave_status") != "ok":
-            raise RuntimeError("Redis RDB snapshot failed")
-        out["rdb"] = "rewritten"
-    elif snapshots is None:
-        out["rdb"] = "unknown"
-    elif out["aof"] == "disabled":
-        out["persistence"] = "none"
-    return out
-
-
-class RequestHandler:
-    """``sinks``: every sink in write order (``streams.sinks.registry``), the subject index first."""
+class PrivacyRequestExecutor:
+    """Carries out one request at a time (``handle``) and the AOF step of the erasures it queued
+    (``finish_pending``). ``sinks``: every sink in write order (``streams.sinks.registry``), the
+    subject index first."""
 
     def __init__(self, client: redis.Redis, keys: KeyStore, pseudonyms: Callable[[str, str], str],
                  consent: ConsentStore, sinks: Sequence[Sink], audit: AuditLog, dlq_subjects: Any = None,
@@ -168,7 +108,7 @@ class RequestHandler:
              granted=sorted(state.granted), revoked=sorted(state.revoked))
 
         if req.type.erases:
-            # The fence (streams.consent.inflight): batches of other workers that wrote the store
+            # The fence (streams.erasure.fence): batches of other workers that wrote the store
             # before the marker above may not have produced to the topic yet; wait for them, so
             # the index read below has their events and the tombstones land after them.
             fence = wait_in_flight(self.client, req.tenant)

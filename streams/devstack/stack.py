@@ -25,7 +25,7 @@ from typing import ClassVar
 from pathlib import Path
 from urllib.parse import urlparse
 
-from streams.ops.exceptions import StackError
+from streams.devstack.exceptions import StackError
 from streams.ops.kafka_client import SCRAM_MECHANISM
 from streams.settings import REPO_ROOT, Settings
 

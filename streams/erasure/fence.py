@@ -2,7 +2,7 @@
 
 Why: the privacy lock orders a worker's own batches and privacy requests, but another worker's
 batch can pass its consent gate just before an erasure's marker is set and reach its sinks after.
-Two rules close that race (issue 9, "erasure across workers"):
+Two rules close that race ("erasure across workers"):
 
 1. **Refusal.** The store's write script (``streams.sinks.store``) reads each subject's consent
    state in the same atomic call and writes nothing of a subject marked erased; the batch then

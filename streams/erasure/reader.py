@@ -1,4 +1,5 @@
-"""Applying privacy requests: read ``privacy.requests`` from the offset applied so far and carry each out.
+"""Reading privacy requests: read ``privacy.requests`` from the offset applied so far and carry each out
+(``streams.erasure.executor``).
 
 Why not a Faust agent: a Faust worker has one consumer for all its topics,
 and an agent that does not take events (the ingest agent waiting for requests
@@ -29,12 +30,12 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from streams.ops.kafka_client import KafkaTarget, client_config
 from streams.consent.exceptions import InvalidRequest, RequestsNotApplied
-from streams.consent.handler import RequestHandler
 from streams.consent.requests import parse
 from streams.consent.store import ConsentStore
 from streams.dlq.reasons import Reason
 from streams.dlq.record import DlqSealer, default_sealer
 from streams.keyspace import applier_lease_key
+from streams.erasure.executor import PrivacyRequestExecutor
 from streams.records import Rejected, SourceRef, withhold
 from streams.ops.metrics import Metrics
 from streams.sinks.kafka_sink import KafkaSink, OutRecord
@@ -85,9 +86,12 @@ class EndOffsets:
         raise AssertionError("unreachable")
 
 
-class RequestsApplier:
+class PrivacyRequestReader:
+    """Reads ``privacy.requests`` partition by partition (under a Redis lease) and hands each request
+    to the executor; invalid ones go to the DLQ. Progress moves only after a request is done."""
+
     def __init__(self, bootstrap: KafkaTarget, topic: str, dlq_topic: str, tenants: frozenset[str], client: redis.Redis,
-                 consent: ConsentStore, handler: RequestHandler, kafka: KafkaSink, metrics: Metrics,
+                 consent: ConsentStore, handler: PrivacyRequestExecutor, kafka: KafkaSink, metrics: Metrics,
                  dlq: DlqSealer | None = None) -> None:
         self.topic = topic
         self.dlq = dlq or default_sealer()
@@ -156,11 +160,10 @@ class RequestsApplier:
                 self.client.eval(_RELEASE_LUA, 1, lease, self._token)
         if done or not self._drained:
             # AOF rewrite + receipts of the erasures just carried out (and of any a crash left
-            # pending): one rewrite for all. Measured: doing this from a separate 100 ms loop in
-            # the worker raised end-to-end latency from ~0.1 s to ~1.5 s; cause not yet found.
-            # Also once at start: a worker killed after an erasure's deletes but before its
-            # receipt left it pending, and no new request may come to trigger the rewrite
-            # (found by the failpoint test at erasure.aof).
+            # pending): one rewrite for all, here and not from a loop of its own (a separate
+            # 100 ms loop raised end-to-end latency about tenfold). Also once at start: a worker
+            # killed after an erasure's deletes but before its receipt leaves it pending, and no
+            # new request may come to trigger the rewrite.
             self.handler.finish_pending()
             self._drained = True
         return done
