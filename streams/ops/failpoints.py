@@ -44,25 +44,27 @@ def _parse(spec: str) -> dict[str, float | None]:
 _ACTIVE = _parse(os.environ.get("STREAMS_FAILPOINTS", ""))
 
 
-def failpoint(name: str, context: str = "") -> None:
-    """Kill the process, or sleep (blocking), if ``name`` is configured."""
+def _pause(name: str, context: str) -> float | None:
+    """The pause configured for ``name`` (logged), or None; a ``kill`` failpoint ends the process here."""
     if name not in _ACTIVE:
-        return
+        return None
     pause = _ACTIVE[name]
     if pause is None:
         os.kill(os.getpid(), signal.SIGKILL)
-        return
+        return None
     log.warning("failpoint %s: sleeping %d ms %s", name, pause * 1000, context)
-    time.sleep(pause)
+    return pause
+
+
+def failpoint(name: str, context: str = "") -> None:
+    """Kill the process, or sleep (blocking), if ``name`` is configured."""
+    pause = _pause(name, context)
+    if pause is not None:
+        time.sleep(pause)
 
 
 async def failpoint_async(name: str, context: str = "") -> None:
     """Like ``failpoint`` on the event loop: a sleep there yields (the worker's heartbeats go on)."""
-    if name not in _ACTIVE:
-        return
-    pause = _ACTIVE[name]
-    if pause is None:
-        os.kill(os.getpid(), signal.SIGKILL)
-        return
-    log.warning("failpoint %s: sleeping %d ms %s", name, pause * 1000, context)
-    await asyncio.sleep(pause)
+    pause = _pause(name, context)
+    if pause is not None:
+        await asyncio.sleep(pause)
