@@ -20,7 +20,7 @@ store write refuses subjects erased since the gate (those events become consent
 drops and are not produced) and registers the batch as in flight until its topic
 write is acknowledged, so the erasure's tombstones come after its events.
 
-Long (~500 lines) because the phases of ``handle`` share the pipeline's state (lock, sinks,
+Long because (~500 lines) the phases of ``handle`` share the pipeline's state (lock, sinks,
 in-flight batch ids, hold-back) and their order is the point: kept together so it can be read
 top to bottom.
 """

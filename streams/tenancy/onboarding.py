@@ -28,7 +28,7 @@ audited action (``rotate_credentials``, ``streams apikeys create --tenant``):
 carry their times. Credentials are random (``secrets``) and appear only in the return value
 of the call that made them: never in logs, the audit trail or Redis in the clear.
 
-Long (~450 lines) because create, rotate, describe and delete are one life cycle over the same
+Long because (~450 lines) create, rotate, describe and delete are one life cycle over the same
 principals, ACLs, Redis user and registry record, and share ``TenantService``'s helpers for them.
 """
 
