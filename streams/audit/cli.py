@@ -60,36 +60,14 @@ def audit_command(settings, action: str, keys_action: str | None, *, keyring_fil
                   trail: str | None = None, writer: str | None = None, out_file: str | None = None,
                   cli_writer: str, actor: str, out: TextIO) -> int:
     """``streams audit verify|keys …`` (``streams.cli.main`` parses the arguments)."""
-    import json
-    import os
-
     import redis
 
-    from streams.audit.keys import (
-        AuditKeyStore,
-        describe_keyring,
-        keyring_from_file,
-        keyring_from_redis,
-        open_audit_log,
-        public_key,
-    )
     from streams.cli.errors import UsageError
 
-    topic = settings.audit_topic
     if action == "verify":
         if keys_action or writer or out_file:
             raise UsageError("verify takes only --keyring and --trail")
-        if keyring_file:
-            keyring, source = keyring_from_file(keyring_file), f"file {keyring_file}"
-        else:
-            client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
-            try:
-                keyring = keyring_from_redis(client, trail or topic)
-            except (redis.RedisError, OSError) as exc:
-                raise AuditError(f"cannot read the published audit keys from Redis ({exc}); "
-                                 "pass an exported keyring with --keyring FILE") from None
-            source = f"Redis {public_key(trail or topic)}"
-        return verify_command(settings.kafka(), topic, out, keyring, trail=trail, keyring_source=source)
+        return _verify_subcommand(settings, keyring_file=keyring_file, trail=trail, out=out)
 
     if keys_action is None:
         raise UsageError("audit keys needs an action: list, rotate or export")
@@ -99,28 +77,78 @@ def audit_command(settings, action: str, keys_action: str | None, *, keyring_fil
     if keys_action == "export":
         if writer:
             raise UsageError("export takes only --out")
-        text = keyring_from_redis(client, topic).dumps()
-        if out_file and out_file != "-":
-            tmp = f"{out_file}.tmp{os.getpid()}"
-            with open(tmp, "w") as f:
-                f.write(text)
-            os.replace(tmp, out_file)
-            print(f"audit keyring of {topic} written to {out_file} (public keys only)", file=out)
-        else:
-            out.write(text)
-        return 0
+        return _keys_export(settings, client, out_file=out_file, out=out)
     if out_file:
         raise UsageError("--out is for export")
+    from streams.audit.keys import AuditKeyStore
     from streams.privacy.keys import LocalKeyFileProvider
 
     provider = LocalKeyFileProvider(settings.master_key_file, create=False)
-    store = AuditKeyStore(client, provider, topic)
+    store = AuditKeyStore(client, provider, settings.audit_topic)
     if keys_action == "list":
         if writer:
             raise UsageError("list takes no --writer")
-        print(json.dumps(describe_keyring(store.keyring(), store.current_kids()), indent=2), file=out)
-        return 0
-    # rotate
+        return _keys_list(store, out=out)
+    return _keys_rotate(settings, client, provider, store, writer=writer, cli_writer=cli_writer, actor=actor,
+                        out=out)
+
+
+def _verify_subcommand(settings, *, keyring_file: str | None, trail: str | None, out: TextIO) -> int:
+    """``streams audit verify [--keyring FILE] [--trail NAME]``: keys from the file, else from Redis."""
+    import redis
+
+    from streams.audit.keys import keyring_from_file, keyring_from_redis, public_key
+
+    topic = settings.audit_topic
+    if keyring_file:
+        keyring, source = keyring_from_file(keyring_file), f"file {keyring_file}"
+    else:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        try:
+            keyring = keyring_from_redis(client, trail or topic)
+        except (redis.RedisError, OSError) as exc:
+            raise AuditError(f"cannot read the published audit keys from Redis ({exc}); "
+                             "pass an exported keyring with --keyring FILE") from None
+        source = f"Redis {public_key(trail or topic)}"
+    return verify_command(settings.kafka(), topic, out, keyring, trail=trail, keyring_source=source)
+
+
+def _keys_export(settings, client, *, out_file: str | None, out: TextIO) -> int:
+    """``streams audit keys export [--out FILE]``: the published public keys, to a file (atomically) or ``out``."""
+    import os
+
+    from streams.audit.keys import keyring_from_redis
+
+    topic = settings.audit_topic
+    text = keyring_from_redis(client, topic).dumps()
+    if out_file and out_file != "-":
+        tmp = f"{out_file}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, out_file)
+        print(f"audit keyring of {topic} written to {out_file} (public keys only)", file=out)
+    else:
+        out.write(text)
+    return 0
+
+
+def _keys_list(store, *, out: TextIO) -> int:
+    """``streams audit keys list``: every published key, and which are current, as JSON."""
+    import json
+
+    from streams.audit.keys import describe_keyring
+
+    print(json.dumps(describe_keyring(store.keyring(), store.current_kids()), indent=2), file=out)
+    return 0
+
+
+def _keys_rotate(settings, client, provider, store, *, writer: str | None, cli_writer: str, actor: str,
+                 out: TextIO) -> int:
+    """``streams audit keys rotate [--writer W]``: a new key for W (default: this CLI's writer), audited."""
+    import json
+
+    from streams.audit.keys import open_audit_log
+
     target = writer or cli_writer
     old, new = store.rotate(target)
     with open_audit_log(settings, actor, cli_writer, client=client, provider=provider) as audit:

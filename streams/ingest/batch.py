@@ -19,6 +19,10 @@ erasure applied by another worker meanwhile (``streams.erasure.fence``): the
 store write refuses subjects erased since the gate (those events become consent
 drops and are not produced) and registers the batch as in flight until its topic
 write is acknowledged, so the erasure's tombstones come after its events.
+
+Long because (~500 lines) the phases of ``handle`` share the pipeline's state (lock, sinks,
+in-flight batch ids, hold-back) and their order is the point: kept together so it can be read
+top to bottom.
 """
 
 from __future__ import annotations
@@ -388,29 +392,22 @@ class BatchPipeline:
             await self._hold_back("privacy requests", lambda: self._thread(self.applier.catch_up, own))
 
     async def handle(self, records: Sequence[RawRecord]) -> BatchResult:
-        if self.applier is not None:
-            # Other workers' partitions first, outside the lock: their timers need no lock of ours.
-            own = self.own_partitions() | {r.partition for r in records}
-            others = set(self.applier.ends.partitions) - own
-            await self._hold_back("privacy requests", lambda: self._thread(self.applier.wait_or_apply, others))
+        """Process one batch; returns when every record is stored and in its topic, in the DLQ, or dropped.
+
+        Phases, in this order (the module docstring says why): wait for other
+        workers' privacy requests (outside the lock); then under the privacy lock
+        ``_gate`` (catch up on own requests, validate, consent, transform, and
+        isolate tenants whose topic is gone); ``_write_index`` (the store first,
+        with the drops' audit; tenants deleted in flight isolated, refused
+        subjects turned into drops); the other sinks in order (topics with the
+        DLQ, then any other); ``_settle`` (stats, leaving the in-flight sets, late
+        tombstones). Every write is held back (retried) while its dependency is
+        down, never raised; a fault of one tenant is isolated to the DLQ and the
+        batch's other tenants go on. Metrics are counted after the lock.
+        """
+        await self._wait_for_other_partitions(records)
         async with (self.lock if self.lock is not None else contextlib.nullcontext()):
-            validated = None
-            if self.applier is not None:
-                # Validate (CPU, here) while the requests check (I/O, in a thread) runs: one less wait per batch.
-                own = self.own_partitions() | {r.partition for r in records}
-                check = asyncio.ensure_future(self._thread(self.applier.catch_up, own))
-                validated = self.validate(records)
-                try:
-                    await check
-                except Exception:
-                    await self._hold_back("privacy requests", lambda: self._thread(self.applier.catch_up, own))
-            outcomes = await self.outcomes(records, validated)
-            # A tenant whose topic is gone (deleted by hand, say) is isolated before anything of the
-            # batch is written: its events go to the DLQ and the other tenants' go on.
-            unavailable = await self._unavailable_tenants({o.tenant for o in outcomes if isinstance(o, Accepted)})
-            outcomes = self._isolate(outcomes, unavailable, Reason.TENANT_UNAVAILABLE, TOPIC_MISSING)
-            accepted = [o for o in outcomes if isinstance(o, Accepted)]
-            dropped = [o for o in outcomes if isinstance(o, Dropped)]
+            outcomes = await self._gate(records)
             await failpoint_async("batch.gated", _sources(records))  # tests: slow between gate and sinks
             # The index (the store) first, then the other sinks in order: every event in a tenant
             # topic (or any later sink) is then in the store's subject index, which is where an
@@ -420,37 +417,81 @@ class BatchPipeline:
             # since the gate, in the same atomic call.
             batch_id = f"{self._token}-{next(self._seq)}"
             index, *downstream = self.sinks
-            store = self._write(index, outcomes, batch_id)
-            if dropped and self.audit is not None:
-                (_, written), _ = await asyncio.gather(
-                    store, self._hold_back("audit", lambda: self._thread(self._audit_drops, dropped)))
-            else:
-                _, written = await store
-            # Tenants deleted while the batch was in flight: their events go to the DLQ, and nothing
-            # of them was written (the store's script checked the deleted marker).
-            outcomes = self._isolate(outcomes, written.deleted, Reason.UNKNOWN_TENANT, DELETED_IN_FLIGHT)
-            # Leave every tenant the script may have registered in, in any attempt of the write.
-            in_flight = frozenset(a.tenant for a in accepted) - written.deleted
-            if written.refused:
-                outcomes, late_drops = self._refused_as_drops(outcomes, written.refused)
-                dropped = dropped + late_drops
-                if self.audit is not None:
-                    await self._hold_back("audit", lambda: self._thread(self._audit_drops, late_drops))
+            outcomes, dropped, written, in_flight = await self._write_index(index, outcomes, batch_id)
             await failpoint_async("batch.stored", _sources(records))  # tests: slow between store and topic
             for sink in downstream:  # only the index refuses: these take the batch as it now is
                 outcomes, _ = await self._write(sink, outcomes, batch_id)
-            accepted = [o for o in outcomes if isinstance(o, Accepted)]
-            result = BatchResult(accepted=len(accepted),
-                                 rejected=Counter(o.reason.value for o in outcomes if isinstance(o, Rejected)),
-                                 dropped=Counter(d.reason for d in dropped))
-            stats = self.tenant_stats(outcomes)
-            # Leaving the in-flight sets rides on the stats' round trip (the topic write is acknowledged).
-            lapsed = await self._hold_back("stats", lambda: self.store.add_stats(stats, (batch_id, in_flight)))
-            lapsed = frozenset(lapsed or ()) & written.registered
-            if lapsed:
-                await self._tombstone_lapsed(accepted, lapsed)
+            accepted, result = await self._settle(outcomes, dropped, batch_id, in_flight, written)
+        self._count_batch(len(records), accepted, result)
+        return result
+
+    async def _wait_for_other_partitions(self, records: Sequence[RawRecord]) -> None:
+        """Other workers' partitions' privacy requests first, outside the lock: their timers need no lock of ours."""
+        if self.applier is not None:
+            own = self.own_partitions() | {r.partition for r in records}
+            others = set(self.applier.ends.partitions) - own
+            await self._hold_back("privacy requests", lambda: self._thread(self.applier.wait_or_apply, others))
+
+    async def _gate(self, records: Sequence[RawRecord]) -> list[Accepted | Rejected | Dropped]:
+        """Catch up on own privacy requests, then the batch's outcomes, with unavailable tenants isolated."""
+        validated = None
+        if self.applier is not None:
+            # Validate (CPU, here) while the requests check (I/O, in a thread) runs: one less wait per batch.
+            own = self.own_partitions() | {r.partition for r in records}
+            check = asyncio.ensure_future(self._thread(self.applier.catch_up, own))
+            validated = self.validate(records)
+            try:
+                await check
+            except Exception:
+                await self._hold_back("privacy requests", lambda: self._thread(self.applier.catch_up, own))
+        outcomes = await self.outcomes(records, validated)
+        # A tenant whose topic is gone (deleted by hand, say) is isolated before anything of the
+        # batch is written: its events go to the DLQ and the other tenants' go on.
+        unavailable = await self._unavailable_tenants({o.tenant for o in outcomes if isinstance(o, Accepted)})
+        return self._isolate(outcomes, unavailable, Reason.TENANT_UNAVAILABLE, TOPIC_MISSING)
+
+    async def _write_index(self, index: Sink, outcomes: list[Accepted | Rejected | Dropped], batch_id: str
+                           ) -> tuple[list[Accepted | Rejected | Dropped], list[Dropped], Written, frozenset[str]]:
+        """Write the store (and audit the drops alongside); returns the outcomes as they now are, all drops,
+        what the store wrote, and the tenants the batch is in flight for."""
+        accepted = [o for o in outcomes if isinstance(o, Accepted)]
+        dropped = [o for o in outcomes if isinstance(o, Dropped)]
+        store = self._write(index, outcomes, batch_id)
+        if dropped and self.audit is not None:
+            (_, written), _ = await asyncio.gather(
+                store, self._hold_back("audit", lambda: self._thread(self._audit_drops, dropped)))
+        else:
+            _, written = await store
+        # Tenants deleted while the batch was in flight: their events go to the DLQ, and nothing
+        # of them was written (the store's script checked the deleted marker).
+        outcomes = self._isolate(outcomes, written.deleted, Reason.UNKNOWN_TENANT, DELETED_IN_FLIGHT)
+        # Leave every tenant the script may have registered in, in any attempt of the write.
+        in_flight = frozenset(a.tenant for a in accepted) - written.deleted
+        if written.refused:
+            outcomes, late_drops = self._refused_as_drops(outcomes, written.refused)
+            dropped = dropped + late_drops
+            if self.audit is not None:
+                await self._hold_back("audit", lambda: self._thread(self._audit_drops, late_drops))
+        return outcomes, dropped, written, in_flight
+
+    async def _settle(self, outcomes: list[Accepted | Rejected | Dropped], dropped: list[Dropped], batch_id: str,
+                      in_flight: frozenset[str], written: Written) -> tuple[list[Accepted], BatchResult]:
+        """After the last sink: the result, the stats (which leave the in-flight sets), late tombstones."""
+        accepted = [o for o in outcomes if isinstance(o, Accepted)]
+        result = BatchResult(accepted=len(accepted),
+                             rejected=Counter(o.reason.value for o in outcomes if isinstance(o, Rejected)),
+                             dropped=Counter(d.reason for d in dropped))
+        stats = self.tenant_stats(outcomes)
+        # Leaving the in-flight sets rides on the stats' round trip (the topic write is acknowledged).
+        lapsed = await self._hold_back("stats", lambda: self.store.add_stats(stats, (batch_id, in_flight)))
+        lapsed = frozenset(lapsed or ()) & written.registered
+        if lapsed:
+            await self._tombstone_lapsed(accepted, lapsed)
+        return accepted, result
+
+    def _count_batch(self, processed: int, accepted: list[Accepted], result: BatchResult) -> None:
         m = self.metrics
-        m.inc("streams_events_processed_total", len(records), help="Raw events processed")
+        m.inc("streams_events_processed_total", processed, help="Raw events processed")
         for o in accepted:
             m.inc("streams_events_delivered_total", help="Clean events delivered to tenant topic and store",
                   tenant=o.tenant)
@@ -459,4 +500,3 @@ class BatchPipeline:
         for reason, n in result.dropped.items():
             m.inc("streams_events_consent_dropped_total", n, help="Events dropped for want of consent (audited)",
                   reason=reason)
-        return result

@@ -27,6 +27,9 @@ audited action (``rotate_credentials``, ``streams apikeys create --tenant``):
 ``delete`` erases all of the tenant's data and shreds its keys, with a receipt whose steps
 carry their times. Credentials are random (``secrets``) and appear only in the return value
 of the call that made them: never in logs, the audit trail or Redis in the clear.
+
+Long because (~450 lines) create, rotate, describe and delete are one life cycle over the same
+principals, ACLs, Redis user and registry record, and share ``TenantService``'s helpers for them.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import logging
 import secrets
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 import redis
@@ -131,6 +135,32 @@ def _password() -> str:
     return secrets.token_urlsafe(24)
 
 
+@dataclass
+class _Onboarding:
+    """One run of ``TenantService.create``: the tenant, its record if onboarded already, and what was done."""
+
+    tenant: str
+    existing: TenantRecord | None
+    kafka_user: str
+    redis_user: str
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    credentials: dict[str, Any] = field(default_factory=dict)
+
+    def step(self, name: str, **detail: Any) -> None:
+        self.steps.append({"step": name, "at_ms": _now_ms(), **detail})
+
+
+def _create_result(ob: _Onboarding, record: TenantRecord) -> dict[str, Any]:
+    tenant = ob.tenant
+    out = {"tenant": tenant, "status": "created" if ob.existing is None else "exists", "regime": record.regime,
+           "steps": ob.steps, "credentials": ob.credentials}
+    if ob.existing is not None:
+        out["note"] = (f"{tenant} was onboarded already: no credential was made or shown. A new API key: "
+                       f"`streams apikeys create --tenant {tenant} --role ROLE`; new passwords and keys: "
+                       "rotate-credentials")
+    return out
+
+
 class TenantService:
     def __init__(self, settings: Settings, client: redis.Redis, admin: AdminClient, keys: KeyStore,
                  api_keys: ApiKeyStore, audit: Any | None = None, actor: str = "streams",
@@ -152,6 +182,32 @@ class TenantService:
 
     def create(self, name: str, regime: str = "opt_out", roles: Iterable[str] = ("reader",),
                quota: TenantQuota | None = None) -> dict[str, Any]:
+        """Onboard ``name`` (or complete/repair a half-done onboarding); steps in the order of the module docstring.
+
+        Checks the arguments, then: topics, Kafka users, ACLs and quotas, the Redis
+        user, API keys, the tenant key, the registry record, the audit record.
+        """
+        tenant, wanted_roles, existing = self._check_create(name, regime, roles, quota)
+        ob = _Onboarding(tenant, existing, *principal_names(tenant))
+        topics = ensure_topics(self.settings, tenant_topics(self.settings, tenant))
+        ob.step("topics", **topics)
+        self._onboard_kafka(ob, quota)
+        self._onboard_redis_user(ob)
+        self._onboard_api_keys(ob, wanted_roles)
+        version = self.keys.ensure_tenant_key(tenant)
+        ob.step("tenant_key", version=version)
+        record = TenantRecord(tenant, regime if existing is None else existing.regime,
+                              existing.created_at_ms if existing else _now_ms(), ob.kafka_user, ob.redis_user)
+        self.registry.put(record)
+        ob.step("registry", regime=record.regime)
+        self._audit("tenant.create", tenant, "onboarded" if existing is None else "onboarding re-run",
+                    {"steps": ",".join(s["step"] for s in ob.steps), "new_credentials": ",".join(sorted(ob.credentials)),
+                     **({"quota": quota.text()} if quota else {})})
+        return _create_result(ob, record)
+
+    def _check_create(self, name: str, regime: str, roles: Iterable[str],
+                      quota: TenantQuota | None) -> tuple[str, list[Role], TenantRecord | None]:
+        """The valid tenant name, the roles of its first keys and its registry record (None if new); or raises."""
         tenant = validate_tenant_name(name)
         if regime not in REGIMES:
             raise OnboardingError(f"regime must be one of {', '.join(REGIMES)}, got {regime!r}")
@@ -167,84 +223,68 @@ class TenantService:
             raise OnboardingError(f"tenant {tenant} is being deleted; run `streams tenants delete {tenant}` again first")
         if existing is None:
             self.registry.unmark_deleted(tenant)  # created again after a delete: served again
-        kafka_user, redis_user = principal_names(tenant)
-        steps: list[dict[str, Any]] = []
-        credentials: dict[str, Any] = {}
+        return tenant, wanted_roles, existing
 
-        def step(name: str, **detail: Any) -> None:
-            steps.append({"step": name, "at_ms": _now_ms(), **detail})
-
-        topics = ensure_topics(self.settings, tenant_topics(self.settings, tenant))
-        step("topics", **topics)
-
-        if self.settings.kafka_secure:
-            if existing is None and not self._kafka_user_exists(kafka_user):  # no secret on a re-run
-                password = _password()
-                self._upsert_scram(kafka_user, password)
-                credentials["kafka"] = {"username": kafka_user, "password": password,
-                                        "mechanism": "SCRAM-SHA-512", "bootstrap": self.settings.kafka_bootstrap,
-                                        "topics_and_groups_prefix": kafka_resource_prefix(tenant)}
-                step("kafka_user", created=True)
-            else:
-                step("kafka_user", created=False)
-            producer = producer_principal(tenant)
-            if existing is None and not self._kafka_user_exists(producer):  # no secret on a re-run
-                password = _password()
-                self._upsert_scram(producer, password)
-                credentials["producer"] = {"username": producer, "password": password,
-                                           "mechanism": "SCRAM-SHA-512", "bootstrap": self.settings.kafka_bootstrap,
-                                           "topic": self.settings.tenant_raw_topic(tenant)}
-                step("producer_user", created=True)
-            else:
-                step("producer_user", created=False)
-            self._create_acls(tenant)
-            step("kafka_acls", bindings=len(acl_bindings(tenant)) + len(producer_acl_bindings(self.settings, tenant)))
-            if quota:
-                self.quotas.alter(quota_ops(tenant, quota))
-                step("kafka_quotas", **{k: v for k, v in quota.parts})
-        else:
-            step("kafka_user", skipped="broker without SASL/ACLs (STREAMS_KAFKA_SECURITY=PLAINTEXT)")
-
-        if existing is None and self.r.acl_getuser(redis_user) is None:  # no secret on a re-run
+    def _new_scram_password(self, ob: _Onboarding, user: str) -> str | None:
+        """Make SCRAM user ``user`` with a new password and return it, on first onboarding only (else None)."""
+        if ob.existing is None and not self._kafka_user_exists(user):  # no secret on a re-run
             password = _password()
-            self.r.execute_command("ACL", "SETUSER", redis_user, "reset", *redis_acl_rules(tenant), f">{password}")
-            credentials["redis"] = {"username": redis_user, "password": password,
-                                    "key_pattern": store_pattern(tenant)}
-            step("redis_user", created=True, persisted=self._acl_save())
+            self._upsert_scram(user, password)
+            return password
+        return None
+
+    def _onboard_kafka(self, ob: _Onboarding, quota: TenantQuota | None) -> None:
+        """The consumer and producer SCRAM users, their ACLs and quotas (only on a secure broker)."""
+        tenant = ob.tenant
+        if not self.settings.kafka_secure:
+            ob.step("kafka_user", skipped="broker without SASL/ACLs (STREAMS_KAFKA_SECURITY=PLAINTEXT)")
+            return
+        password = self._new_scram_password(ob, ob.kafka_user)
+        if password is not None:
+            ob.credentials["kafka"] = {"username": ob.kafka_user, "password": password,
+                                       "mechanism": "SCRAM-SHA-512", "bootstrap": self.settings.kafka_bootstrap,
+                                       "topics_and_groups_prefix": kafka_resource_prefix(tenant)}
+        ob.step("kafka_user", created=password is not None)
+        producer = producer_principal(tenant)
+        password = self._new_scram_password(ob, producer)
+        if password is not None:
+            ob.credentials["producer"] = {"username": producer, "password": password,
+                                          "mechanism": "SCRAM-SHA-512", "bootstrap": self.settings.kafka_bootstrap,
+                                          "topic": self.settings.tenant_raw_topic(tenant)}
+        ob.step("producer_user", created=password is not None)
+        self._create_acls(tenant)
+        ob.step("kafka_acls", bindings=len(acl_bindings(tenant)) + len(producer_acl_bindings(self.settings, tenant)))
+        if quota:
+            self.quotas.alter(quota_ops(tenant, quota))
+            ob.step("kafka_quotas", **{k: v for k, v in quota.parts})
+
+    def _onboard_redis_user(self, ob: _Onboarding) -> None:
+        """The tenant's Redis ACL user: made with a password on first onboarding, its rules re-asserted after."""
+        if ob.existing is None and self.r.acl_getuser(ob.redis_user) is None:  # no secret on a re-run
+            password = _password()
+            self.r.execute_command("ACL", "SETUSER", ob.redis_user, "reset", *redis_acl_rules(ob.tenant),
+                                   f">{password}")
+            ob.credentials["redis"] = {"username": ob.redis_user, "password": password,
+                                       "key_pattern": store_pattern(ob.tenant)}
+            ob.step("redis_user", created=True, persisted=self._acl_save())
         else:
             # Re-assert the rules (not the password): a re-run repairs a user edited by hand (a missing
             # user is made without a password: nobody logs in as it before rotate_credentials).
-            self.r.execute_command("ACL", "SETUSER", redis_user, *redis_acl_rules(tenant))
-            step("redis_user", created=False, persisted=self._acl_save())
+            self.r.execute_command("ACL", "SETUSER", ob.redis_user, *redis_acl_rules(ob.tenant))
+            ob.step("redis_user", created=False, persisted=self._acl_save())
 
-        have = {k["role"] for k in self.api_keys.list(tenant)}
+    def _onboard_api_keys(self, ob: _Onboarding, wanted_roles: list[Role]) -> None:
+        """One API key per wanted role the tenant lacks, on first onboarding only."""
+        have = {k["role"] for k in self.api_keys.list(ob.tenant)}
         new_keys = []
         for role in wanted_roles:
-            if existing is None and role.value not in have:  # an onboarded tenant gets no key here
-                key_id, token = self.api_keys.create(tenant, role, label="onboarding")
+            if ob.existing is None and role.value not in have:  # an onboarded tenant gets no key here
+                key_id, token = self.api_keys.create(ob.tenant, role, label="onboarding")
                 new_keys.append({"key_id": key_id, "role": role.value, "token": token})
         if new_keys:
-            credentials["api_keys"] = new_keys
-        step("api_keys", created=[k["role"] for k in new_keys],
-             **({"not_made": sorted({r.value for r in wanted_roles} - have)} if existing is not None else {}))
-
-        version = self.keys.ensure_tenant_key(tenant)
-        step("tenant_key", version=version)
-
-        record = TenantRecord(tenant, regime if existing is None else existing.regime,
-                              existing.created_at_ms if existing else _now_ms(), kafka_user, redis_user)
-        self.registry.put(record)
-        step("registry", regime=record.regime)
-        self._audit("tenant.create", tenant, "onboarded" if existing is None else "onboarding re-run",
-                    {"steps": ",".join(s["step"] for s in steps), "new_credentials": ",".join(sorted(credentials)),
-                     **({"quota": quota.text()} if quota else {})})
-        out = {"tenant": tenant, "status": "created" if existing is None else "exists", "regime": record.regime,
-               "steps": steps, "credentials": credentials}
-        if existing is not None:
-            out["note"] = (f"{tenant} was onboarded already: no credential was made or shown. A new API key: "
-                           f"`streams apikeys create --tenant {tenant} --role ROLE`; new passwords and keys: "
-                           "rotate-credentials")
-        return out
+            ob.credentials["api_keys"] = new_keys
+        ob.step("api_keys", created=[k["role"] for k in new_keys],
+                **({"not_made": sorted({r.value for r in wanted_roles} - have)} if ob.existing is not None else {}))
 
     # ------------------------------------------------------------------ read
 
