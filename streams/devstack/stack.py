@@ -6,6 +6,11 @@ so all three run exactly the same broker and Redis configuration.
 Processes are started in their own session with pid files under the stack
 directory; ``down`` stops them by pid (SIGTERM, then SIGKILL), so no stray
 process survives a Ctrl-C of the demo or the end of a test session.
+
+Long because it is the whole harness in one place: fetching Kafka's jars, the broker's plain and
+secure configurations (SCRAM users, ACLs, the controller's credentials), Redis' configuration and
+ACL file, and process control for both. Only the CLI and the tests use it; split it by process
+(jars, kafka, redis) when it next grows.
 """
 
 from __future__ import annotations
