@@ -19,14 +19,12 @@ import redis
 
 from streams.ingest import samples
 from streams.ingest.batch import RawRecord
-from streams.ingest.processor import EventProcessor
 from streams.ingest.producer import encode_event, event_key
-from streams.ops.metrics import Metrics
-from streams.runtime import build_runtime
 from streams.schema.registry import SchemaRegistry
 from streams.sinks.exceptions import SinkUnavailable
 from streams.sinks.store import StoreReader
 from streams.records import split_key
+from tests.runtime import fresh_runtime
 from tests.kafka_read import read_topic
 
 pytestmark = pytest.mark.integration
@@ -62,14 +60,6 @@ def _batch(s, tenant: str, n: int = 6) -> tuple[list[RawRecord], list[str]]:
     return records, [str(e["event_id"]) for e in events]
 
 
-def _runtime(s):
-    registry = SchemaRegistry.load_dir(s.schemas_dir)
-    metrics = Metrics()
-    rt = build_runtime(s, registry, EventProcessor(registry, s.tenants, s.max_event_bytes), metrics, "test",
-                       lambda: {0})
-    return rt, metrics
-
-
 class PartlyDelivering:
     """Wraps the real Kafka sink: its first attempts really deliver (broker-acknowledged) only the
     first ``parts[i]`` records of the batch, then fail as a producer losing the broker mid-batch
@@ -98,7 +88,7 @@ def test_producer_failing_part_way_holds_the_batch_and_redelivers_it_whole(make_
     event id (first copy kept), each event appears once and each subject's events in order."""
     s = make_settings(sink_retry_max_seconds=0.2)
     tenant = sorted(s.tenants)[0]
-    rt, metrics = _runtime(s)
+    rt, metrics = fresh_runtime(s)
     records, ids = _batch(s, tenant)
     reader = StoreReader.from_url(s.redis_url)
     flaky = PartlyDelivering(rt.pipeline.kafka, [2, 4],
@@ -128,7 +118,7 @@ def test_producer_failing_part_way_holds_the_batch_and_redelivers_it_whole(make_
 def test_store_failing_holds_the_batch_and_nothing_reaches_the_topic_before_it(make_settings):
     s = make_settings(sink_retry_max_seconds=0.2)
     tenant = sorted(s.tenants)[0]
-    rt, metrics = _runtime(s)
+    rt, metrics = fresh_runtime(s)
     records, ids = _batch(s, tenant)
     delivered_before: list[int] = []
     original = rt.pipeline.kafka.deliver_async

@@ -21,13 +21,11 @@ from streams.consent.requests import new_request
 from streams.dlq.record import decode_dlq
 from streams.ingest import samples
 from streams.ingest.batch import RawRecord
-from streams.ingest.processor import EventProcessor
 from streams.ingest.producer import encode_event, event_key
-from streams.ops.metrics import Metrics
 from streams.privacy.keys import KeyStore, LocalKeyFileProvider, tenant_hash_key
-from streams.runtime import build_runtime
 from streams.schema.registry import SchemaRegistry
 from streams.sinks.store import StoreReader
+from tests.runtime import fresh_runtime
 from tests.kafka_read import read_topic
 
 pytestmark = pytest.mark.integration
@@ -35,15 +33,6 @@ pytestmark = pytest.mark.integration
 CANARY = "damaged.key.canary-7731@example.org"
 # A batch that is held back never returns: bounded here, so the old behaviour fails the test.
 BATCH_BOUND_S = 30
-
-
-def _runtime(s):
-    """A worker's runtime, as a worker (re)started now builds it: cold key caches."""
-    registry = SchemaRegistry.load_dir(s.schemas_dir)
-    metrics = Metrics()
-    rt = build_runtime(s, registry, EventProcessor(registry, s.tenants, s.max_event_bytes), metrics, "test",
-                       lambda: {0})
-    return rt, metrics
 
 
 def _records(s, events: list[dict], first_offset: int = 0) -> list[RawRecord]:
@@ -80,13 +69,13 @@ def test_a_damaged_tenant_key_sets_its_events_aside_and_the_others_are_delivered
     reader = StoreReader.from_url(s.redis_url)
 
     # Positive control: without damage the same kind of batch is delivered whole.
-    rt, _ = _runtime(s)
+    rt, _ = fresh_runtime(s)
     control = _events(broken, healthy, "control")
     result = _handle(rt, _records(s, control))
     assert result.accepted == len(control) and not result.rejected
 
     _rot_tenant_key(plain, broken)
-    rt, metrics = _runtime(s)  # a worker started after the damage (a warm cache would still hold the key)
+    rt, metrics = fresh_runtime(s)  # a worker started after the damage (a warm cache would still hold the key)
     # An erasure for a subject of the damaged tenant and an opt-out of the healthy one, filed before
     # the batch: the batch applies them first, so they must not block either.
     p = Producer({"bootstrap.servers": s.kafka_bootstrap, "log_level": 0})
@@ -135,14 +124,14 @@ def test_a_wrong_master_key_holds_every_tenant_back(make_settings, tmp_path):
     """The shared fault: nothing is set aside as key_error; the batch waits (retries counted)."""
     s = make_settings(sink_retry_max_seconds=0.2)
     broken, healthy = sorted(s.tenants)
-    rt, _ = _runtime(s)
+    rt, _ = fresh_runtime(s)
     _handle(rt, _records(s, _events(broken, healthy, "control")))  # keys, check records, pseudonym secrets
     _rot_tenant_key(redis.Redis.from_url(s.redis_url), broken)
 
     # A worker with the wrong key file does not even start (its audit signing key does not unwrap);
     # a running worker whose key operations meet another master key (a KMS key swapped, say) is
     # this: the subject keys come from a KeyStore with the wrong master key.
-    rt, metrics = _runtime(s)
+    rt, metrics = fresh_runtime(s)
     rt.pipeline.keys = KeyStore(redis.Redis.from_url(s.redis_url), LocalKeyFileProvider(tmp_path / "wrong.key"))
 
     async def run() -> bool:
