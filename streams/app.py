@@ -7,6 +7,7 @@ Kept short on purpose: the logic lives in ``streams.ingest`` (pure) and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import ssl
@@ -54,6 +55,38 @@ class _ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             raise RuntimeError("aiokafka's consumer no longer has _isolation_level: set read_committed another way")
         consumer._isolation_level = "read_committed"
         return consumer
+
+
+    async def on_thread_stop(self) -> None:
+        consumer = self._consumer
+        try:
+            await super().on_thread_stop()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if consumer is None or (task is not None and task.cancelling()):
+                raise  # this task itself is being cancelled: not the case below
+            await finish_consumer_stop(consumer)
+
+
+async def finish_consumer_stop(consumer: Any) -> None:
+    """Finish what aiokafka's ``AIOKafkaConsumer.stop`` left when its fetcher's ``close`` raised.
+
+    aiokafka 0.14 ``Fetcher.close`` cancels each pending fetch task and awaits it; a fetch task that
+    was sleeping its retry back-off (after a fetch failed: the broker closes a connection that does
+    not re-authenticate within ``connections.max.reauth.ms``, and aiokafka does not re-authenticate)
+    re-raises that CancelledError out of ``close``, ``stop`` ends half-way (the client's connections
+    open) and the worker's consumer thread dies instead of stopping: the worker was killed after its
+    stop timeout. Here the remaining fetch tasks are cancelled and awaited, then the client closed.
+    """
+    fetcher = getattr(consumer, "_fetcher", None)
+    for t in list(getattr(fetcher, "_pending_tasks", ())):
+        t.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await t
+    client = getattr(consumer, "_client", None)
+    if client is not None:
+        await client.close()
+    log.info("consumer stopped after a fetch task cancelled in its back-off (aiokafka Fetcher.close)")
 
 
 class _ReadCommittedConsumer(faust_aiokafka.Consumer):
