@@ -173,16 +173,18 @@ class BatchPipeline:
             validated = self.validate(records)
         subjects = {(v.tenant, v.subject) for v in validated if isinstance(v, Validated)}
         drops: dict[int, DropReason] = {}
+        unavailable: dict[str, str] = {}  # tenant -> why its consent cannot be decided (streams.consent.gate)
         if self.gate is not None and subjects:
-            states = await self._hold_back("consent", lambda: self._thread(self.gate.states, subjects))
+            view = await self._hold_back("consent", lambda: self._thread(self.gate.states, subjects))
+            unavailable = view.unavailable
             for i, v in enumerate(validated):
-                if isinstance(v, Validated):
-                    reason = self.gate.decide(states[(v.tenant, v.subject)], v.tenant, v.raw_entry.event_type)
+                if isinstance(v, Validated) and v.tenant not in unavailable:
+                    reason = self.gate.decide(view.states[(v.tenant, v.subject)], v.tenant, v.raw_entry.event_type)
                     if reason is not None:
                         drops[i] = reason
         wanted: dict[str, set[str]] = defaultdict(set)
         for i, v in enumerate(validated):
-            if isinstance(v, Validated) and i not in drops:
+            if isinstance(v, Validated) and i not in drops and v.tenant not in unavailable:
                 wanted[v.tenant].add(v.subject)
         ciphers, failed, damaged = await self._ciphers(wanted)
         now_ms = int(time.time() * 1000)
@@ -192,6 +194,9 @@ class BatchPipeline:
                 out.append(v)
             elif i in drops:
                 out.append(Dropped(v.tenant, v.event_id, v.raw_entry.event_type, drops[i].value, v.source))
+            elif v.tenant in unavailable:
+                self._count_isolated(v.tenant, Reason.KEY_ERROR)
+                out.append(self.processor.reject_validated(v, Reason.KEY_ERROR, unavailable[v.tenant]))
             elif v.tenant in failed:
                 reason, detail = failed[v.tenant]
                 if reason is Reason.KEY_ERROR:
@@ -365,8 +370,11 @@ class BatchPipeline:
         if self.gate is None or not mine:
             return
         subjects = {(o.tenant, o.subject) for o in mine}
-        states = await self._hold_back("consent", lambda: self._thread(self.gate.states, subjects))
-        gone = [o for o in mine if states[(o.tenant, o.subject)].erased or states[(o.tenant, o.subject)].suppressed]
+        view = await self._hold_back("consent", lambda: self._thread(self.gate.states, subjects))
+        # A subject whose consent cannot be read now (its tenant's requests parked, its pseudonym
+        # secret damaged) counts as gone: an erasure of it may be among the parked requests.
+        gone = [o for o in mine if o.tenant in view.unavailable or view.states[(o.tenant, o.subject)].erased
+                or view.states[(o.tenant, o.subject)].suppressed]
         if not gone:
             return
         out = [OutRecord(self.settings.tenant_topic(o.tenant), o.key, None,
