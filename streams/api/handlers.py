@@ -101,7 +101,7 @@ class DataHandlers:
             req = new_request(fields["type"], tenant, fields["subject"], actor, fields["purpose"], fields["reason"])
         except InvalidRequest as exc:  # its messages name the rule, never the value
             raise ApiError(400, "invalid_body", str(exc)) from None
-        details = {"request_id": req.request_id, "type": req.type.value, "purpose": req.purpose, "key_id": p.key_id}
+        details = {"request_id": req.request_id, "type": req.type.name, "purpose": req.purpose, "key_id": p.key_id}
         try:
             pseudonym: str | None = self._pseudonym(tenant, req.subject)
         except Exception as exc:
@@ -126,7 +126,7 @@ class DataHandlers:
             raise ApiError(503, "unavailable", "the request was not acknowledged by the broker and is not filed; "
                                                "retry later", {"Retry-After": "2"}) from None
         location = f"/v1/tenants/{tenant}/privacy-requests/{req.request_id}"
-        return ok({"tenant": tenant, "request_id": req.request_id, "type": req.type.value, "subject": req.subject,
+        return ok({"tenant": tenant, "request_id": req.request_id, "type": req.type.name, "subject": req.subject,
                    "purpose": req.purpose, "filed_at_ms": req.filed_at_ms, "filed_by": actor, "status": "filed",
                    "receipt": location}, 202, {"Location": location})
 

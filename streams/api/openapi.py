@@ -14,7 +14,8 @@ from typing import Any
 
 from streams.api.api_keys import Role
 from streams.api.control import CONTROL_CONCURRENCY
-from streams.api.openapi_schemas import SCHEMAS, param_schema
+from streams.consent import request_types
+from streams.api.openapi_schemas import param_schema, schemas
 from streams.api.params import MAX_BODY_BYTES, ParamSpec
 from streams.api.routes import METRICS_PATH, OPENAPI_PATH, ROUTES, Route
 
@@ -160,8 +161,9 @@ def _operation(r: Route) -> dict[str, Any]:
     return op
 
 
-@lru_cache(maxsize=1)
-def _document() -> dict[str, Any]:
+@lru_cache(maxsize=4)
+def _document(request_type_names: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Built once per set of registered request types (the key: a type registered later is listed)."""
     paths: dict[str, Any] = {}
     for r in ROUTES:
         paths.setdefault(r.template, {})[r.method.lower()] = _operation(r)
@@ -201,11 +203,11 @@ def _document() -> dict[str, Any]:
                 "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "stk_<key id>_<secret>"},
                 "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             },
-            "schemas": SCHEMAS,
+            "schemas": schemas(),
         },
     }
 
 
 def openapi_document() -> dict[str, Any]:
     """A fresh copy of the document (callers may change theirs without affecting the next one)."""
-    return copy.deepcopy(_document())
+    return copy.deepcopy(_document(request_types.names()))

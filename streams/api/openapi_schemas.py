@@ -7,6 +7,8 @@ enums) come from the modules that enforce them, never copied by hand.
 
 from __future__ import annotations
 
+import copy
+
 from typing import Any
 
 from streams.api.control import DEFAULT_ROLES
@@ -19,7 +21,8 @@ from streams.api.params import (
     TENANT,
     ParamSpec,
 )
-from streams.consent.requests import PURPOSES, RequestType
+from streams.consent import request_types
+from streams.consent.requests import PURPOSES
 from streams.tenancy.api_key_admin import TENANT_KEY_ROLES
 from streams.tenancy.registry import REGIMES
 
@@ -138,7 +141,7 @@ SCHEMAS: dict[str, Any] = {
     "PrivacyRequest": {
         "type": "object", "required": ["type", "subject"], "additionalProperties": False,
         "properties": {
-            "type": {"type": "string", "enum": [t.value for t in RequestType]},
+            "type": {"type": "string", "enum": list(request_types.names())},
             "subject": {**param_schema(SUBJECT), "description": "The tenant's own subject id."},
             "purpose": {"type": "string", "enum": list(PURPOSES), "nullable": True,
                         "description": "grant and revoke only (required there)."},
@@ -154,7 +157,7 @@ SCHEMAS: dict[str, Any] = {
                      "receipt"],
         "properties": {
             "tenant": {"type": "string"}, "request_id": {"type": "string", "pattern": "^r-[0-9a-f]{32}$"},
-            "type": {"type": "string", "enum": [t.value for t in RequestType]},
+            "type": {"type": "string", "enum": list(request_types.names())},
             "subject": {"type": "string"}, "purpose": {"type": "string", "nullable": True},
             "filed_at_ms": {"type": "integer"},
             "filed_by": {"type": "string", "description": "api:<key id> of the privacy key"},
@@ -239,3 +242,12 @@ SCHEMAS: dict[str, Any] = {
         },
     },
 }
+
+
+def schemas() -> dict[str, Any]:
+    """``SCHEMAS`` with the privacy request types registered now (``streams.consent.request_types``):
+    a type a plugin registers after this module was imported is listed too."""
+    out = copy.deepcopy(SCHEMAS)
+    for name in ("PrivacyRequest", "PrivacyRequestFiled"):
+        out[name]["properties"]["type"]["enum"] = list(request_types.names())
+    return out

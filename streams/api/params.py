@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from streams.api.responses import ApiError
-from streams.consent.requests import PURPOSES, RequestType
+from streams.consent import request_types
+from streams.consent.requests import PURPOSES
 from streams.privacy.detokenize import MAX_REASON
 
 # ---------------------------------------------------------------- limits
@@ -180,7 +181,7 @@ def parse_privacy_body(body: bytes) -> dict[str, Any]:
     """``{"type", "subject", "purpose"?, "reason"?}`` validated; ApiError 400/413 saying what is wrong (no values)."""
     if len(body) > MAX_BODY_BYTES:
         raise ApiError(413, "payload_too_large", f"the body is limited to {MAX_BODY_BYTES} bytes")
-    types = ", ".join(t.value for t in RequestType)
+    types = ", ".join(request_types.names())
     shape = (f'the body must be a JSON object {{"type": one of {types}, "subject": <subject id>, "purpose": '
              f'(grant and revoke only) one of {", ".join(PURPOSES)}, "reason": (optional)}}')
     try:
@@ -192,7 +193,7 @@ def parse_privacy_body(body: bytes) -> dict[str, Any]:
     if set(obj) - set(PRIVACY_FIELDS):
         raise ApiError(400, "invalid_body", f"unknown member in the body; the members are: {', '.join(PRIVACY_FIELDS)}")
     type_ = obj["type"]
-    if not isinstance(type_, str) or type_ not in {t.value for t in RequestType}:
+    if not isinstance(type_, str) or request_types.kind(type_) is None:
         raise ApiError(400, "invalid_body", f"'type' must be one of: {types}")
     subject = obj["subject"]
     try:

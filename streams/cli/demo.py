@@ -124,17 +124,27 @@ class _DemoRun:
         return f"_DemoRun(run={self.run!r})"
 
     def stop_all(self) -> None:
+        """Worker, then Kafka, then Redis, each given its stop timeout (30 s, 30 s, 20 s) before it
+        is killed; each step says how long it took, so a slow stop shows where."""
         worker = self.worker
         if worker is not None and worker.poll() is None:
             _say("stopping the worker ...")
+            started = time.monotonic()
             worker.send_signal(signal.SIGTERM)
             try:
                 worker.wait(30)
             except subprocess.TimeoutExpired:
+                _say("  the worker did not stop within 30 s: killed")
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait()
+            _say(f"  worker stopped in {time.monotonic() - started:.1f} s")
         _say("stopping Kafka and Redis ...")
-        self.stack.down()
+        started = time.monotonic()
+        self.stack.kafka.stop()
+        _say(f"  Kafka stopped in {time.monotonic() - started:.1f} s")
+        started = time.monotonic()
+        self.stack.redis.stop()
+        _say(f"  Redis stopped in {time.monotonic() - started:.1f} s")
         _say("all stopped; nothing left running.")
 
     def start_stack(self) -> None:

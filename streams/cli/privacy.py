@@ -1,6 +1,6 @@
 """``streams privacy``: file a privacy request, show its receipt, or a tenant's compliance report.
 
-Request types and purposes come from ``streams.consent.requests`` (``RequestType``, ``PURPOSES``).
+Request types and purposes come from ``streams.consent.request_types`` and ``streams.consent.requests.PURPOSES``.
 """
 
 from __future__ import annotations
@@ -14,22 +14,24 @@ from typing import Any
 from streams.cli import deps
 from streams.cli.base import K, R, Subparsers, actor, add_command, onboarded_tenant, settings
 from streams.cli.errors import UsageError
-from streams.consent.requests import PURPOSES, PrivacyRequest, RequestType
+from streams.consent import request_types
+from streams.consent.requests import PURPOSES, PrivacyRequest
 from streams.settings import Settings
 
 
 def register(sub: Subparsers) -> None:
     sp = add_command(sub, "privacy", "file privacy requests, show their receipts, report per tenant", cmd_privacy,
                      "file: publish a request on the privacy requests topic and print its id (--wait N: wait up "
-                     "to N seconds for its receipt). Types: grant/revoke (consent for --purpose), opt_out, opt_in, "
-                     "erase (delete everything, block later events until opt_in), erase_and_suppress (block for "
-                     "good). status: a request's receipt with each step and its time. report: the tenant's "
-                     "compliance report.",
+                     "to N seconds for its receipt). Types: "
+                     + "; ".join(f"{k.name} ({k.doc}{', needs --purpose' if k.needs_purpose else ''})"
+                                 for k in request_types.kinds())
+                     + ". status: a request's receipt with each step and its time (a request of a tenant whose "
+                     "records are damaged is 'parked' until it is repaired). report: the tenant's compliance report.",
                      needs=lambda a: (R, K) if a.action == "file" else (R,),
                      exit1="file --wait: the receipt did not come in time; status: the request is pending or unknown")
     sp.add_argument("action", choices=["file", "status", "report"])
     sp.add_argument("tenant")
-    sp.add_argument("--type", choices=[t.value for t in RequestType])
+    sp.add_argument("--type", choices=list(request_types.names()))
     sp.add_argument("--subject", help="the subject id (the tenant's id of the person)")
     sp.add_argument("--purpose", help=f"for grant/revoke: {', '.join(PURPOSES)}")
     sp.add_argument("--reason", help="why (kept in the audit trail; no personal data)")

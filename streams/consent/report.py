@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 
+from streams.consent import request_types
 from streams.consent.store import ConsentStore
 from streams.keyspace import stats_key
 
@@ -19,7 +20,9 @@ def compliance_report(client: redis.Redis, tenant: str) -> dict[str, Any]:
     raw = client.hgetall(stats_key(tenant))
     counts = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
     receipts = ConsentStore(client).receipts(tenant)
-    erasures = [r for r in receipts if r["type"] in ("erase", "erase_and_suppress")]
+    # A type no longer registered (a plugin removed) still counts by name; it erases if it did.
+    erasures = [r for r in receipts if getattr(request_types.kind(r["type"]), "erases", False)
+                or r["type"] in ("erase", "erase_and_suppress")]
     took = [r["completed_at_ms"] - r["filed_at_ms"] for r in erasures if r.get("status") == "done"]
     return {
         "tenant": tenant,
@@ -32,6 +35,8 @@ def compliance_report(client: redis.Redis, tenant: str) -> dict[str, Any]:
         "privacy_requests": {
             "total": len(receipts),
             "by_type": {t: sum(1 for r in receipts if r["type"] == t) for t in sorted({r["type"] for r in receipts})},
+            # Waiting for the tenant's damaged records to be repaired (streams.erasure.parking).
+            "parked": sum(1 for r in receipts if r.get("status") == "parked"),
         },
         "erasures": {
             "completed": len(took),

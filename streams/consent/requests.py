@@ -6,7 +6,8 @@ so it lands on the same partition as the subject's events:
     {"v": 1, "request_id": "r-…", "type": "erase", "tenant": "acme", "subject": "u-1001",
      "purpose": null, "filed_at_ms": 1795550000000, "actor": "cli:alice", "reason": "ticket 88"}
 
-Types: ``grant`` and ``revoke`` (consent for one purpose), ``opt_out`` and
+Types (``streams.consent.request_types``, one class each, registered by name):
+``grant`` and ``revoke`` (consent for one purpose), ``opt_out`` and
 ``opt_in`` (all processing), ``erase`` (delete everything now; later events
 are blocked until the subject opts in again) and ``erase_and_suppress``
 (the same, and an opt-in can never lift the block).
@@ -19,10 +20,11 @@ import re
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from enum import Enum
 from typing import Any
 
+from streams.consent import request_types
 from streams.consent.exceptions import InvalidRequest
+from streams.consent.request_types import RequestKind
 from streams.tenancy.names import is_valid_tenant_name
 
 PURPOSES = ("analytics", "ml_training", "marketing", "customer_support")
@@ -30,27 +32,10 @@ _SUBJECT_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _REQUEST_ID_RE = re.compile(r"r-[0-9a-f]{32}")
 
 
-class RequestType(str, Enum):
-    GRANT = "grant"
-    REVOKE = "revoke"
-    OPT_OUT = "opt_out"
-    OPT_IN = "opt_in"
-    ERASE = "erase"
-    ERASE_AND_SUPPRESS = "erase_and_suppress"
-
-    @property
-    def needs_purpose(self) -> bool:
-        return self in (RequestType.GRANT, RequestType.REVOKE)
-
-    @property
-    def erases(self) -> bool:
-        return self in (RequestType.ERASE, RequestType.ERASE_AND_SUPPRESS)
-
-
 @dataclass(frozen=True)
 class PrivacyRequest:
     request_id: str
-    type: RequestType
+    type: RequestKind
     tenant: str
     subject: str
     purpose: str | None
@@ -64,7 +49,7 @@ class PrivacyRequest:
 
     def to_json(self) -> bytes:
         d = asdict(self)
-        d["type"] = self.type.value
+        d["type"] = self.type.name
         d["v"] = 1
         return json.dumps(d, separators=(",", ":")).encode()
 
@@ -80,10 +65,9 @@ def new_request(type_: str, tenant: str, subject: str, actor: str, purpose: str 
 def validate(obj: Any) -> PrivacyRequest:
     if not isinstance(obj, dict):
         raise InvalidRequest("a request is a JSON object")
-    try:
-        type_ = RequestType(obj.get("type"))
-    except ValueError:
-        raise InvalidRequest(f"type must be one of {', '.join(t.value for t in RequestType)}") from None
+    type_ = request_types.kind(obj.get("type"))
+    if type_ is None:
+        raise InvalidRequest(f"type must be one of {', '.join(request_types.names())}")
     tenant, subject, purpose = obj.get("tenant"), obj.get("subject"), obj.get("purpose")
     if not isinstance(tenant, str) or not is_valid_tenant_name(tenant):
         raise InvalidRequest("tenant must be a tenant name")
@@ -91,9 +75,9 @@ def validate(obj: Any) -> PrivacyRequest:
         raise InvalidRequest("subject must be 1-128 of [A-Za-z0-9._:-]")
     if type_.needs_purpose:
         if purpose not in PURPOSES:
-            raise InvalidRequest(f"{type_.value} needs a purpose, one of {', '.join(PURPOSES)}")
+            raise InvalidRequest(f"{type_.name} needs a purpose, one of {', '.join(PURPOSES)}")
     elif purpose is not None:
-        raise InvalidRequest(f"{type_.value} takes no purpose")
+        raise InvalidRequest(f"{type_.name} takes no purpose")
     request_id = obj.get("request_id")
     if not isinstance(request_id, str) or not _REQUEST_ID_RE.fullmatch(request_id):
         raise InvalidRequest("request_id must be r-<32 hex>")

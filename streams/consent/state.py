@@ -21,7 +21,10 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
-from streams.consent.requests import PrivacyRequest, RequestType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streams.consent.requests import PrivacyRequest
 
 
 class Regime(str, Enum):
@@ -66,27 +69,11 @@ class SubjectState:
 MAX_APPLIED = 20
 
 
-def apply(state: SubjectState, req: PrivacyRequest) -> SubjectState:
+def apply(state: SubjectState, req: "PrivacyRequest") -> SubjectState:
     """The state after ``req``. Applying the same request twice changes nothing (at-least-once input)."""
     if req.request_id in state.applied:
         return state
-    t = req.type
-    s = state
-    if t is RequestType.GRANT:
-        s = replace(s, granted=s.granted | {req.purpose}, revoked=s.revoked - {req.purpose})
-    elif t is RequestType.REVOKE:
-        s = replace(s, granted=s.granted - {req.purpose}, revoked=s.revoked | {req.purpose})
-    elif t is RequestType.OPT_OUT:
-        s = replace(s, opted_out=True)
-    elif t is RequestType.OPT_IN:
-        # Lifts an opt-out, and an erasure's block, but never a suppression.
-        s = replace(s, opted_out=False, erased=False)
-    # Erasure forgets grants but keeps revocations: they only ever restrict, and an opt-in
-    # after an erasure must not revive a purpose the subject had refused.
-    elif t is RequestType.ERASE:
-        s = replace(s, erased=True, granted=frozenset())
-    elif t is RequestType.ERASE_AND_SUPPRESS:
-        s = replace(s, erased=True, suppressed=True, granted=frozenset())
+    s = req.type.apply(state, req)  # the type's own change (streams.consent.request_types)
     applied = (s.applied + (req.request_id,))[-MAX_APPLIED:]
     return replace(s, last_request=req.request_id, updated_at_ms=req.filed_at_ms, applied=applied)
 

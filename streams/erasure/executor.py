@@ -156,7 +156,7 @@ class PrivacyRequestExecutor:
     def _receipt(self, req: PrivacyRequest, who: str | None, steps: list[dict[str, Any]], status: str,
                  parked: dict[str, Any] | None = None) -> dict[str, Any]:
         receipt = {
-            "request_id": req.request_id, "type": req.type.value, "tenant": req.tenant, "subject": who,
+            "request_id": req.request_id, "type": req.type.name, "tenant": req.tenant, "subject": who,
             "purpose": req.purpose, "filed_at_ms": req.filed_at_ms, "filed_by": req.actor,
             "status": status, "steps": steps,
         }
@@ -173,7 +173,7 @@ class PrivacyRequestExecutor:
             return  # carried out before (a replay): nothing to park
         self.consent.put_receipt(req.tenant, self._receipt(req, None, [], "parked", {"at_ms": _now(), "reason": reason}))
         self.audit.append("privacy.parked", req.tenant, None, f"request {req.request_id} parked", {
-            "request_id": req.request_id, "type": req.type.value, "reason": reason})
+            "request_id": req.request_id, "type": req.type.name, "reason": reason})
 
     def _complete(self, tenant: str, receipt: dict[str, Any]) -> dict[str, Any]:
         """Audit the request with its steps, then mark its receipt done (the last thing written)."""

@@ -226,8 +226,8 @@ class PrivacyRequestReader:
                 raise  # a fault of the system: the caller holds back and retries
             self._park(req, value, str(exc))
             return
-        self.metrics.inc("streams_privacy_requests_total", help="Privacy requests carried out", type=req.type.value)
-        log.info("privacy request %s (%s) done in %.0f ms", req.request_id, req.type.value,
+        self.metrics.inc("streams_privacy_requests_total", help="Privacy requests carried out", type=req.type.name)
+        log.info("privacy request %s (%s) done in %.0f ms", req.request_id, req.type.name,
                  (time.monotonic() - started) * 1000)
 
     def _park(self, req: PrivacyRequest, value: bytes | None, reason: str) -> None:
@@ -237,7 +237,7 @@ class PrivacyRequestReader:
         self.metrics.inc("streams_privacy_requests_parked_total", help="Privacy requests parked by a fault of "
                          "their tenant (alert on it: the tenant's events are set aside)", tenant=req.tenant)
         log.error("privacy request %s (%s) of tenant %s parked (%d parked for the tenant): %s. The tenant's "
-                  "events wait in the DLQ until it is repaired; the other tenants go on", req.request_id, req.type.value,
+                  "events wait in the DLQ until it is repaired; the other tenants go on", req.request_id, req.type.name,
                   req.tenant, parked, reason)
 
     def retry_parked(self, force: bool = False) -> int:

@@ -111,7 +111,7 @@ def test_demo_runs_twice_leaves_nothing_running_and_logs_no_pii(tmp_path):
         json.loads(m.value())
 
 
-@pytest.mark.timeout(540)  # start of at most 240 s, stop of at most 120 s, clean-up, plus a margin
+@pytest.mark.timeout(600)  # start of at most 240 s, stop of at most 200 s, clean-up, plus a margin
 def test_ctrl_c_stops_everything(tmp_path):
     import signal
     import time
@@ -132,7 +132,12 @@ def test_ctrl_c_stops_everything(tmp_path):
         assert len(_pids_of(stack_dir, exclude=demo.pid)) >= 2  # kafka, worker (redis rewrites its environ)
         assert _port_open(KAFKA_PORT) and _port_open(REDIS_PORT)
         demo.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
-        assert demo.wait(120) == 130
+        # Bounded by the stop timeouts (worker 30 s, Kafka 30 s, Redis 20 s, each then killed) plus
+        # a margin for a loaded machine; the log says which step took how long.
+        try:
+            assert demo.wait(200) == 130, log.read_text()[-3000:]
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the demo did not stop within 200 s of Ctrl-C:\n" + log.read_text()[-3000:]) from None
     finally:
         if demo.poll() is None:
             demo.terminate()  # the demo stops its worker and stack on SIGTERM too

@@ -64,7 +64,7 @@ def test_a_privacy_key_files_for_its_own_tenant_audited_before_it_is_published()
     resp = _file(_api(audit, filer), "acme-privacy", {"type": "erase", "subject": "u-1", "reason": "ticket 7"})
     assert resp.status == 202, resp.body
     (req,) = filer.filed
-    assert (req.type.value, req.tenant, req.subject, req.actor, req.reason) == ("erase", "acme", "u-1",
+    assert (req.type.name, req.tenant, req.subject, req.actor, req.reason) == ("erase", "acme", "u-1",
                                                                                  "api:" + "9" * 12, "ticket 7")
     assert resp.body["request_id"] == req.request_id and resp.body["filed_by"] == "api:" + "9" * 12
     assert resp.headers["Location"] == f"/v1/tenants/acme/privacy-requests/{req.request_id}"
@@ -78,7 +78,7 @@ def test_a_privacy_key_files_for_its_own_tenant_audited_before_it_is_published()
 def test_every_request_type_without_purpose(kind):
     filer = Filer()
     assert _file(_api(filer=filer), "acme-privacy", {"type": kind, "subject": "u-1"}).status == 202
-    assert filer.filed[0].type.value == kind
+    assert filer.filed[0].type.name == kind
 
 
 @pytest.mark.parametrize("who,tenant", [

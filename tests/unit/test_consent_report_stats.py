@@ -224,7 +224,7 @@ def test_report_counts_from_tenant_stats(mix):
     assert rep["events"] == {"processed": 12, "delivered": 4,
                              "dropped_for_consent": {"erased": 4, "no_consent": 2},
                              "dead_lettered": {"key_mismatch": 2}}
-    assert rep["privacy_requests"] == {"total": 0, "by_type": {}}
+    assert rep["privacy_requests"] == {"total": 0, "by_type": {}, "parked": 0}
     assert rep["erasures"] == {"completed": 0, "p50_ms": None, "max_ms": None, "requests": []}
     assert compliance_report(r, "initech")["events"]["processed"] == 0
 

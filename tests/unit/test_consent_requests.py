@@ -10,17 +10,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.consent.exceptions import ConsentError, InvalidRequest
-from streams.consent.requests import PURPOSES, PrivacyRequest, RequestType, new_request, parse, validate
+from streams.consent import request_types
+from streams.consent.request_types import ERASE, ERASE_AND_SUPPRESS, GRANT, REVOKE, RequestKind
+from streams.consent.requests import PURPOSES, PrivacyRequest, new_request, parse, validate
 
 CANARY = "canary.9@example.com"
 RID = "r-" + "0123456789abcdef" * 2
-ALL_TYPES = list(RequestType)
-PURPOSE_TYPES = [t for t in RequestType if t.needs_purpose]
-NO_PURPOSE_TYPES = [t for t in RequestType if not t.needs_purpose]
+ALL_TYPES = list(request_types.BUILTINS)
+PURPOSE_TYPES = [t for t in request_types.BUILTINS if t.needs_purpose]
+NO_PURPOSE_TYPES = [t for t in request_types.BUILTINS if not t.needs_purpose]
 
 
-def good(type_: RequestType = RequestType.ERASE, **overrides):
-    d = {"v": 1, "request_id": RID, "type": type_.value, "tenant": "acme", "subject": "u-1001",
+def good(type_: RequestKind = ERASE, **overrides):
+    d = {"v": 1, "request_id": RID, "type": type_.name, "tenant": "acme", "subject": "u-1001",
          "purpose": "analytics" if type_.needs_purpose else None, "filed_at_ms": 1_795_550_000_000,
          "actor": "cli:alice", "reason": "ticket 88"}
     d.update(overrides)
@@ -40,9 +42,9 @@ def assert_no_leak(exc: BaseException, *planted: str) -> None:
 
 
 def test_request_types_are_the_documented_six():
-    assert {t.value for t in RequestType} == {"grant", "revoke", "opt_out", "opt_in", "erase", "erase_and_suppress"}
-    assert {t for t in RequestType if t.needs_purpose} == {RequestType.GRANT, RequestType.REVOKE}
-    assert {t for t in RequestType if t.erases} == {RequestType.ERASE, RequestType.ERASE_AND_SUPPRESS}
+    assert set(request_types.names()) == {"grant", "revoke", "opt_out", "opt_in", "erase", "erase_and_suppress"}
+    assert {t for t in request_types.kinds() if t.needs_purpose} == {GRANT, REVOKE}
+    assert {t for t in request_types.kinds() if t.erases} == {ERASE, ERASE_AND_SUPPRESS}
 
 
 def test_invalid_request_is_a_value_error_and_consent_error():
@@ -55,10 +57,10 @@ def test_invalid_request_is_a_value_error_and_consent_error():
 # --- round trips -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("type_", ALL_TYPES, ids=lambda t: t.value)
+@pytest.mark.parametrize("type_", ALL_TYPES, ids=lambda t: t.name)
 def test_new_request_round_trips_through_json(type_):
     purpose = "marketing" if type_.needs_purpose else None
-    req = new_request(type_.value, "acme", "u-1001", "cli:alice", purpose=purpose, reason="ticket 88")
+    req = new_request(type_.name, "acme", "u-1001", "cli:alice", purpose=purpose, reason="ticket 88")
     assert isinstance(req, PrivacyRequest)
     assert req.type is type_
     assert req.purpose == purpose
@@ -67,7 +69,7 @@ def test_new_request_round_trips_through_json(type_):
     wire = req.to_json()
     d = json.loads(wire)
     assert d["v"] == 1
-    assert d["type"] == type_.value  # the value, not "RequestType.X"
+    assert d["type"] == type_.name  # the value, not the object
     assert d["purpose"] == purpose
     assert set(d) == {"v", "request_id", "type", "tenant", "subject", "purpose", "filed_at_ms", "actor", "reason"}
     assert parse(wire) == req
@@ -75,7 +77,7 @@ def test_new_request_round_trips_through_json(type_):
     assert parse(parse(wire).to_json()) == req
 
 
-@pytest.mark.parametrize("type_", ALL_TYPES, ids=lambda t: t.value)
+@pytest.mark.parametrize("type_", ALL_TYPES, ids=lambda t: t.name)
 def test_validate_accepts_the_documented_example(type_):
     req = validate(good(type_))
     assert (req.request_id, req.tenant, req.subject, req.filed_at_ms, req.actor, req.reason) == (
@@ -108,35 +110,35 @@ def test_version_field_is_optional_on_input():
 # --- purposes ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("type_", PURPOSE_TYPES, ids=lambda t: t.value)
+@pytest.mark.parametrize("type_", PURPOSE_TYPES, ids=lambda t: t.name)
 @pytest.mark.parametrize("purpose", PURPOSES)
 def test_grant_and_revoke_accept_every_purpose(type_, purpose):
     assert validate(good(type_, purpose=purpose)).purpose == purpose
 
 
-@pytest.mark.parametrize("type_", PURPOSE_TYPES, ids=lambda t: t.value)
+@pytest.mark.parametrize("type_", PURPOSE_TYPES, ids=lambda t: t.name)
 @pytest.mark.parametrize("purpose", [None, "", "Analytics", "analytics ", "advertising", CANARY, 1, ["analytics"],
                                      {"analytics": 1}])
 def test_grant_and_revoke_need_a_known_purpose(type_, purpose):
     with pytest.raises(InvalidRequest, match="purpose") as ei:
         validate(good(type_, purpose=purpose))
     msg = str(ei.value)
-    assert type_.value in msg
+    assert type_.name in msg
     for p in PURPOSES:
         assert p in msg  # says what is allowed
     assert_no_leak(ei.value)
 
 
-@pytest.mark.parametrize("type_", NO_PURPOSE_TYPES, ids=lambda t: t.value)
+@pytest.mark.parametrize("type_", NO_PURPOSE_TYPES, ids=lambda t: t.name)
 @pytest.mark.parametrize("purpose", ["analytics", "", CANARY, 0, False, []])
 def test_other_types_refuse_a_purpose(type_, purpose):
     with pytest.raises(InvalidRequest, match="takes no purpose") as ei:
         validate(good(type_, purpose=purpose))
-    assert type_.value in str(ei.value)
+    assert type_.name in str(ei.value)
     assert_no_leak(ei.value)
 
 
-@pytest.mark.parametrize("type_", NO_PURPOSE_TYPES, ids=lambda t: t.value)
+@pytest.mark.parametrize("type_", NO_PURPOSE_TYPES, ids=lambda t: t.name)
 def test_other_types_accept_a_missing_purpose(type_):
     d = good(type_)
     del d["purpose"]
@@ -226,7 +228,7 @@ def test_invalid_field_through_parse(field, value):
 
 
 def test_canary_everywhere_at_once_leaks_nothing():
-    d = good(RequestType.GRANT, type=CANARY, tenant=CANARY, subject=CANARY, purpose=CANARY, actor=LONG_CANARY,
+    d = good(GRANT, type=CANARY, tenant=CANARY, subject=CANARY, purpose=CANARY, actor=LONG_CANARY,
              reason=LONG_CANARY, request_id=CANARY, filed_at_ms=CANARY)
     with pytest.raises(InvalidRequest) as ei:
         parse(json.dumps(d).encode())
