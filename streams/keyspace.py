@@ -117,6 +117,11 @@ def dlq_subject_key(tenant: str, pseudonym: str) -> str:
     return f"{pipeline_prefix(tenant)}dlqsubj:{pseudonym}"
 
 
+def redrive_guard_key(tenant: str, event_id: str) -> str:
+    """Set (15 min) when a redrive sends an event back (``streams.dlq.redrive``): sent once."""
+    return f"{pipeline_prefix(tenant)}redrive:{event_id}"
+
+
 def parked_requests_key(tenant: str) -> str:
     """LIST of the tenant's privacy requests parked by a fault of the tenant's own data, oldest first
     (``streams.erasure.parking``): each wrapped by the master key, since a request names its subject."""

@@ -20,6 +20,7 @@ from streams.consent.gate import ConsentGate
 from streams.erasure.executor import PrivacyRequestExecutor
 from streams.consent.store import ConsentStore
 from streams.dlq.keys import DlqKeyring
+from streams.dlq.quarantine import Quarantine, quarantine_keyring, subject_keys_of
 from streams.dlq.record import DlqSealer
 from streams.dlq.subjects import DlqSubjects
 from streams.ingest.batch import BatchPipeline
@@ -116,8 +117,12 @@ def build_runtime(settings: Settings, registry: SchemaRegistry, processor: Event
     applier = PrivacyRequestReader(settings.kafka(), settings.requests_topic, settings.dlq_topic, tenants,
                               client, consent, handler, kafka, metrics, dlq=dlq, parking=parking)
     lock = asyncio.Lock()
+    quarantine = Quarantine(settings.quarantine_topic,
+                            quarantine_keyring(client, provider, settings.quarantine_topic,
+                                               settings.quarantine_retention_ms),
+                            subject_keys_of(keys), pseudonyms, tenants)
     pipeline = BatchPipeline(settings, processor, None, None, keys, metrics,  # type: ignore[arg-type]
                              gate=gate, audit=audit, lock=lock, applier=applier, own_partitions=own_partitions,
-                             dlq=dlq, sinks=sinks)
+                             dlq=dlq, sinks=sinks, quarantine=quarantine)
     pruner = RawPruner(admin_client(settings))
     return Runtime(pipeline, handler, applier, consent, audit, lock, pruner, sinks, [client])

@@ -143,6 +143,10 @@ class Settings:
     raw_topic: str = "events.raw"
     #: STREAMS_DLQ_TOPIC - where bad events go, with a reason code.
     dlq_topic: str = "events.dlq"
+    #: STREAMS_QUARANTINE_TOPIC - sealed originals of rejected events a fix could rescue (for a redrive).
+    quarantine_topic: str = "events.quarantine"
+    #: STREAMS_QUARANTINE_RETENTION_MS - how long they are kept (and their quarantine keys live).
+    quarantine_retention_ms: int = 7 * 24 * 3600 * 1000
     #: STREAMS_REQUESTS_TOPIC - privacy requests (consent, opt-out, erasure), keyed like raw events.
     requests_topic: str = "privacy.requests"
     #: STREAMS_TENANT_REGIMES - consent regime per tenant, "acme=opt_out,globex=opt_in";
@@ -245,6 +249,9 @@ class Settings:
             app_id=env.get("STREAMS_APP_ID") or d.app_id,
             raw_topic=env.get("STREAMS_RAW_TOPIC") or d.raw_topic,
             dlq_topic=env.get("STREAMS_DLQ_TOPIC") or d.dlq_topic,
+            quarantine_topic=env.get("STREAMS_QUARANTINE_TOPIC") or d.quarantine_topic,
+            quarantine_retention_ms=_int(env, "STREAMS_QUARANTINE_RETENTION_MS", d.quarantine_retention_ms,
+                                         3600 * 1000),
             requests_topic=env.get("STREAMS_REQUESTS_TOPIC") or d.requests_topic,
             tenant_regimes=_regimes(env.get("STREAMS_TENANT_REGIMES") or ""),
             partitions=_int(env, "STREAMS_PARTITIONS", d.partitions, 1),

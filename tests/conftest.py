@@ -93,6 +93,7 @@ def make_settings(stack: StackInfo, tmp_path: Path) -> Callable[..., Settings]:
             redis_url=stack.redis_url,
             raw_topic=f"events.raw.{run}",
             dlq_topic=f"events.dlq.{run}",
+            quarantine_topic=f"events.quarantine.{run}",
             app_id=f"streams-test-{run}",
             requests_topic=f"privacy.requests.{run}",
             audit_topic=f"audit.{run}",

@@ -131,10 +131,16 @@ class DlqSealer:
     def encode(self, rej: Rejected, now_ms: int | None = None) -> bytes:
         return self.encode_batch([rej], now_ms)[0]
 
-    def encode_batch(self, rejected: Sequence[Rejected], now_ms: int | None = None) -> list[bytes]:
-        """Every record of a batch; the pseudonyms' way back is written first, in one round trip."""
+    def encode_batch(self, rejected: Sequence[Rejected], now_ms: int | None = None,
+                     quarantined: Sequence[tuple[str, str] | None] | None = None) -> list[bytes]:
+        """Every record of a batch; the pseudonyms' way back is written first, in one round trip.
+        ``quarantined``: per rejection, ``(topic, ref)`` of its sealed original
+        (``streams.dlq.quarantine``) or None; the DLQ record points at it."""
         remember: list[tuple[str, str, str]] = []
-        out = [json.dumps(self.document(r, now_ms, remember), separators=(",", ":")).encode() for r in rejected]
+        docs = [self.document(r, now_ms, remember) for r in rejected]
+        for doc, q in zip(docs, quarantined or ()):
+            doc["quarantine"] = {"topic": q[0], "ref": q[1]} if q is not None else None
+        out = [json.dumps(doc, separators=(",", ":")).encode() for doc in docs]
         if self.subjects is not None and remember:
             self.subjects.remember(remember)
         return out

@@ -123,6 +123,11 @@ class PrivacyRequestExecutor:
                 step(sink.erase_step, **sink.erase_subject(erasure))
             existed = self.keys.destroy_subject_key(req.tenant, req.subject)
             step("key", destroyed=existed)
+            # Quarantined originals (streams.dlq.quarantine) sealed with that key are unreadable from
+            # here on; those sealed with a quarantine key a redrive skips (the state above says
+            # erased) and they go with their key at the end of the quarantine's retention.
+            step("quarantine", sealed_with_subject_key="unreadable (the key is destroyed)",
+                 sealed_with_quarantine_key="never redriven; destroyed with its key within the retention")
             forgotten = self.dlq_subjects.forget(req.tenant, who) if self.dlq_subjects is not None else 0
             step("dlq", subject_named="pseudonym only", resolvable=False, resolve_mappings_deleted=forgotten)
             # The AOF rewrite takes as long as the whole store takes to write out: it runs after

@@ -41,6 +41,7 @@ from streams.erasure.reader import PrivacyRequestReader
 from streams.consent.gate import ConsentGate
 from streams.consent.state import DropReason
 from streams.dlq.reasons import Reason
+from streams.dlq.quarantine import Quarantine
 from streams.dlq.record import DlqSealer, default_sealer
 from streams.ingest.processor import EventProcessor
 from streams.records import Accepted, Dropped, Rejected, SourceRef, Validated
@@ -111,7 +112,8 @@ class BatchPipeline:
                  audit: DropAudit | None = None, lock: asyncio.Lock | None = None,
                  applier: PrivacyRequestReader | None = None,
                  own_partitions: Callable[[], set[int]] | None = None,
-                 dlq: DlqSealer | None = None, sinks: Sequence[Sink] | None = None) -> None:
+                 dlq: DlqSealer | None = None, sinks: Sequence[Sink] | None = None,
+                 quarantine: Quarantine | None = None) -> None:
         """``sinks``: every sink in write order (``streams.sinks.registry.build_sinks``); without
         it, the store and the tenant topics made of ``store`` and ``kafka`` (tests)."""
         self.settings = settings
@@ -134,6 +136,8 @@ class BatchPipeline:
         self.own_partitions = own_partitions or (lambda: set())
         # DLQ records: keyed fingerprints and pseudonyms (an in-process key when none is given).
         self.dlq = dlq or default_sealer()
+        # Sealed originals of the rejections a fix could rescue, for a redrive (none without it).
+        self.quarantine = quarantine
         # Batch ids for the in-flight fence (streams.erasure.fence): unique per process and batch.
         self._token = uuid.uuid4().hex[:12]
         self._seq = itertools.count(1)
@@ -323,15 +327,30 @@ class BatchPipeline:
         topics missing gets the batch again with their events turned into DLQ outcomes."""
         while True:
             dlq_values: Sequence[bytes] = ()
+            quarantine: list[OutRecord] = []
             if sink.carries_dlq:
                 rejected = [o for o in outcomes if isinstance(o, Rejected)]
-                dlq_values = (await self._hold_back("dlq", lambda: self._thread(self.dlq.encode_batch, rejected))
-                              if rejected else [])
-            batch = Batch(batch_id, outcomes, dlq_values)
+                if rejected:
+                    dlq_values, quarantine = await self._hold_back("dlq", lambda: self._thread(self._seal, rejected))
+            batch = Batch(batch_id, outcomes, dlq_values, quarantine)
             try:
                 return outcomes, (await self._hold_back(sink.name, lambda: sink.write(batch))) or Written()
             except TenantTopicsMissing as exc:  # found only when delivering: isolate, then again
                 outcomes = self._isolate(outcomes, exc.tenants, Reason.TENANT_UNAVAILABLE, TOPIC_MISSING)
+
+    def _seal(self, rejected: Sequence[Rejected]) -> tuple[list[bytes], list[OutRecord]]:
+        """The rejections' DLQ records, and the quarantine records of those a fix could rescue (each
+        DLQ record points at its copy). Blocking: call in a thread."""
+        now_ms = int(time.time() * 1000)
+        if self.quarantine is None:
+            return self.dlq.encode_batch(rejected, now_ms), []
+        sealed = self.quarantine.seal_batch(rejected, now_ms)
+        topic = self.quarantine.topic
+        refs = [(topic, q[0]) if q is not None else None for q in sealed]
+        records = [OutRecord(topic, q[1], q[2], [("reason", r.reason.value.encode()),
+                                                 ("content-type", b"application/json")])
+                   for q, r in zip(sealed, rejected) if q is not None]
+        return self.dlq.encode_batch(rejected, now_ms, refs), records
 
     def _refused_as_drops(self, outcomes: list[Accepted | Rejected | Dropped], refused: Sequence[Accepted]
                           ) -> tuple[list[Accepted | Rejected | Dropped], list[Dropped]]:

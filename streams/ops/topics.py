@@ -58,6 +58,16 @@ def pipeline_topics(settings: Settings) -> list[TopicSpec]:
             {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
             "rejected events with a reason code, no raw payload",
         ),
+        TopicSpec(
+            settings.quarantine_topic, 1,
+            # Sealed (streams.dlq.quarantine): under the subject's key, shredded by an erasure, or a
+            # daily key destroyed after this retention. Short segments: expired data leaves the disk.
+            {"cleanup.policy": "delete", "retention.ms": str(settings.quarantine_retention_ms),
+             "segment.ms": str(min(settings.segment_ms, settings.quarantine_retention_ms)),
+             "file.delete.delay.ms": str(settings.file_delete_delay_ms),
+             "max.message.bytes": str(max(settings.max_event_bytes * 4 + 4096, 1048588))},
+            "sealed originals of rejected events a fix could rescue, for streams dlq redrive",
+        ),
     ]
 
 

@@ -58,6 +58,9 @@ class Batch:
     outcomes: Sequence[Outcome]
     #: the sealed DLQ records of the ``Rejected`` outcomes in order, for a sink with ``carries_dlq``
     dlq_values: Sequence[bytes] = ()
+    #: the quarantine records of those rejections a fix could rescue (``streams.dlq.quarantine``),
+    #: written with the DLQ records by the same sink
+    quarantine: Sequence[Any] = ()
 
     @property
     def accepted(self) -> list[Accepted]:

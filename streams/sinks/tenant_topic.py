@@ -75,7 +75,7 @@ class TenantTopicSink(Sink):
 
     async def write(self, batch: Batch) -> None:
         try:
-            await self.producer.deliver_async(self.records(batch.outcomes, batch.dlq_values))
+            await self.producer.deliver_async(self.records(batch.outcomes, batch.dlq_values) + list(batch.quarantine))
         except SinkUnavailable:
             missing = await self.unavailable_tenants({a.tenant for a in batch.accepted}, force=True)
             if missing:

@@ -66,7 +66,7 @@ def test_erasure_interrupted_by_a_crash_completes_after_restart(point, make_sett
         assert time.monotonic() < deadline, f"erasure not completed after the restart (crash at {point})"
         time.sleep(0.3)
     receipt = consent.receipt(tenant, req.request_id)
-    assert [st["step"] for st in receipt["steps"]] == ["state", "tombstone", "store", "key", "dlq", "aof", "audit"]
+    assert [st["step"] for st in receipt["steps"]] == ["state", "tombstone", "store", "key", "quarantine", "dlq", "aof", "audit"]
 
     # Nothing deleted came back: the raw events (replayed if the crash left them uncommitted) were
     # dropped, not delivered again. Synced on the restarted worker committing all of events.raw.

@@ -147,7 +147,7 @@ def test_erasure_reaches_every_copy(make_settings, start_worker, stack):
 
     request_id, receipt = _file(s, tenant, "erase", "erase-me", "--reason", "ticket 1")
     assert receipt["status"] == "done" and receipt["request_id"] == request_id
-    assert [st["step"] for st in receipt["steps"]] == ["state", "tombstone", "store", "key", "dlq", "aof", "audit"]
+    assert [st["step"] for st in receipt["steps"]] == ["state", "tombstone", "store", "key", "quarantine", "dlq", "aof", "audit"]
     assert receipt["steps"][1]["events"] == 3 and receipt["steps"][2]["deleted_events"] == 3
     assert receipt["steps"][3]["destroyed"] is True
     assert "erase-me" not in json.dumps(receipt)  # the receipt names the subject by pseudonym only

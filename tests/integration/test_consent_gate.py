@@ -92,13 +92,13 @@ def test_erasure_receipt_is_done_only_after_the_aof_rewrite(make_settings):
     erase = new_request("erase", tenant, "aof-1", "test")
     pending = rt.requests.handle(erase)  # steps 1-4, as the applier runs them
     assert pending["status"] == "pending"
-    assert [st["step"] for st in pending["steps"]] == ["state", "tombstone", "store", "key", "dlq"]
+    assert [st["step"] for st in pending["steps"]] == ["state", "tombstone", "store", "key", "quarantine", "dlq"]
     # A replay now (crash before the offset was stored) does not redo or lose anything.
     assert rt.requests.handle(erase)["status"] == "pending"
     assert rt.requests.finish_pending() == 1
     done = rt.consent.receipt(tenant, erase.request_id)
     assert done["status"] == "done"
-    assert [st["step"] for st in done["steps"]] == ["state", "tombstone", "store", "key", "dlq", "aof", "audit"]
+    assert [st["step"] for st in done["steps"]] == ["state", "tombstone", "store", "key", "quarantine", "dlq", "aof", "audit"]
     assert done["steps"][5]["aof"] == "rewritten"
     assert rt.requests.finish_pending() == 0
     # Through the applier, the receipt is done when catch_up returns.

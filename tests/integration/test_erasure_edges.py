@@ -63,7 +63,7 @@ def test_erasure_of_a_subject_with_no_events_counts_zero_and_destroys_no_key(mak
     done = rt.consent.receipt(tenant, req.request_id)
     assert done["status"] == "done"
     steps = {st["step"]: st for st in done["steps"]}
-    assert list(steps) == ["state", "tombstone", "store", "key", "dlq", "aof", "audit"]
+    assert list(steps) == ["state", "tombstone", "store", "key", "quarantine", "dlq", "aof", "audit"]
     assert steps["state"]["erased"] is True
     assert steps["tombstone"]["events"] == 0
     assert steps["store"]["deleted_events"] == 0
@@ -163,7 +163,7 @@ def test_erasure_stays_pending_when_the_aof_rewrite_fails(make_settings, slow_re
     assert rt.requests.finish_pending() >= 1
     done = rt.consent.receipt(tenant, req.request_id)
     assert done["status"] == "done" and not _queued(r, tenant, req)
-    assert [st["step"] for st in done["steps"]] == ["state", "tombstone", "store", "key", "dlq", "aof", "audit"]
+    assert [st["step"] for st in done["steps"]] == ["state", "tombstone", "store", "key", "quarantine", "dlq", "aof", "audit"]
 
 
 def test_erasure_stays_pending_when_the_aof_rewrite_times_out(make_settings, slow_rewrites):
@@ -275,5 +275,5 @@ def test_erasure_stays_pending_when_the_audit_append_fails(make_settings):
     assert rt.requests.finish_pending() >= 1
     done = rt.consent.receipt(tenant, req.request_id)
     assert done["status"] == "done" and not _queued(r, tenant, req)
-    assert [st["step"] for st in done["steps"]] == ["state", "tombstone", "store", "key", "dlq", "aof", "audit"]
+    assert [st["step"] for st in done["steps"]] == ["state", "tombstone", "store", "key", "quarantine", "dlq", "aof", "audit"]
     assert rt.requests.handle(opt_out)["status"] == "done"

@@ -60,7 +60,7 @@ def test_a_registered_sink_is_written_erased_dropped_and_closed(make_settings, m
     # The erasure reached the new sink, before the tenant topic and the store (reverse write order),
     # with the subject's event ids read from the store's index.
     assert erased["status"] == "done"
-    assert [st["step"] for st in erased["steps"]] == ["state", "recording", "tombstone", "store", "key", "dlq",
+    assert [st["step"] for st in erased["steps"]] == ["state", "recording", "tombstone", "store", "key", "quarantine", "dlq",
                                                        "aof", "audit"]
     step = next(st for st in erased["steps"] if st["step"] == "recording")
     assert step["events"] == 2 and step["ids_from_index"] == 2

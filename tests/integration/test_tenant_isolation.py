@@ -157,6 +157,11 @@ def test_kafka_credentials_reach_only_their_own_tenant(onboarded, secure_stack):
     # Pipeline topics (raw PII) are not readable either, and A cannot write even its own topic.
     err = _consume_error({**conf_a, "group.id": f"tenant.{a}.raw"}, s.raw_topic)
     assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # Nor the quarantine (sealed originals of every tenant's rejected events).
+    admin_producer.produce(s.quarantine_topic, b"{}", b"-/q-control", partition=0)
+    assert admin_producer.flush(20) == 0
+    err = _consume_error({**conf_a, "group.id": f"tenant.{a}.quarantine"}, s.quarantine_topic)
+    assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
     errors: list = []
     p = Producer({**conf_a, "message.timeout.ms": 10000})
     p.produce(s.tenant_topic(a), b"forged", on_delivery=lambda e, _m: errors.append(e))

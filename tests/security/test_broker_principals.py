@@ -155,7 +155,7 @@ def test_tenant_producer_writes_only_its_own_raw_topic(tenants):
     conf = sasl_config(s.kafka_bootstrap, creds[a]["producer"]["username"], creds[a]["producer"]["password"])
     assert creds[a]["producer"]["topic"] == s.tenant_raw_topic(a)
     targets = [s.tenant_raw_topic(b), s.raw_topic, s.tenant_topic(b), s.tenant_topic(a), s.requests_topic,
-               s.audit_topic, s.dlq_topic]
+               s.audit_topic, s.dlq_topic, s.quarantine_topic]
     before = {t: _end_offsets(s, t) for t in targets}
     for topic in targets:
         err = _produce_error(conf, topic, key=f"{b}/u1".encode())

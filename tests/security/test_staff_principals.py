@@ -74,7 +74,7 @@ def test_privacy_officer_files_requests_and_nothing_else(staff):
     assert sum(_ends(s, s.requests_topic)) == before + 1
 
     conf = sasl_config(s.kafka_bootstrap, k["username"], k["password"])
-    watched = [s.raw_topic, s.tenant_raw_topic(tenant), s.tenant_topic(tenant), s.audit_topic, s.dlq_topic]
+    watched = [s.raw_topic, s.tenant_raw_topic(tenant), s.tenant_topic(tenant), s.audit_topic, s.dlq_topic, s.quarantine_topic]
     ends = {t: _ends(s, t) for t in watched}
     for topic in watched:
         err = _produce_error(conf, topic)

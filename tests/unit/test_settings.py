@@ -39,6 +39,8 @@ CUSTOM = {
     "STREAMS_APP_ID": ("app-x", "app-x"),
     "STREAMS_RAW_TOPIC": ("raw.x", "raw.x"),
     "STREAMS_DLQ_TOPIC": ("dlq.x", "dlq.x"),
+    "STREAMS_QUARANTINE_TOPIC": ("quarantine.x", "quarantine.x"),
+    "STREAMS_QUARANTINE_RETENTION_MS": ("7200000", 7200000),
     "STREAMS_PARTITIONS": ("12", 12),
     "STREAMS_TENANT_PARTITIONS": ("3", 3),
     "STREAMS_REPLICATION": ("3", 3),
