@@ -32,6 +32,13 @@ class SettingsError(StreamsError, ValueError):
     """An environment variable holds a value the pipeline cannot use."""
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -202,6 +209,8 @@ class Settings:
     kafka_version: str = "4.1.2"
     #: STREAMS_LOG_LEVEL - worker log level.
     log_level: str = "INFO"
+    #: STREAMS_LOG_FORMAT - "text" (default) or "json": one JSON object a line, for a log shipper.
+    log_format: str = "text"
     #: STREAMS_SINK_RETRY_MAX_SECONDS - cap of the back-off while a sink is down.
     sink_retry_max_seconds: float = 5.0
     # How soon erased data leaves the broker's disk. Kafka never compacts or deletes the
@@ -277,6 +286,7 @@ class Settings:
             jar_cache=Path(env.get("STREAMS_JAR_CACHE") or d.jar_cache),
             kafka_version=env.get("STREAMS_KAFKA_VERSION") or d.kafka_version,
             log_level=(env.get("STREAMS_LOG_LEVEL") or d.log_level).upper(),
+            log_format=_choice(env, "STREAMS_LOG_FORMAT", d.log_format, ("text", "json")),
             sink_retry_max_seconds=_float(env, "STREAMS_SINK_RETRY_MAX_SECONDS", d.sink_retry_max_seconds),
             tenant_retention_ms=_int(env, "STREAMS_TENANT_RETENTION_MS", d.tenant_retention_ms, 1000),
             segment_ms=_int(env, "STREAMS_SEGMENT_MS", d.segment_ms, 100),

@@ -45,7 +45,10 @@ def _check_web_port(port: int, setting: str) -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     import faust
 
+    import logging.config
+
     from streams.app import create_app
+    from streams.ops.log_format import TEXT_FORMAT, logging_config
     from streams.ops.topics import ensure_topics
 
     s = settings()
@@ -54,10 +57,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if s.web_enabled:
         _check_web_port(s.web_port, "--web-port" if args.web_port is not None else "STREAMS_WEB_PORT")
     ready(args, s)
-    logging.basicConfig(level=s.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=s.log_level, format=TEXT_FORMAT)
+    # JSON: Faust's worker applies this config instead of its own (coloured text) handler.
+    config = logging_config(s.log_level, s.log_format) if s.log_format == "json" else None
+    if config is not None:
+        logging.config.dictConfig(config)
     if not args.no_create_topics:
         ensure_topics(s)
     app = create_app(s)
-    worker = faust.Worker(app, loglevel=s.log_level.lower(), quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(app, loglevel=s.log_level.lower(), quiet=True, redirect_stdouts=False,
+                          logging_config=config)
     worker.execute_from_commandline()
     return 0

@@ -99,7 +99,7 @@ def test_erasure_receipt_is_done_only_after_the_aof_rewrite(make_settings):
     done = rt.consent.receipt(tenant, erase.request_id)
     assert done["status"] == "done"
     assert [st["step"] for st in done["steps"]] == ["state", "tombstone", "store", "key", "quarantine", "dlq", "aof", "audit"]
-    assert done["steps"][5]["aof"] == "rewritten"
+    assert done["steps"][6]["aof"] == "rewritten"
     assert rt.requests.finish_pending() == 0
     # Through the applier, the receipt is done when catch_up returns.
     erase2 = new_request("erase", tenant, "aof-2", "test")

@@ -40,6 +40,7 @@ CUSTOM = {
     "STREAMS_RAW_TOPIC": ("raw.x", "raw.x"),
     "STREAMS_DLQ_TOPIC": ("dlq.x", "dlq.x"),
     "STREAMS_QUARANTINE_TOPIC": ("quarantine.x", "quarantine.x"),
+    "STREAMS_LOG_FORMAT": ("JSON", "json"),
     "STREAMS_QUARANTINE_RETENTION_MS": ("7200000", 7200000),
     "STREAMS_PARTITIONS": ("12", 12),
     "STREAMS_TENANT_PARTITIONS": ("3", 3),
