@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import ssl
 from typing import Any
@@ -20,15 +19,14 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.web.base import BlueprintManager
 
 from streams.api.faust_views import register_api
-from streams.api.service import DataApi, build_data_api
 from streams.ingest.batch import RawRecord
 from streams.ingest.processor import EventProcessor
 from streams.ingest.tenant_raw import TenantRawIngest, next_offsets
 from streams.ops.metrics import Metrics
-from streams.runtime import Runtime, build_runtime
 from streams.schema.registry import SchemaRegistry
 from streams.settings import Settings, SettingsError
 from streams.tenancy.registry import TenantDirectory
+from streams.worker_service import WorkerService
 
 log = logging.getLogger(__name__)
 
@@ -139,17 +137,9 @@ def web_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return ctx
 
 
-def create_app(settings: Settings) -> faust.App:
-    """Build the worker's Faust app. Schemas are loaded here, so a bad schema file fails at start."""
-    registry = SchemaRegistry.load_dir(settings.schemas_dir)
-    # Configured tenants plus those onboarded at run time (`streams tenants create`), re-read by a timer.
-    tenants = TenantDirectory(settings.tenants, dict(settings.tenant_regimes),
-                              redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5),
-                              auto_refresh=False)
-    processor = EventProcessor(registry, tenants, settings.max_event_bytes, sender_of=settings.tenant_of_raw_topic)
-    metrics = Metrics()
-
-    app = _App(
+def _faust_app(settings: Settings) -> "_App":
+    """The Faust app configured from the settings (no agents yet)."""
+    return _App(
         settings.app_id,
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
         broker_credentials=(faust.SASLCredentials(username=settings.kafka_username, password=settings.kafka_password,
@@ -173,75 +163,54 @@ def create_app(settings: Settings) -> faust.App:
         producer_max_request_size=max(1_048_576, settings.max_event_bytes * 2),
         consumer_max_fetch_size=max(4 * 1_048_576, settings.max_event_bytes * 4),
     )
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the worker's Faust app. Schemas are loaded here, so a bad schema file fails at start.
+
+    Longer than most functions here on purpose: it is only the Faust wiring, one short closure per
+    agent, timer and page, each handing over to the worker's service (``streams.worker_service``)."""
+    registry = SchemaRegistry.load_dir(settings.schemas_dir)
+    # Configured tenants plus those onboarded at run time (`streams tenants create`), re-read by a timer.
+    tenants = TenantDirectory(settings.tenants, dict(settings.tenant_regimes),
+                              redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5),
+                              auto_refresh=False)
+    processor = EventProcessor(registry, tenants, settings.max_event_bytes, sender_of=settings.tenant_of_raw_topic)
+    metrics = Metrics()
+
+    app = _faust_app(settings)
     raw_topic = app.topic(
         settings.raw_topic, key_type=bytes, value_type=bytes,
         key_serializer="raw", value_serializer="raw", partitions=settings.partitions,
     )
-    state: dict[str, Runtime] = {}
-    # (raw topic, partition) -> next offset to process (batches this worker finished): what it prunes.
-    processed: dict[tuple[str, int], int] = {}
-
-    def mark_processed(offsets: dict[tuple[str, int], int]) -> None:
-        for tp, nxt in offsets.items():
-            if nxt > processed.get(tp, 0):
-                processed[tp] = nxt
-    api: dict[str, DataApi] = {}
 
     def own_partitions() -> set[int]:
         # The partition numbers of events.raw this worker owns; it applies the same numbers of
         # privacy.requests (streams.erasure.reader).
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.raw_topic}
 
-    @app.task
-    async def _open_sinks() -> None:
-        state["rt"] = await asyncio.get_running_loop().run_in_executor(
-            None, build_runtime, settings, registry, processor, metrics, f"worker:{settings.app_id}",
-            own_partitions, tenants)
-        # The data API once the runtime exists (until then its pages answer 503). Tenants: the live
-        # directory (configured + onboarded), re-read by the refresh_tenants timer, and at once after
-        # the operator routes created or deleted one (other workers follow within the timer's interval).
-        api["api"] = await asyncio.get_running_loop().run_in_executor(
-            None, functools.partial(build_data_api, settings, state["rt"].audit, lambda: frozenset(tenants),
-                                    on_tenants_changed=lambda: tenants.refresh(force=True)))
+    service = WorkerService(settings, registry, processor, tenants, metrics, own_partitions)
 
-    async def runtime() -> Runtime:
-        while "rt" not in state:
-            await asyncio.sleep(0.01)
-        return state["rt"]
+    @app.task
+    async def start_worker_service() -> None:
+        await service.start()
 
     @app.timer(interval=0.1)
     async def apply_privacy_requests() -> None:
-        # When no events flow, requests are still carried out within ~100 ms.
-        rt = state.get("rt")
-        if rt is not None and not rt.lock.locked():
-            async with rt.lock:
-                await rt.pipeline.apply_requests()
+        await service.apply_privacy_requests()  # when no events flow, requests are still carried out in ~100 ms
 
     if settings.raw_prune_interval > 0:
         @app.timer(interval=settings.raw_prune_interval)
         async def prune_raw_events() -> None:
-            # Raw PII stays only until processed (streams.ingest.raw_pruning). Best effort:
-            # a failure is retried at the next tick, the topic's retention is the backstop.
-            rt = state.get("rt")
-            if rt is None:
-                return
-            try:
-                moved = await asyncio.get_running_loop().run_in_executor(None, rt.raw_pruner.prune,
-                                                                         dict(processed))
-            except Exception as exc:
-                log.warning("pruning processed raw events failed: %s", type(exc).__name__)
-                return
-            if moved:
-                metrics.inc("streams_raw_prunes_total", len(moved),
-                            help="Partitions of raw topics whose processed records were deleted")
+            await service.prune_raw_events()
 
     @app.timer(interval=2.0)
     async def refresh_tenants() -> None:
-        await asyncio.get_running_loop().run_in_executor(None, tenants.refresh)
+        await service.refresh_tenants()
 
     @app.agent(raw_topic, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
-        p = (await runtime()).pipeline
+        p = (await service.wait_runtime()).pipeline
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
             records = [_raw_record(e) for e in events]
             task = asyncio.ensure_future(p.handle(records))
@@ -253,13 +222,13 @@ def create_app(settings: Settings) -> faust.App:
                 await task
                 raise
             # done: every record is in its sinks (handle never returns before)
-            mark_processed(next_offsets(records))
+            service.mark_processed(next_offsets(records))
 
     @app.task
     async def ingest_tenant_raw() -> None:
         # The tenants' own raw topics (streams.ingest.tenant_raw): same pipeline, same lock.
-        p = (await runtime()).pipeline
-        await TenantRawIngest(settings, p.handle, mark_processed).run_forever()
+        p = (await service.wait_runtime()).pipeline
+        await TenantRawIngest(settings, p.handle, service.mark_processed).run_forever()
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Response:
@@ -267,27 +236,18 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/ready")
     async def ready(web: Any, request: Any) -> Response:
-        rt = state.get("rt")
-        ok = rt is not None and await rt.pipeline.store.ping()
+        ok = await service.ready()
         return web.json({"ready": ok}, status=200 if ok else 503)
 
     # The API's pages, and /metrics (operator keys only: the metrics name every tenant and its volume).
-    register_api(app, lambda: api.get("api"), metrics.render)
+    register_api(app, lambda: service.api, metrics.render)
 
     @app.on_before_shutdown.connect
     async def _on_shutdown(_app: Any, **_: Any) -> None:
-        # Faust sends this after its consumer stopped and the streams are empty. One receiver, so the
-        # order is ours: the API's denials use the audit log, which the runtime then closes.
-        # The last window's aggregated denial counts go to the audit trail before the worker exits (bounded:
-        # with the broker away the counts are lost rather than holding up the shutdown).
-        if "api" in api:
-            try:
-                await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, api["api"].close), 15)
-            except Exception as exc:
-                log.warning("api: the last denial counts were not audited (%s)", type(exc).__name__)
-        # Nothing else closes the sinks, the privacy agent's consumer, the audit log or Redis.
-        if "rt" in state:
-            await state["rt"].close()
+        # Faust sends this after its consumer stopped and the streams are empty: the service's
+        # stop order is then ours (streams.worker_service).
+        await service.stop()
 
+    app.worker_service = service  # type: ignore[attr-defined]
     app.streams_metrics = metrics  # type: ignore[attr-defined]
     return app
