@@ -10,6 +10,10 @@ need_apt=()
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# The test command also checks the Prometheus alert rules with promtool (Debian's prometheus package).
+if [ "${STREAMS_SETUP_TEST_TOOLS:-0}" = "1" ]; then
+  command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+fi
 if ((${#need_apt[@]})); then
   echo "setup: installing ${need_apt[*]} with apt-get" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -20,6 +24,10 @@ fi
 # with an init system; the project runs its own (AOF on, own port and dir).
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
   systemctl stop redis-server || true
+fi
+# Nor is a system Prometheus wanted (only its promtool).
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+  systemctl stop prometheus || true
 fi
 
 PY="${PYTHON:-python3}"
