@@ -21,7 +21,7 @@ def register(sub: Subparsers) -> None:
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
-    from streams.schema.clean import derive_clean_source, render, write_clean_dir
+    from streams.schema.clean import stale_clean, write_clean_dir
     from streams.schema.registry import SchemaRegistry
 
     s = settings()
@@ -34,8 +34,9 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     if args.action == "lint":
         from streams.privacy.lint import lint_schema
 
+        # The latest versions only: every event is read as its type's latest version, whichever it was written with.
         findings = [f for e in raw for f in lint_schema(json.loads(e.path.read_text()) if e.path else e.source,
-                                                        e.path.name if e.path else e.fullname)]
+                                                        _where(e))]
         for f in findings:
             print(f, file=sys.stderr)
         if findings:
@@ -43,14 +44,17 @@ def cmd_schemas(args: argparse.Namespace) -> int:
         print(f"{plural(len(raw), 'schema')}: every PII-looking field is annotated")
         return 0
     if args.action == "check":
-        stale = [e.event_type for e in raw
-                 if not (clean_dir / f"{e.event_type}.avsc").exists()
-                 or (clean_dir / f"{e.event_type}.avsc").read_text() != render(derive_clean_source(e))]
+        stale = stale_clean(raw, clean_dir)
         if stale:
             print(f"clean schemas out of date: {', '.join(stale)}; run `streams schemas derive`", file=sys.stderr)
             return 1
         print("clean schemas are up to date")
         return 0
-    for e in raw:
-        print(f"{e.event_type:<18} {e.fullname:<40} fingerprint={e.fingerprint_hex}")
+    for e in raw.all_versions():
+        latest = " (latest)" if raw.current(e) is e else ""
+        print(f"{e.event_type:<18} v{e.version:<3} {e.fullname:<40} fingerprint={e.fingerprint_hex}{latest}")
     return 0
+
+
+def _where(entry) -> str:
+    return f"{entry.path.parent.name}/{entry.path.name}" if entry.path else entry.fullname
