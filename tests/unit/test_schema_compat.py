@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -358,3 +359,10 @@ def test_outside_a_git_work_tree_is_status_2(tmp_path):
     r = run("schemas", "compat", env={"STREAMS_SCHEMAS_DIR": str(tmp_path / "schemas"), "GIT_CEILING_DIRECTORIES":
                                       str(tmp_path.parent)})
     assert r.returncode == 2 and "git" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_the_readme_table_gives_each_transforms_strength():
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("### The schema is the policy", 1)[1].split("\n\n", 3)[2]
+    rows = re.findall(r"^\| `([a-z_]+)` \|.*\| (\d) \|$", table, re.M)
+    assert {name: int(level) for name, level in rows} == {t.name: t.strength for t in BUILTINS}

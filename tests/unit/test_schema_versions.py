@@ -161,3 +161,25 @@ def test_the_example_consumer_decodes_every_kept_clean_version(tmp_path):
         name, decoded = example["decode"](schemas, out.value)
         assert name == derive_clean(v2).fullname
         assert decoded["loyalty_tier"] is None and str(decoded["event_id"]) == event["event_id"]
+
+
+def test_the_readme_consumer_decodes_every_kept_clean_version(tmp_path, monkeypatch):
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Reading a tenant stream", 1)[1]
+    code = section.split("```python\n", 1)[1].split("consumer = Consumer(", 1)[0]  # the schema part
+    reg = _with_v2(tmp_path, _added_field())
+    v1, v2 = reg.versions("customer_signup")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    event = _event()
+    out = EventProcessor(SchemaRegistry([v1]), ["acme"], 1 << 20).process(event_key(event), _payload(v1, event), SRC)
+    value = out.value
+    # The snippet's two decoding lines, as the README has them.
+    assert 'writer = writers[value[2:10]]' in section
+    assert 'fastavro.schemaless_reader(io.BytesIO(value[10:]), writer, latest[writer["name"]])' in section
+    writer = scope["writers"][value[2:10]]
+    decoded = scope["fastavro"].schemaless_reader(scope["io"].BytesIO(value[10:]), writer, scope["latest"][writer["name"]])
+    assert decoded["loyalty_tier"] is None and str(decoded["event_id"]) == event["event_id"]
+    assert len(scope["writers"]) == 4 and scope["latest"]["io.streams.events.clean.CustomerSignup"]["fields"][-2][
+        "name"] == "loyalty_tier"
