@@ -127,6 +127,20 @@ def test_a_clean_change_not_forward_compatible_is_refused_naming_the_field():
         "write)"]
 
 
+def test_a_new_non_null_personal_data_field_is_refused_for_its_clean_version_only():
+    # Its raw default makes the raw change backward compatible, but the clean field (a token) has no
+    # default: a clean v2 reader cannot read v1 events. Nullable with a null default passes (README).
+    field = {"name": "work_email", "type": "string", "default": "", "pii": "email", "transform": "tokenize"}
+    base, now = _evolve("customer_signup", lambda s: s["fields"].append(dict(field)))
+    assert _problems(base, now) == [
+        "clean/customer_signup v2 field 'work_email': not backward compatible with clean v1 (a v2 reader cannot "
+        "read v1 events): reader_field_missing_default_value (a field without a default that the other version "
+        "does not write)"]
+    base, now = _evolve("customer_signup", lambda s: s["fields"].append(dict(field, type=["null", "string"],
+                                                                             default=None)))
+    assert _problems(base, now) == []
+
+
 def test_a_clean_change_not_backward_compatible_is_refused_too():
     base, now = _evolve("customer_signup", lambda s: _field(s, "country").update(type="int"))
     clean = [p for p in _problems(base, now) if p.startswith("clean/")]
