@@ -164,10 +164,11 @@ def _full(clean: Versions, t: str, v: int) -> list[Problem]:
     for k in sorted(clean[t]):
         if k >= v:
             continue
+        old = clean[t][k]
         out += [Problem(CLEAN + t, v, field, f"not backward compatible with clean v{k} (a v{v} reader cannot "
-                                             f"read v{k} events): {what}") for field, what in avro_problems(new, clean[t][k])]
+                                             f"read v{k} events): {what}") for field, what in avro_problems(new, old)]
         out += [Problem(CLEAN + t, v, field, f"not forward compatible with clean v{k} (a v{k} reader cannot "
-                                             f"read v{v} events): {what}") for field, what in avro_problems(clean[t][k], new)]
+                                             f"read v{v} events): {what}") for field, what in avro_problems(old, new)]
     return out
 
 

@@ -34,7 +34,8 @@ def _git(cwd: Path, *args: str) -> str:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise HistoryError(f"git {args[0]} failed: {exc}") from None
     if done.returncode != 0:
-        raise HistoryError(f"git {' '.join(args)}: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'failed'}")
+        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
+        raise HistoryError(f"git {' '.join(args)}: {last}")
     return done.stdout
 
 
