@@ -69,11 +69,13 @@ class Validated:
     tenant: str
     subject: str
     event_id: str
-    raw_entry: SchemaEntry
+    raw_entry: SchemaEntry  # the latest version of the event's schema: ``datum`` follows it, its policy applies
     datum: dict[str, Any] = field(repr=False)
     source: SourceRef
     key: bytes | None
     value: bytes = field(repr=False)  # the raw record, for a DLQ record's size and hash if a later step rejects it
+    #: The fingerprint (hex) of the schema version the producer wrote with, as on the wire.
+    writer_fingerprint: str
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,7 @@ class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
     #: STREAMS_REDIS_URL - the store.
     redis_url: str = "redis://127.0.0.1:6379/0"
-    #: STREAMS_SCHEMAS_DIR - folder of raw ``*.avsc`` files (clean ones in ``clean/``).
+    #: STREAMS_SCHEMAS_DIR - folder of the raw schemas, every version (``<type>/v<N>.avsc``; clean ones in ``clean/``).
     schemas_dir: Path = REPO_ROOT / "schemas"
     #: STREAMS_TENANTS - comma-separated names of onboarded tenants.
     tenants: frozenset[str] = frozenset({"acme", "globex"})

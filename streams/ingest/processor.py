@@ -31,7 +31,7 @@ from streams.records import Accepted, Rejected, SourceRef, Validated, Withheld, 
 from streams.schema import codec
 from streams.schema.clean import LINEAGE_FIELD, derive_clean
 from streams.schema.exceptions import DecodeError, SchemaViolation, UnknownSchemaError
-from streams.schema.json_datum import MAX_POSITIONS, UnknownMembers, decode_json
+from streams.schema.json_datum import MAX_POSITIONS, UnknownMembers, read_json
 from streams.schema.registry import SchemaEntry, SchemaRegistry
 from streams.tenancy.names import is_valid_tenant_name
 
@@ -72,16 +72,18 @@ class EventProcessor:
         # onboarded at run time are then known without a restart.
         self.tenants = frozenset(tenants) if isinstance(tenants, (list, tuple, set)) else tenants
         self.max_event_bytes = max_event_bytes
-        # Clean schemas and policies derived once; keyed by raw fingerprint. An invalid
-        # annotation raises PolicyError here, at start, not on the first event.
-        self._clean: dict[bytes, SchemaEntry] = {e.fingerprint: derive_clean(e) for e in registry}
-        self._policy: dict[bytes, PolicyApplier] = {e.fingerprint: PolicyApplier(rules_of(e.source))
-                                                    for e in registry}
+        # Clean schemas and policies derived once, of each event type's latest version (every
+        # event is read as that version, whichever it was written with); keyed by event type. An
+        # invalid annotation raises PolicyError here, at start, not on the first event.
+        self._clean: dict[str, SchemaEntry] = {e.event_type: derive_clean(e) for e in registry}
+        self._policy: dict[str, PolicyApplier] = {e.event_type: PolicyApplier(rules_of(e.source))
+                                                  for e in registry}
         # Subject keys for `process` when no key store is given (tests, benchmark).
         self._local_keys: dict[tuple[str, str], bytes] = {}
 
     def clean_entry(self, raw: SchemaEntry) -> SchemaEntry:
-        return self._clean[raw.fingerprint]
+        """The clean schema events of ``raw``'s type are written with (its latest version's)."""
+        return self._clean[raw.event_type]
 
     def process(self, key: bytes | None, value: bytes | None, source: SourceRef,
                 now_ms: int | None = None,
@@ -128,7 +130,7 @@ class EventProcessor:
         return Rejected(reason=reason, detail=detail, source=v.source, payload_size=len(v.value),
                         payload=withhold(v.value), key=withhold(v.key), tenant=v.tenant,
                         event_id=v.event_id, event_type=v.raw_entry.event_type,
-                        schema_fingerprint=v.raw_entry.fingerprint_hex, field=field, subject=Withheld(v.subject))
+                        schema_fingerprint=v.writer_fingerprint, field=field, subject=Withheld(v.subject))
 
     def reject_accepted(self, a: Accepted, reason: Reason, detail: str) -> Rejected:
         """An event already transformed that cannot be delivered after all (its tenant was deleted
@@ -155,9 +157,9 @@ class EventProcessor:
                                 key, value, source)
         try:
             if codec.is_single_object(value):
-                raw_entry, datum = codec.decode(self.registry, value)
+                writer, raw_entry, datum = codec.read(self.registry, value)
             elif value.lstrip()[:1] == b"{":
-                raw_entry, datum = decode_json(self.registry, value)
+                writer, raw_entry, datum = read_json(self.registry, value)
             else:
                 return self._reject(Reason.UNDECODABLE, "neither Avro single-object nor a JSON object",
                                     key, value, source)
@@ -173,7 +175,7 @@ class EventProcessor:
         except SchemaViolation as exc:
             return self._reject(Reason.SCHEMA_VIOLATION, str(exc), key, value, source, field=exc.field)
 
-        ctx = {"event_type": raw_entry.event_type, "schema_fingerprint": raw_entry.fingerprint_hex,
+        ctx = {"event_type": raw_entry.event_type, "schema_fingerprint": writer.fingerprint_hex,
                "event_id": _safe_uuid(datum.get("event_id"))}
         tenant = datum.get("tenant_id") or ""
         subject = datum.get("subject_id") or ""
@@ -202,19 +204,19 @@ class EventProcessor:
                                 key, value, source, **ctx)
 
         return Validated(tenant=tenant, subject=subject, event_id=ctx["event_id"], raw_entry=raw_entry,
-                         datum=datum, source=source, key=key, value=value)
+                         datum=datum, source=source, key=key, value=value, writer_fingerprint=writer.fingerprint_hex)
 
     def _finish(self, v: Validated, cipher: SubjectCipher, now_ms: int | None) -> Accepted:
         raw_entry, source = v.raw_entry, v.source
         event_time_ms = _millis(v.datum["event_time"])
-        clean_entry = self._clean[raw_entry.fingerprint]
-        clean_datum = self._policy[raw_entry.fingerprint].apply(v.datum, cipher)
+        clean_entry = self._clean[raw_entry.event_type]
+        clean_datum = self._policy[raw_entry.event_type].apply(v.datum, cipher)
         clean_datum["event_id"] = v.event_id
         clean_datum[LINEAGE_FIELD] = {
             "source_topic": source.topic,
             "source_partition": source.partition,
             "source_offset": source.offset,
-            "raw_schema_fingerprint": raw_entry.fingerprint_hex,
+            "raw_schema_fingerprint": v.writer_fingerprint,
             "policy_version": raw_entry.policy_version,
             "processed_at": now_ms if now_ms is not None else int(time.time() * 1000),
         }

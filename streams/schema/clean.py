@@ -2,8 +2,11 @@
 
 The clean schema is derived, never hand-written: the raw record's fields plus
 a ``lineage`` record that makes every clean event traceable to its source
-(DESIGN decision 9). The derived files are published under ``schemas/clean/``
-(``streams schemas derive``) and a test keeps them in sync with this code.
+(DESIGN decision 9). Each raw version has its clean version of the same number:
+``schemas/clean/<event_type>/v<N>.avsc`` is derived from
+``schemas/<event_type>/v<N>.avsc`` (``streams schemas derive``), and a test keeps
+them in sync with this code. The pipeline writes the latest clean version;
+consumers decode every kept one.
 Annotated fields get the clean type and doc their transform gives them (a
 token is a string, a generalized birth date an int year, ...): each
 transform's ``clean_type``/``field_doc`` in ``streams.privacy.transforms``,
@@ -58,12 +61,24 @@ def render(source: dict[str, Any]) -> str:
     return json.dumps(source, indent=2) + "\n"
 
 
+def clean_path(clean_dir: Path, raw: SchemaEntry) -> Path:
+    """Where the clean version of ``raw`` is published: ``<clean_dir>/<event_type>/v<N>.avsc``."""
+    return clean_dir / raw.event_type / f"v{raw.version}.avsc"
+
+
 def write_clean_dir(raw_registry: SchemaRegistry, out_dir: Path) -> list[Path]:
-    """Write ``<event_type>.avsc`` for each raw schema; return the paths written."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write the clean version of every raw version; return the paths written."""
     written = []
-    for raw in raw_registry:
-        path = out_dir / f"{raw.event_type}.avsc"
+    for raw in raw_registry.all_versions():
+        path = clean_path(out_dir, raw)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(render(derive_clean_source(raw)))
         written.append(path)
     return written
+
+
+def stale_clean(raw_registry: SchemaRegistry, clean_dir: Path) -> list[str]:
+    """``<event_type> v<N>`` of each raw version whose published clean file is missing or differs."""
+    return [f"{raw.event_type} v{raw.version}" for raw in raw_registry.all_versions()
+            if not clean_path(clean_dir, raw).exists()
+            or clean_path(clean_dir, raw).read_text() != render(derive_clean_source(raw))]

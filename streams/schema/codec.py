@@ -1,13 +1,17 @@
 """Avro single-object encoding: ``C3 01`` + 8-byte CRC-64-AVRO fingerprint + Avro body.
 
 This is the Avro specification's own framing, so any Avro library can read
-what the pipeline writes with nothing but the ``.avsc`` files.
+what the pipeline writes with nothing but the ``.avsc`` files. The fingerprint
+names the writer's version; ``decode`` reads the body with it and resolves the
+datum to the event type's latest version (Avro schema resolution: fields added
+with a default filled in, removed ones dropped), so an event written before a
+compatible schema change reads as one written after it.
 """
 
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastavro import schemaless_reader, schemaless_writer
 
@@ -35,8 +39,20 @@ def encode(entry: SchemaEntry, datum: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
+class Decoded(NamedTuple):
+    writer: SchemaEntry  # the version the payload was written with (its fingerprint)
+    entry: SchemaEntry  # the latest version of its event type, which ``datum`` follows
+    datum: dict[str, Any]
+
+
 def decode(registry: SchemaRegistry, payload: bytes) -> tuple[SchemaEntry, dict[str, Any]]:
-    """Decode a single-object payload.
+    """Decode a single-object payload: ``(latest version, datum resolved to it)``; see ``read``."""
+    d = read(registry, payload)
+    return d.entry, d.datum
+
+
+def read(registry: SchemaRegistry, payload: bytes) -> Decoded:
+    """Decode a single-object payload written with any version in ``registry``.
 
     Raises UnknownSchemaError for a fingerprint not in ``registry`` and
     DecodeError for a body that is truncated, corrupt or followed by
@@ -47,13 +63,14 @@ def decode(registry: SchemaRegistry, payload: bytes) -> tuple[SchemaEntry, dict[
     if len(payload) < HEADER_LEN or not is_single_object(payload):
         raise DecodeError("not an Avro single-object payload")
     fp = bytes(payload[2:HEADER_LEN])
-    entry = registry.by_fingerprint(fp)
-    if entry is None:
+    writer = registry.by_fingerprint(fp)
+    if writer is None:
         raise UnknownSchemaError("the writer schema fingerprint is not in schemas/")  # 8 producer bytes: not echoed
+    entry = registry.current(writer)
     buf = io.BytesIO(payload)
     buf.seek(HEADER_LEN)
     try:
-        datum = schemaless_reader(buf, _schema(entry), None)
+        datum = schemaless_reader(buf, _schema(writer), None if entry is writer else _schema(entry))
     except EOFError:
         raise DecodeError("Avro body is truncated") from None
     except Exception as exc:  # fastavro raises many types on corrupt input; none may leak values
@@ -62,4 +79,14 @@ def decode(registry: SchemaRegistry, payload: bytes) -> tuple[SchemaEntry, dict[
         raise DecodeError(f"{len(payload) - buf.tell()} trailing bytes after the Avro body")
     if not isinstance(datum, dict):
         raise DecodeError("Avro body is not a record")
-    return entry, datum
+    return Decoded(writer, entry, datum)
+
+
+def resolve(writer: SchemaEntry, entry: SchemaEntry, datum: dict[str, Any]) -> dict[str, Any]:
+    """``datum`` of version ``writer`` as ``entry`` reads it (a JSON event of an older version)."""
+    if entry is writer:
+        return datum
+    buf = io.BytesIO()
+    schemaless_writer(buf, _schema(writer), datum)
+    buf.seek(0)
+    return schemaless_reader(buf, _schema(writer), _schema(entry))

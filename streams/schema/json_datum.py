@@ -4,7 +4,11 @@ Producers that cannot write Avro publish a JSON object naming its schema:
 
     {"schema": "customer_signup", "event_id": "...", "tenant_id": "acme", ...}
 
-``schema`` is the record's full name, short name or event type. Values are
+``schema`` is the record's full name, short name or event type, and the
+event is validated against that type's latest version; one that fits only an
+earlier kept version (a producer not upgraded yet) is validated against the
+newest version it fits and resolved to the latest, as a binary event of that
+version would be. Values are
 plain JSON (unions are not tagged as in Avro's JSON encoding): timestamps as
 epoch milliseconds or ISO-8601 with a timezone, dates as ``YYYY-MM-DD``. The
 payload is UTF-8 (no BOM) and every string a valid Unicode text: a lone
@@ -29,6 +33,7 @@ import re
 import uuid
 from typing import Any
 
+from streams.schema.codec import Decoded, resolve
 from streams.schema.exceptions import DecodeError, SchemaViolation, UnknownSchemaError
 from streams.schema.registry import SchemaEntry, SchemaRegistry
 
@@ -234,10 +239,17 @@ def _date(value: Any, path: str) -> dt.date:
 
 
 def decode_json(registry: SchemaRegistry, payload: bytes) -> tuple[SchemaEntry, dict[str, Any]]:
-    """Parse, identify and validate a JSON event.
+    """Parse, identify and validate a JSON event: ``(latest version, datum)``; see ``read_json``."""
+    d = read_json(registry, payload)
+    return d.entry, d.datum
+
+
+def read_json(registry: SchemaRegistry, payload: bytes) -> Decoded:
+    """Parse, identify and validate a JSON event against the latest version of its schema, else the
+    newest earlier version it fits (resolved to the latest).
 
     Raises DecodeError (not JSON, not an object, too deep), UnknownSchemaError
-    (missing or unknown ``schema``) or SchemaViolation.
+    (missing or unknown ``schema``) or SchemaViolation (the latest version's, when no version fits).
     """
     try:
         # Strictly UTF-8 (RFC 8259): json.loads(bytes) also guesses UTF-16/32 and decodes with
@@ -256,4 +268,13 @@ def decode_json(registry: SchemaRegistry, payload: bytes) -> tuple[SchemaEntry, 
     if entry is None:  # the name is producer text: not repeated
         raise UnknownSchemaError("the 'schema' member names no schema in schemas/")
     # The 'schema' member stays in place (and is skipped) so unknown members' positions are as sent.
-    return entry, _record(entry.expanded, obj, "", 0, ignore=SCHEMA_KEY)
+    try:
+        return Decoded(entry, entry, _record(entry.expanded, obj, "", 0, ignore=SCHEMA_KEY))
+    except SchemaViolation as latest_violation:
+        for writer in reversed(registry.versions(entry.event_type)[:-1]):
+            try:
+                datum = _record(writer.expanded, obj, "", 0, ignore=SCHEMA_KEY)
+            except SchemaViolation:
+                continue
+            return Decoded(writer, entry, resolve(writer, entry, datum))
+        raise latest_violation from None

@@ -46,8 +46,9 @@ def test_example_decodes_the_tenant_stream(make_settings, start_worker, tmp_path
     # Only the published files, copied elsewhere, and a clean interpreter without the project on its path.
     schemas = tmp_path / "clean"
     schemas.mkdir()
-    for f in (REPO_ROOT / "schemas" / "clean").glob("*.avsc"):
-        (schemas / f.name).write_text(f.read_text())
+    for f in (REPO_ROOT / "schemas" / "clean").glob("*/v*.avsc"):
+        (schemas / f.parent.name).mkdir(exist_ok=True)
+        (schemas / f.parent.name / f.name).write_text(f.read_text())
     out = subprocess.run(
         [sys.executable, "-I", "-c",
          "import runpy, sys; sys.argv=sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__');"

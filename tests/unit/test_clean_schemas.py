@@ -1,4 +1,4 @@
-"""The published clean schemas (schemas/clean/) are exactly what the code derives from the raw ones."""
+"""The published clean schemas (schemas/clean/<type>/v<N>.avsc) are exactly what the code derives from raw version N."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.schema.clean import LINEAGE_FIELD, derive_clean, derive_clean_source, render, write_clean_dir
+from streams.schema.clean import (LINEAGE_FIELD, clean_path, derive_clean, derive_clean_source, render, stale_clean,
+                                  write_clean_dir)
 from streams.schema.registry import SchemaRegistry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,15 +25,28 @@ def clean_registry() -> SchemaRegistry:
     return SchemaRegistry.load_dir(CLEAN_DIR)
 
 
-def test_one_clean_file_per_raw_schema():
-    assert sorted(p.name for p in CLEAN_DIR.glob("*.avsc")) == sorted(f"{e.event_type}.avsc" for e in RAW)
+def _published() -> list[str]:
+    return sorted(str(p.relative_to(CLEAN_DIR)) for p in CLEAN_DIR.glob("*/*.avsc"))
 
 
-@pytest.mark.parametrize("raw", list(RAW), ids=lambda e: e.event_type)
+def test_one_clean_file_per_raw_version():
+    assert _published() == sorted(f"{e.event_type}/v{e.version}.avsc" for e in RAW.all_versions())
+    assert not list(CLEAN_DIR.glob("*.avsc"))
+
+
+@pytest.mark.parametrize("raw", RAW.all_versions(), ids=lambda e: f"{e.event_type}-v{e.version}")
 def test_published_file_in_sync(raw):
-    published = (CLEAN_DIR / f"{raw.event_type}.avsc").read_text()
+    published = clean_path(CLEAN_DIR, raw).read_text()
     assert published == render(derive_clean_source(raw)), (
-        f"schemas/clean/{raw.event_type}.avsc is stale: run `streams schemas derive`")
+        f"schemas/clean/{raw.event_type}/v{raw.version}.avsc is stale: run `streams schemas derive`")
+    assert stale_clean(RAW, CLEAN_DIR) == []
+
+
+def test_a_missing_or_edited_clean_version_is_stale(tmp_path):
+    write_clean_dir(RAW, tmp_path)
+    (tmp_path / "order_placed" / "v1.avsc").unlink()
+    (tmp_path / "support_message" / "v1.avsc").write_text("{}")
+    assert stale_clean(RAW, tmp_path) == ["order_placed v1", "support_message v1"]
 
 
 @pytest.mark.parametrize("raw", list(RAW), ids=lambda e: e.event_type)
@@ -67,7 +81,8 @@ def test_derivation_is_idempotent_and_does_not_mutate_raw():
 
 
 def test_write_clean_dir_reproduces_published_files(tmp_path):
-    written = write_clean_dir(RAW, tmp_path / "out")
-    assert sorted(p.name for p in written) == sorted(p.name for p in CLEAN_DIR.glob("*.avsc"))
+    out = tmp_path / "out"
+    written = write_clean_dir(RAW, out)
+    assert sorted(str(p.relative_to(out)) for p in written) == _published()
     for p in written:
-        assert p.read_text() == (CLEAN_DIR / p.name).read_text()
+        assert p.read_text() == (CLEAN_DIR / p.relative_to(out)).read_text()

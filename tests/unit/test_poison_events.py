@@ -409,7 +409,7 @@ def test_batch_with_a_transform_bug_on_one_event(proc, registry, monkeypatch):
     rng = random.Random(9)
     events = [samples.support("acme", f"s{i}", rng) for i in range(20)]
     doomed = events[7]["event_id"]
-    applier = proc._policy[registry.by_name("support_message").fingerprint]
+    applier = proc._policy["support_message"]
     real_apply = applier.apply
 
     def apply(datum, cipher):

@@ -13,7 +13,7 @@ from streams.privacy.policy import clean_field_type, derive_clean_fields, rules_
 from streams.privacy.transforms import BUILTINS
 from streams.settings import REPO_ROOT
 
-SCHEMAS = sorted((REPO_ROOT / "schemas").glob("*.avsc"))
+SCHEMAS = sorted((REPO_ROOT / "schemas").glob("*/v*.avsc"))  # every published version
 
 
 def _record(*fields):

@@ -1,4 +1,4 @@
-"""The schema registry: loading schemas/, Avro-spec fingerprints, lookups, load errors."""
+"""The schema registry: loading schemas/<type>/v<N>.avsc, Avro-spec fingerprints, lookups, versions, load errors."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def registry() -> SchemaRegistry:
 
 
 def _raw_sources() -> list[Path]:
-    return sorted(SCHEMAS.glob("*.avsc"))
+    return sorted(SCHEMAS.glob("*/v*.avsc"))
 
 
 # ------------------------------------------------------------------ the reference implementation
@@ -132,11 +132,11 @@ def test_loads_every_raw_schema(registry):
         "io.streams.events.CustomerSignup", "io.streams.events.OrderPlaced", "io.streams.events.SupportMessage"}
     assert {e.event_type for e in registry} == {"customer_signup", "order_placed", "support_message"}
     for e in registry:
-        assert e.path is not None and e.path.parent == SCHEMAS
+        assert e.path is not None and e.path.parent == SCHEMAS / e.event_type and e.path.name == f"v{e.version}.avsc"
         assert e.source == json.loads(e.path.read_text())
 
 
-@pytest.mark.parametrize("path", _raw_sources(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", _raw_sources(), ids=lambda p: f"{p.parent.name}-{p.stem}")
 def test_fingerprint_matches_avro_spec(registry, path):
     source = json.loads(path.read_text())
     entry = registry.by_name(source["name"])
@@ -159,7 +159,7 @@ def test_single_object_header_bytes(registry, maker):
 
 
 def test_fingerprint_ignores_annotations_but_policy_version_does_not():
-    src = json.loads((SCHEMAS / "customer_signup.avsc").read_text())
+    src = json.loads((SCHEMAS / "customer_signup" / "v1.avsc").read_text())
     changed = json.loads(json.dumps(src))
     changed["fields"][5]["transform"] = "redact"  # full_name: tokenize -> redact
     changed["doc"] = "another doc"
@@ -171,7 +171,7 @@ def test_fingerprint_ignores_annotations_but_policy_version_does_not():
 
 
 def test_fingerprint_changes_with_the_schema():
-    src = json.loads((SCHEMAS / "support_message.avsc").read_text())
+    src = json.loads((SCHEMAS / "support_message" / "v1.avsc").read_text())
     other = json.loads(json.dumps(src))
     other["fields"].append({"name": "extra", "type": "int", "default": 0})
     assert make_entry(src).fingerprint != make_entry(other).fingerprint
@@ -208,33 +208,83 @@ def test_event_type_of(name, expected):
 # ------------------------------------------------------------------ load errors
 
 
-def _write(d: Path, name: str, content) -> Path:
-    p = d / name
+def _write(d: Path, name: str, content, event_type: str = "r") -> Path:
+    """Write ``d/<event_type>/<name>`` (a version file when ``name`` is ``v<N>.avsc``)."""
+    p = d / event_type / name
+    p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(content if isinstance(content, str) else json.dumps(content))
     return p
 
 
-def test_duplicate_fingerprint_is_an_error(tmp_path):
-    src = json.loads((SCHEMAS / "customer_signup.avsc").read_text())
-    _write(tmp_path, "a.avsc", src)
-    twin = dict(src, doc="same canonical form, different doc")
-    _write(tmp_path, "b.avsc", twin)
-    with pytest.raises(SchemaFileError, match="share fingerprint") as ei:
+def _signup() -> dict:
+    return json.loads((SCHEMAS / "customer_signup" / "v1.avsc").read_text())
+
+
+def test_same_canonical_form_in_two_versions_finds_the_later(tmp_path):
+    src = _signup()
+    _write(tmp_path, "v1.avsc", src, "customer_signup")
+    _write(tmp_path, "v2.avsc", dict(src, doc="same canonical form, different doc"), "customer_signup")
+    reg = SchemaRegistry.load_dir(tmp_path)
+    v1, v2 = reg.versions("customer_signup")
+    assert (v1.version, v2.version) == (1, 2) and v1.fingerprint == v2.fingerprint
+    assert reg.by_fingerprint(v1.fingerprint) is v2 is reg.by_name("customer_signup") is reg.current(v1)
+
+
+def test_two_entries_of_one_version_are_an_error():
+    a = make_entry(_signup())
+    with pytest.raises(SchemaFileError, match="two files are version 1 of customer_signup"):
+        SchemaRegistry([a, make_entry(dict(_signup(), doc="other"))])
+
+
+def test_every_version_is_loaded_and_the_latest_is_current(tmp_path):
+    src = _signup()
+    v2 = json.loads(json.dumps(src))
+    v2["fields"].append({"name": "referrer", "type": ["null", "string"], "default": None, "pii": "none"})
+    _write(tmp_path, "v1.avsc", src, "customer_signup")
+    _write(tmp_path, "v2.avsc", v2, "customer_signup")
+    _write(tmp_path, "v1.avsc", json.loads((SCHEMAS / "order_placed" / "v1.avsc").read_text()), "order_placed")
+    reg = SchemaRegistry.load_dir(tmp_path)
+    assert [(e.event_type, e.version) for e in reg.all_versions()] == [
+        ("customer_signup", 1), ("customer_signup", 2), ("order_placed", 1)]
+    assert [(e.event_type, e.version) for e in reg] == [("customer_signup", 2), ("order_placed", 1)]
+    assert len(reg) == 2
+    old, new = reg.versions("customer_signup")
+    assert old.fingerprint != new.fingerprint
+    assert reg.by_fingerprint(old.fingerprint) is old and reg.current(old) is new
+    assert reg.by_name("CustomerSignup") is new and reg.versions("nope") == []
+
+
+def test_the_flat_layout_is_an_error_saying_where_a_file_goes(tmp_path):
+    (tmp_path / "order_placed.avsc").write_text((SCHEMAS / "order_placed" / "v1.avsc").read_text())
+    with pytest.raises(SchemaFileError, match="move it to .*order_placed/v1.avsc"):
         SchemaRegistry.load_dir(tmp_path)
-    assert "a.avsc" in str(ei.value) and "b.avsc" in str(ei.value)
+
+
+@pytest.mark.parametrize("name", ["V1.avsc", "v0.avsc", "v01.avsc", "1.avsc", "order_placed.avsc", "v1.x.avsc"])
+def test_a_version_file_is_named_v_n(tmp_path, name):
+    _write(tmp_path, name, json.loads((SCHEMAS / "order_placed" / "v1.avsc").read_text()), "order_placed")
+    with pytest.raises(SchemaFileError, match="v<N>.avsc"):
+        SchemaRegistry.load_dir(tmp_path)
+
+
+def test_the_directory_names_the_event_type(tmp_path):
+    _write(tmp_path, "v1.avsc", json.loads((SCHEMAS / "order_placed" / "v1.avsc").read_text()), "customer_signup")
+    with pytest.raises(SchemaFileError, match="is event type order_placed, not customer_signup"):
+        SchemaRegistry.load_dir(tmp_path)
 
 
 def test_empty_directory_is_an_error(tmp_path):
     (tmp_path / "notes.txt").write_text("not a schema")
-    with pytest.raises(SchemaFileError, match="no \\*.avsc"):
+    (tmp_path / "clean").mkdir()
+    with pytest.raises(SchemaFileError, match="no <event_type>/v<N>.avsc"):
         SchemaRegistry.load_dir(tmp_path)
 
 
 def test_not_json_is_an_error(tmp_path):
-    _write(tmp_path, "bad.avsc", '{"type": "record", ')
+    _write(tmp_path, "v1.avsc", '{"type": "record", ')
     with pytest.raises(SchemaFileError, match="not valid JSON") as ei:
         SchemaRegistry.load_dir(tmp_path)
-    assert "bad.avsc" in str(ei.value)
+    assert "v1.avsc" in str(ei.value)
 
 
 @pytest.mark.parametrize("content", [
@@ -246,14 +296,14 @@ def test_not_json_is_an_error(tmp_path):
     {"type": "record", "name": "R", "fields": [{"name": "a", "type": {"type": "enum", "name": "E"}}]},
 ], ids=["unknown-type", "top-level-enum", "bad-default", "field-without-type", "no-name", "enum-no-symbols"])
 def test_invalid_schema_is_an_error(tmp_path, content):
-    _write(tmp_path, "bad.avsc", content)
+    _write(tmp_path, "v1.avsc", content)
     with pytest.raises(SchemaFileError):
         SchemaRegistry.load_dir(tmp_path)
 
 
 @pytest.mark.parametrize("content", ['"string"', '["null", "string"]'], ids=["primitive", "union"])
 def test_non_record_top_level_primitive_is_a_schema_file_error(tmp_path, content):
-    _write(tmp_path, "bad.avsc", content)
+    _write(tmp_path, "v1.avsc", content)
     with pytest.raises(SchemaFileError):
         SchemaRegistry.load_dir(tmp_path)
 
@@ -263,21 +313,22 @@ def test_non_record_top_level_primitive_is_a_schema_file_error(tmp_path, content
     {"type": "record", "name": "R", "fields": [{"name": "a", "type": "int"}, {"name": "a", "type": "string"}]},
 ], ids=["no-fields", "duplicate-field"])
 def test_spec_invalid_record_is_a_schema_file_error(tmp_path, content):
-    _write(tmp_path, "bad.avsc", content)
+    _write(tmp_path, "v1.avsc", content)
     with pytest.raises(SchemaFileError):
         SchemaRegistry.load_dir(tmp_path)
 
 
 def test_non_utf8_file_is_a_schema_file_error(tmp_path):
-    (tmp_path / "bad.avsc").write_bytes(b"\xff\xfe{\x00")
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "v1.avsc").write_bytes(b"\xff\xfe{\x00")
     with pytest.raises(SchemaFileError):
         SchemaRegistry.load_dir(tmp_path)
 
 
 def test_only_avsc_files_are_loaded(tmp_path):
-    src = json.loads((SCHEMAS / "order_placed.avsc").read_text())
-    _write(tmp_path, "order_placed.avsc", src)
-    _write(tmp_path, "README.md", "# not a schema")
+    src = json.loads((SCHEMAS / "order_placed" / "v1.avsc").read_text())
+    _write(tmp_path, "v1.avsc", src, "order_placed")
+    _write(tmp_path, "README.md", "# not a schema", "order_placed")
     _write(tmp_path, "broken.json", "{")
     reg = SchemaRegistry.load_dir(tmp_path)
     assert [e.event_type for e in reg] == ["order_placed"]

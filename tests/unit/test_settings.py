@@ -15,7 +15,7 @@ def test_defaults():
     assert s == Settings()
     assert s.kafka_bootstrap == "127.0.0.1:9092"
     assert s.redis_url == "redis://127.0.0.1:6379/0"
-    assert s.schemas_dir == REPO_ROOT / "schemas" and (s.schemas_dir / "customer_signup.avsc").is_file()
+    assert s.schemas_dir == REPO_ROOT / "schemas" and (s.schemas_dir / "customer_signup" / "v1.avsc").is_file()
     assert s.tenants == frozenset({"acme", "globex"})
     assert (s.raw_topic, s.dlq_topic) == ("events.raw", "events.dlq")
     assert (s.partitions, s.tenant_partitions, s.replication) == (4, 2, 1)

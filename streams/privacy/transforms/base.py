@@ -50,6 +50,10 @@ class Transform(ABC):
 
     name: ClassVar[str]  # the annotation value: "transform": "<name>"
     doc: ClassVar[str]  # one line: what the clean value is (README table, listings)
+    #: How much of the value the clean event still gives away, for ``streams schemas compat``: a schema
+    #: version moving a field to a weaker transform needs a waiver (``streams.privacy.weakening``,
+    #: which lists the levels). A transform that does not say counts as none (0, the value in the clear).
+    strength: ClassVar[int] = 0
 
     @abstractmethod
     def check(self, field: FieldRule) -> list[str]:

@@ -26,6 +26,7 @@ def generalize(value: Any) -> Any:
 class Generalize(Transform):
     """The one transform that changes the field's type: its clean type depends on the raw one."""
 
+    strength = 1  # a coarser form of the value stays in the clear
     name = "generalize"
     doc = "birth date → year (int), timestamp → day (date); never reversible"
 

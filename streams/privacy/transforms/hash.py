@@ -11,6 +11,7 @@ from streams.privacy.transforms.cipher import SubjectCipher
 class Hash(StringTransform):
     """HMAC-SHA256 with the subject's key: countable within a subject, never reversible."""
 
+    strength = 3  # nothing in the clear, never reversible; equal values stay linkable per subject until erasure
     name = "hash"
     doc = "`hash.<kind>.<32 hex>`: HMAC-SHA256 with the subject's key; never reversible, unlinkable after erasure"
 

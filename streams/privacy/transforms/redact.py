@@ -11,6 +11,7 @@ from streams.privacy.transforms.cipher import SubjectCipher
 class Redact(StringTransform):
     """For values no part of which may leave: free text, street addresses."""
 
+    strength = 4  # nothing of the value is kept
     name = "redact"
     doc = "empty string (or null where the type allows); never reversible"
 

@@ -11,6 +11,7 @@ from streams.privacy.transforms.cipher import SubjectCipher
 class Tokenize(StringTransform):
     """AES-SIV with the subject's key: the same value of one subject gives the same token (joins work)."""
 
+    strength = 2  # nothing in the clear, but reversible with the subject's key (audited detokenize) until erasure
     name = "tokenize"
     doc = ("`tok.<kind>.<…>`: AES-SIV with the subject's key, deterministic per subject; reversible only by "
            "`streams detokenize`, audited, until the subject is erased")
