@@ -37,6 +37,7 @@ from streams.dlq.record import DlqSealer, default_sealer
 from streams.keyspace import applier_lease_key
 from streams.erasure.executor import PrivacyRequestExecutor
 from streams.records import Rejected, SourceRef, withhold
+from streams.ops import metric_catalogue as M
 from streams.ops.metrics import Metrics
 from streams.sinks.kafka_sink import KafkaSink, OutRecord
 
@@ -206,11 +207,11 @@ class PrivacyRequestReader:
                            payload_size=len(value or b""), payload=withhold(value), key=withhold(key))
             self.kafka.deliver([OutRecord(self.dlq_topic, None, self.dlq.encode(rej),
                                           [("reason", rej.reason.value.encode())])])
-            self.metrics.inc("streams_events_dlq_total", reason=rej.reason.value)
+            self.metrics.inc(M.EVENTS_DLQ, tenant=M.NO_TENANT, reason=rej.reason.value)
             return
         started = time.monotonic()
         self.handler.handle(req)
-        self.metrics.inc("streams_privacy_requests_total", help="Privacy requests carried out", type=req.type.value)
+        self.metrics.inc(M.PRIVACY_REQUESTS, type=req.type.value)
         log.info("privacy request %s (%s) done in %.0f ms", req.request_id, req.type.value,
                  (time.monotonic() - started) * 1000)
 
