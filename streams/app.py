@@ -144,8 +144,9 @@ async def _assigned_offsets(app: faust.App, processed: dict[tuple[str, int], int
     for tp in _assignment(app):
         try:
             end = consumer.highwater(tp)
-            position = await consumer.position(tp)
-        except Exception:  # revoked meanwhile, or the consumer stopping: known next time
+            # aiokafka waits for a position it does not know yet (the coordinator away): not here.
+            position = await asyncio.wait_for(consumer.position(tp), 1.0)
+        except Exception:  # revoked meanwhile, the consumer stopping, or no answer: known next time
             end = position = None
         out[(tp.topic, tp.partition)] = Offsets(
             end=end, processed=processed.get((tp.topic, tp.partition)),

@@ -13,14 +13,7 @@ from streams.ops.health import (Offsets, PartitionProgress, PrivacyBacklog, lag_
 from streams.ops.metrics import Metrics
 from streams.settings import Settings
 from tests.unit.test_batch_erasure_race import Audit, Gate, Kafka, Keys, Store, _records
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.test_fairness import Clock
 
 
 def test_lag_is_end_minus_next_offset_to_process() -> None:
