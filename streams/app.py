@@ -135,13 +135,14 @@ def _assignment(app: faust.App, topic: str | None = None) -> set[Any]:
     return {tp for tp in tps if topic is None or tp.topic == topic}
 
 
-async def _assigned_offsets(app: faust.App, processed: dict[tuple[str, int], int]) -> dict[tuple[str, int], Offsets]:
-    """What the worker knows of each assigned partition's offsets (``streams.ops.health.Offsets``).
+async def _assigned_offsets(app: faust.App, topic: str, processed: dict[tuple[str, int], int]
+                            ) -> dict[tuple[str, int], Offsets]:
+    """What the worker knows of each assigned partition of ``topic`` (``streams.ops.health.Offsets``).
     Faust keeps the committed and last read offsets (``_committed_offset``, ``_read_offset``: no
     public reader); aiokafka the high watermark of its last fetch and the fetch position."""
     consumer = app.consumer
     out: dict[tuple[str, int], Offsets] = {}
-    for tp in _assignment(app):
+    for tp in _assignment(app, topic):
         try:
             end = consumer.highwater(tp)
             # aiokafka waits for a position it does not know yet (the coordinator away): not here.
@@ -275,7 +276,8 @@ def create_app(settings: Settings) -> faust.App:
     async def refresh_progress() -> None:
         # Lag and stalled time of every assigned partition (streams.ops.health), from what the
         # consumer knows already: no broker round trip (the position is a call into its thread).
-        progress.update(await _assigned_offsets(app, processed))
+        # Faust's own topics (its assignor's leader topic) are left out.
+        progress.update(await _assigned_offsets(app, settings.raw_topic, processed))
 
     @app.timer(interval=5.0)
     async def refresh_privacy_backlog() -> None:
