@@ -117,6 +117,12 @@ def dlq_subject_key(tenant: str, pseudonym: str) -> str:
     return f"{pipeline_prefix(tenant)}dlqsubj:{pseudonym}"
 
 
+def parked_requests_key(tenant: str) -> str:
+    """LIST of the tenant's privacy requests parked by a fault of the tenant's own data, oldest first
+    (``streams.erasure.parking``): each wrapped by the master key, since a request names its subject."""
+    return f"{pipeline_prefix(tenant)}parked"
+
+
 # --------------------------------------------------------------------------- tenancy:
 
 
@@ -140,6 +146,11 @@ def deleted_marker(tenant: str) -> str:
 
 #: SET of ``<tenant>|<request id>`` erasures waiting for an AOF rewrite (``streams.erasure.executor``).
 PENDING_AOF_KEY = "privacy:pending-aof"
+
+
+#: SET of the tenants that have parked privacy requests (``streams.erasure.parking``): their events
+#: are set aside until the requests are carried out.
+PARKED_TENANTS_KEY = "privacy:parked-tenants"
 
 
 def applied_key(topic: str, partition: int) -> str:

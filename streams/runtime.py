@@ -29,6 +29,7 @@ from streams.ops.metrics import Metrics
 from streams.ops.topics import admin_client
 from streams.privacy.keys import KeyStore, LocalKeyFileProvider
 from streams.privacy.pseudonyms import Pseudonymizer
+from streams.erasure.parking import ParkedRequests
 from streams.schema.registry import SchemaRegistry
 from streams.settings import Settings
 from streams.sinks.base import Sink
@@ -104,7 +105,8 @@ def build_runtime(settings: Settings, registry: SchemaRegistry, processor: Event
     kafka = KafkaSink(settings.kafka())
     # Signs as writer worker:<app_id>: the key is created and published by the first worker of the group.
     audit = open_audit_log(settings, actor, client=client, provider=provider)
-    gate = ConsentGate(consent, pseudonyms, tenants.regimes(), purposes_of(registry))
+    parking = ParkedRequests(client, provider)
+    gate = ConsentGate(consent, pseudonyms, tenants.regimes(), purposes_of(registry), parked=parking.tenants)
     dlq_subjects = DlqSubjects(client, provider)
     dlq = DlqSealer(DlqKeyring(client, provider, settings.dlq_topic), pseudonyms, tenants, dlq_subjects)
     sinks = build_sinks(SinkDeps(settings, client=client, store_writer=StoreWriter(settings.redis_url, pseudonyms),
@@ -112,7 +114,7 @@ def build_runtime(settings: Settings, registry: SchemaRegistry, processor: Event
     handler = PrivacyRequestExecutor(client, keys, pseudonyms, consent, sinks, audit, dlq_subjects=dlq_subjects,
                              metrics=metrics)
     applier = PrivacyRequestReader(settings.kafka(), settings.requests_topic, settings.dlq_topic, tenants,
-                              client, consent, handler, kafka, metrics, dlq=dlq)
+                              client, consent, handler, kafka, metrics, dlq=dlq, parking=parking)
     lock = asyncio.Lock()
     pipeline = BatchPipeline(settings, processor, None, None, keys, metrics,  # type: ignore[arg-type]
                              gate=gate, audit=audit, lock=lock, applier=applier, own_partitions=own_partitions,

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from streams.errors import TenantFault
 from streams.api.api_keys import Principal
 from streams.api.params import parse_detokenize_body, parse_privacy_body
 from streams.api.protocols import AuditSink, RequestFiler
@@ -100,8 +101,16 @@ class DataHandlers:
             req = new_request(fields["type"], tenant, fields["subject"], actor, fields["purpose"], fields["reason"])
         except InvalidRequest as exc:  # its messages name the rule, never the value
             raise ApiError(400, "invalid_body", str(exc)) from None
-        pseudonym = self._pseudonym(tenant, req.subject)
         details = {"request_id": req.request_id, "type": req.type.value, "purpose": req.purpose, "key_id": p.key_id}
+        try:
+            pseudonym: str | None = self._pseudonym(tenant, req.subject)
+        except Exception as exc:
+            if not isinstance(exc, TenantFault):
+                raise
+            # The tenant's pseudonym secret is damaged: an erasure is still filed (the worker parks
+            # it until the tenant is repaired, streams.erasure.parking); the audit names no subject.
+            pseudonym = None
+            details["subject_named"] = "no: the tenant's pseudonym secret is damaged"
         # Audited first (acknowledged; an AuditError is a 503 and nothing was filed), then published.
         self._audit.append("privacy.request_filed", tenant, pseudonym, req.reason or "filed over the API", details,
                            actor=actor)

@@ -26,6 +26,7 @@ import time
 from typing import Any, Callable, Collection, Iterable, Sequence
 
 from streams.audit.chain import pseudonym as _pseudonym
+from streams.errors import TenantFault
 from streams.dlq.keys import EphemeralDlqKey, Fingerprinter
 from streams.records import Rejected
 
@@ -59,6 +60,16 @@ class DlqSealer:
         secret = os.urandom(32)
         return cls(EphemeralDlqKey(), lambda t, s: _pseudonym(t, s, secret))
 
+    def _name(self, tenant: str, subject: str) -> str | None:
+        """The subject's pseudonym; None when the tenant's pseudonym secret is damaged (a tenant
+        fault): the record then names no subject, and the rest of the batch still goes out."""
+        try:
+            return self.pseudonyms(tenant, subject)
+        except Exception as exc:
+            if not isinstance(exc, TenantFault):
+                raise
+            return None
+
     def _onboarded(self, tenant: str, rej: Rejected) -> bool:
         if self.tenants is None:
             return tenant == rej.tenant  # set by the processor only for an onboarded tenant
@@ -70,8 +81,8 @@ class DlqSealer:
         tenant = rej.tenant
         subject = None
         if tenant and rej.subject is not None:
-            subject = self.pseudonyms(tenant, rej.subject.value)
-            if remember is not None:
+            subject = self._name(tenant, rej.subject.value)
+            if remember is not None and subject is not None:
                 remember.append((tenant, subject, rej.subject.value))
         key: dict[str, Any] | None = None
         if rej.key is not None:
@@ -87,8 +98,8 @@ class DlqSealer:
                        "fingerprint": fp("key", tenant, raw)}
                 if onboarded:
                     key_subject = m.group(2).decode()
-                    key["subject"] = self.pseudonyms(key_tenant, key_subject)
-                    if remember is not None:
+                    key["subject"] = self._name(key_tenant, key_subject)
+                    if remember is not None and key["subject"] is not None:
                         remember.append((key_tenant, key["subject"], key_subject))
                     if subject is None and key_tenant == tenant:
                         subject = key["subject"]

@@ -96,7 +96,8 @@ class PrivacyRequestExecutor:
             return done
         if done and done.get("status") == "pending" and self.client.sismember(PENDING_AOF, f"{req.tenant}|{req.request_id}"):
             return done  # replayed after its deletes were done: only the AOF step is left, and it is queued
-        who = self.pseudonyms(req.tenant, req.subject)
+        parked = done.get("parked") if done and done.get("status") == "parked" else None
+        who = self.pseudonyms(req.tenant, req.subject)  # first: a tenant fault here changes nothing
         steps: list[dict[str, Any]] = []
 
         def step(name: str, **detail: Any) -> None:
@@ -128,7 +129,7 @@ class PrivacyRequestExecutor:
             step("dlq", subject_named="pseudonym only", resolvable=False, resolve_mappings_deleted=forgotten)
             # The AOF rewrite takes as long as the whole store takes to write out: it runs after
             # the worker's lock is released (finish_pending), shared by every erasure before it.
-            receipt = self._receipt(req, who, steps, "pending")
+            receipt = self._receipt(req, who, steps, "pending", parked)
             pipe = self.client.pipeline(transaction=True)
             pipe.set(receipt_key(req.tenant, req.request_id), json.dumps(receipt, separators=(",", ":")))
             pipe.zadd(requests_index(req.tenant), {req.request_id: req.filed_at_ms})
@@ -136,7 +137,7 @@ class PrivacyRequestExecutor:
             pipe.execute()
             return receipt
 
-        return self._complete(req.tenant, self._receipt(req, who, steps, "pending"))
+        return self._complete(req.tenant, self._receipt(req, who, steps, "pending", parked))
 
     def _count_fence(self, req: PrivacyRequest, fence: FenceResult) -> None:
         if fence.waited_for:
@@ -151,12 +152,27 @@ class PrivacyRequestExecutor:
                         req.request_id, fence.lapsed, req.tenant)
             self.metrics.inc(M.ERASURE_FENCE_LAPSED, fence.lapsed)
 
-    def _receipt(self, req: PrivacyRequest, who: str, steps: list[dict[str, Any]], status: str) -> dict[str, Any]:
-        return {
+    def _receipt(self, req: PrivacyRequest, who: str | None, steps: list[dict[str, Any]], status: str,
+                 parked: dict[str, Any] | None = None) -> dict[str, Any]:
+        receipt = {
             "request_id": req.request_id, "type": req.type.value, "tenant": req.tenant, "subject": who,
             "purpose": req.purpose, "filed_at_ms": req.filed_at_ms, "filed_by": req.actor,
             "status": status, "steps": steps,
         }
+        if parked is not None:
+            receipt["parked"] = parked  # kept once carried out: the receipt shows the wait
+        return receipt
+
+    def note_parked(self, req: PrivacyRequest, reason: str) -> None:
+        """The receipt and audit record of a request parked by a fault of its tenant
+        (``streams.erasure.parking``): status ``parked`` with the reason; no subject named, since
+        the fault may be the tenant's pseudonym secret itself."""
+        done = self.consent.receipt(req.tenant, req.request_id)
+        if done and done.get("status") in ("done", "pending"):
+            return  # carried out before (a replay): nothing to park
+        self.consent.put_receipt(req.tenant, self._receipt(req, None, [], "parked", {"at_ms": _now(), "reason": reason}))
+        self.audit.append("privacy.parked", req.tenant, None, f"request {req.request_id} parked", {
+            "request_id": req.request_id, "type": req.type.value, "reason": reason})
 
     def _complete(self, tenant: str, receipt: dict[str, Any]) -> dict[str, Any]:
         """Audit the request with its steps, then mark its receipt done (the last thing written)."""

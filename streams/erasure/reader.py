@@ -30,12 +30,14 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from streams.ops.kafka_client import KafkaTarget, client_config
 from streams.consent.exceptions import InvalidRequest, RequestsNotApplied
-from streams.consent.requests import parse
+from streams.consent.requests import PrivacyRequest, parse
 from streams.consent.store import ConsentStore
 from streams.dlq.reasons import Reason
 from streams.dlq.record import DlqSealer, default_sealer
 from streams.keyspace import applier_lease_key
 from streams.erasure.executor import PrivacyRequestExecutor
+from streams.erasure.parking import RETRY_S, ParkedRequests
+from streams.errors import TenantFault
 from streams.records import Rejected, SourceRef, withhold
 from streams.ops import metric_catalogue as M
 from streams.ops.metrics import Metrics
@@ -93,7 +95,9 @@ class PrivacyRequestReader:
 
     def __init__(self, bootstrap: KafkaTarget, topic: str, dlq_topic: str, tenants: frozenset[str], client: redis.Redis,
                  consent: ConsentStore, handler: PrivacyRequestExecutor, kafka: KafkaSink, metrics: Metrics,
-                 dlq: DlqSealer | None = None) -> None:
+                 dlq: DlqSealer | None = None, parking: ParkedRequests | None = None) -> None:
+        """``parking``: where requests stopped by a fault of their tenant wait (without it such a
+        request is retried in place, holding every tenant back)."""
         self.topic = topic
         self.dlq = dlq or default_sealer()
         self.dlq_topic = dlq_topic
@@ -111,6 +115,9 @@ class PrivacyRequestReader:
                                    "logger": logging.getLogger("streams.kafka.consumer")})
         self._token = uuid.uuid4().hex
         self._drained = False  # pending erasures a previous run left (see catch_up)
+        self.parking = parking
+        self._next_retry = 0.0  # monotonic time of the next retry of parked requests
+        self.retry_every_s = RETRY_S
 
     def behind(self, partitions: Iterable[int] | None = None) -> dict[int, tuple[int, int]]:
         """Partitions whose requests are not all applied: {partition: (applied, end)}."""
@@ -150,7 +157,7 @@ class PrivacyRequestReader:
     def catch_up(self, partitions: Iterable[int]) -> int:
         """Apply every request of ``partitions`` published so far. Raises RequestsNotApplied when
         another worker holds a partition's lease (the caller retries); other faults propagate."""
-        done = 0
+        done = self.retry_parked()  # before new requests: a tenant's requests keep their order
         for p, (applied, end) in sorted(self.behind(partitions).items()):
             lease = applier_lease_key(self.topic, p)
             if not self.client.set(lease, self._token, nx=True, px=LEASE_MS):
@@ -209,11 +216,65 @@ class PrivacyRequestReader:
                                           [("reason", rej.reason.value.encode())])])
             self.metrics.inc(M.EVENTS_DLQ, tenant=M.NO_TENANT, reason=rej.reason.value)
             return
+        if self.parking is not None and self.parking.is_parked(req.tenant):
+            self._park(req, value, "behind earlier parked requests of the tenant")  # keeps their order
+            return
         started = time.monotonic()
-        self.handler.handle(req)
+        try:
+            self.handler.handle(req)
+        except Exception as exc:
+            if self.parking is None or not isinstance(exc, TenantFault):
+                raise  # a fault of the system: the caller holds back and retries
+            self._park(req, value, str(exc))
+            return
         self.metrics.inc(M.PRIVACY_REQUESTS, type=req.type.value)
         log.info("privacy request %s (%s) done in %.0f ms", req.request_id, req.type.value,
                  (time.monotonic() - started) * 1000)
+
+    def _park(self, req: PrivacyRequest, value: bytes | None, reason: str) -> None:
+        assert self.parking is not None and value is not None
+        parked = self.parking.park(req.tenant, value, reason)  # before the offset moves past it
+        self.handler.note_parked(req, reason)
+        self.metrics.inc(M.PRIVACY_REQUESTS_PARKED, tenant=req.tenant)
+        log.error("privacy request %s (%s) of tenant %s parked (%d parked for the tenant): %s. The tenant's "
+                  "events wait in the DLQ until it is repaired; the other tenants go on", req.request_id, req.type.value,
+                  req.tenant, parked, reason)
+
+    def retry_parked(self, force: bool = False) -> int:
+        """Carry out parked requests, each tenant's oldest first, until one fails again; at most every
+        ``retry_every_s`` (``force``: now). Returns how many were carried out. A fault of the system raises."""
+        if self.parking is None:
+            return 0
+        now = time.monotonic()
+        if not force and now < self._next_retry:
+            return 0
+        self._next_retry = now + self.retry_every_s
+        done = 0
+        for tenant in sorted(self.parking.tenants()):
+            if tenant not in self.tenants:  # deleted meanwhile: its requests went with its data
+                self.parking.drop_tenant(tenant)
+                continue
+            while True:
+                try:
+                    parked = self.parking.oldest(tenant)
+                    if parked is None:
+                        self.parking.drop_tenant(tenant)  # an empty list left listed (a crash between steps)
+                        break
+                    self.handler.handle(parse(parked.value))
+                except Exception as exc:
+                    if not isinstance(exc, TenantFault):
+                        raise
+                    # Not repaired yet: the tenant stays parked, the next tenant is tried.
+                    log.warning("tenant %s: its parked privacy requests still fail (%s)", tenant, exc)
+                    break
+                left = self.parking.done(tenant, parked)
+                done += 1
+                self.metrics.inc(M.PRIVACY_REQUESTS_UNPARKED, tenant=tenant)
+                if left == 0:
+                    log.warning("tenant %s: every parked privacy request is carried out; its events flow again",
+                                tenant)
+                    break
+        return done
 
     def close(self) -> None:
         self._consumer.close()

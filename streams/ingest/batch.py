@@ -193,27 +193,30 @@ class BatchPipeline:
             validated = self.validate(records)
         subjects = {(v.tenant, v.subject) for v in validated if isinstance(v, Validated)}
         drops: dict[int, DropReason] = {}
+        unavailable: dict[str, str] = {}  # tenant -> why its consent cannot be decided (streams.consent.gate)
         if self.gate is not None and subjects:
             with _stage("consent"):
-                states = await self._hold_back("consent", lambda: self._thread(self.gate.states, subjects))
+                view = await self._hold_back("consent", lambda: self._thread(self.gate.states, subjects))
+            unavailable = view.unavailable
             for i, v in enumerate(validated):
-                if isinstance(v, Validated):
-                    reason = self.gate.decide(states[(v.tenant, v.subject)], v.tenant, v.raw_entry.event_type)
+                if isinstance(v, Validated) and v.tenant not in unavailable:
+                    reason = self.gate.decide(view.states[(v.tenant, v.subject)], v.tenant, v.raw_entry.event_type)
                     if reason is not None:
                         drops[i] = reason
         wanted: dict[str, set[str]] = defaultdict(set)
         for i, v in enumerate(validated):
-            if isinstance(v, Validated) and i not in drops:
+            if isinstance(v, Validated) and i not in drops and v.tenant not in unavailable:
                 wanted[v.tenant].add(v.subject)
         with _stage("keys"):
             ciphers, failed, damaged = await self._ciphers(wanted)
         with _stage("transform"):
-            return self._finish_all(validated, drops, ciphers, failed, damaged)
+            return self._finish_all(validated, drops, unavailable, ciphers, failed, damaged)
 
     def _finish_all(self, validated: list[Validated | Rejected], drops: dict[int, DropReason],
-                    ciphers: dict[tuple[str, str], SubjectCipher], failed: dict[str, tuple[Reason, str]],
+                    unavailable: dict[str, str], ciphers: dict[tuple[str, str], SubjectCipher], failed: dict[str, tuple[Reason, str]],
                     damaged: set[tuple[str, str]]) -> list[Accepted | Rejected | Dropped]:
-        """Each validated event's outcome: dropped, set aside, or transformed with its subject's cipher."""
+        """Each validated event's outcome: dropped, set aside (``unavailable``: tenants whose consent
+        cannot be decided), or transformed with its subject's cipher."""
         now_ms = int(time.time() * 1000)
         out: list[Accepted | Rejected | Dropped] = []
         for i, v in enumerate(validated):
@@ -221,6 +224,9 @@ class BatchPipeline:
                 out.append(v)
             elif i in drops:
                 out.append(Dropped(v.tenant, v.event_id, v.raw_entry.event_type, drops[i].value, v.source))
+            elif v.tenant in unavailable:
+                self._count_isolated(v.tenant, Reason.KEY_ERROR)
+                out.append(self.processor.reject_validated(v, Reason.KEY_ERROR, unavailable[v.tenant]))
             elif v.tenant in failed:
                 reason, detail = failed[v.tenant]
                 if reason is Reason.KEY_ERROR:
@@ -391,8 +397,11 @@ class BatchPipeline:
         if self.gate is None or not mine:
             return
         subjects = {(o.tenant, o.subject) for o in mine}
-        states = await self._hold_back("consent", lambda: self._thread(self.gate.states, subjects))
-        gone = [o for o in mine if states[(o.tenant, o.subject)].erased or states[(o.tenant, o.subject)].suppressed]
+        view = await self._hold_back("consent", lambda: self._thread(self.gate.states, subjects))
+        # A subject whose consent cannot be read now (its tenant's requests parked, its pseudonym
+        # secret damaged) counts as gone: an erasure of it may be among the parked requests.
+        gone = [o for o in mine if o.tenant in view.unavailable or view.states[(o.tenant, o.subject)].erased
+                or view.states[(o.tenant, o.subject)].suppressed]
         if not gone:
             return
         out = [OutRecord(self.settings.tenant_topic(o.tenant), o.key, None,

@@ -117,6 +117,13 @@ PRIVACY_REQUEST_OLDEST_AGE = MetricDef(
     "streams_privacy_request_oldest_pending_seconds", "gauge",
     "How long the oldest unapplied privacy request has been seen waiting (a lower bound: measured from "
     "the first refresh that saw it)")
+PRIVACY_REQUESTS_PARKED = MetricDef(
+    "streams_privacy_requests_parked_total", "counter",
+    "Privacy requests parked by a fault of their tenant (alert on it: the tenant's events are set aside)",
+    ("tenant",))
+PRIVACY_REQUESTS_UNPARKED = MetricDef(
+    "streams_privacy_requests_unparked_total", "counter",
+    "Parked privacy requests carried out once their tenant was repaired", ("tenant",))
 ERASURE_DURATION = MetricDef(
     "streams_erasure_duration_seconds", "histogram",
     "From an erasure's filing to a milestone: effective (every copy erased, key destroyed) or done (files "

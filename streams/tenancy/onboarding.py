@@ -54,7 +54,7 @@ from confluent_kafka.admin import (
 
 from streams.api.api_keys import ApiKeyStore, Role
 from streams.erasure.aof import rewrite_aof
-from streams.keyspace import store_pattern
+from streams.keyspace import PARKED_TENANTS_KEY, store_pattern
 from streams.ops.topics import ensure_topics, tenant_topics
 from streams.privacy.keys import KeyStore
 from streams.settings import Settings
@@ -400,7 +400,9 @@ class TenantService:
             except SinkError as exc:
                 raise OnboardingError(f"deleting the tenant's {sink.name} copy failed: {exc}") from None
         # Key material and pipeline state once more: a worker may have written a count meanwhile.
+        # Its parked privacy requests (k:{t}:parked) went with it; so does its entry in the set.
         self.keys.destroy_tenant(tenant)
+        self.r.srem(PARKED_TENANTS_KEY, tenant)
         step("aof", **rewrite_aof(self.r))
         self.registry.remove(tenant)
         step("registry", status="removed", deleted_mark="kept: its events go to the DLQ as unknown_tenant")

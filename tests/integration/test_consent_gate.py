@@ -56,7 +56,7 @@ def test_requests_are_applied_in_order_and_gate_the_batch(make_settings):
     assert applier.catch_up([partition]) == 1
     applier.wait_applied([partition], timeout=1)
     assert rt.consent.receipt(tenant, opt_out.request_id)["status"] == "done"
-    state = gate.states([(tenant, "g-1")])[(tenant, "g-1")]
+    state = gate.states([(tenant, "g-1")]).states[(tenant, "g-1")]
     assert gate.decide(state, tenant, "order_placed") is DropReason.OPTED_OUT
 
     # A replay (the applied offset rewound, as after a crash) changes nothing and never moves it back.
@@ -80,7 +80,7 @@ def test_requests_are_applied_in_order_and_gate_the_batch(make_settings):
     assert doc["payload_fingerprint"] in applier.dlq.keys.fingerprints("payload", doc["tenant"], payload)
     assert hashlib.sha256(payload).hexdigest() not in json.dumps(doc)
     # It was passed over: the consent state is what the valid request made it.
-    assert gate.decide(gate.states([(tenant, "g-1")])[(tenant, "g-1")], tenant, "order_placed") is DropReason.OPTED_OUT
+    assert gate.decide(gate.states([(tenant, "g-1")]).states[(tenant, "g-1")], tenant, "order_placed") is DropReason.OPTED_OUT
 
 
 def test_erasure_receipt_is_done_only_after_the_aof_rewrite(make_settings):

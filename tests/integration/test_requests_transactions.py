@@ -46,7 +46,7 @@ def _settle(applier, seconds: float = 15.0) -> None:
 
 def _decision(rt, tenant: str, subject: str):
     gate = rt.pipeline.gate
-    return gate.decide(gate.states([(tenant, subject)])[(tenant, subject)], tenant, "order_placed")
+    return gate.decide(gate.states([(tenant, subject)]).states[(tenant, subject)], tenant, "order_placed")
 
 
 def test_committed_aborted_and_open_transactions_on_privacy_requests(make_settings):

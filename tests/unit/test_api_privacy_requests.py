@@ -207,3 +207,22 @@ def test_metrics_authorization_with_the_store_down_is_503():
     resp = api.authorize_metrics({"X-API-Key": TOKENS["operator"][0]})
     assert resp is not None and resp.status == 503
 
+
+
+def test_a_request_is_still_filed_when_the_tenants_pseudonym_secret_is_damaged():
+    """An erasure must never be refused for a fault of the tenant's records: it is filed (the worker
+    parks it until the tenant is repaired) and audited without naming the subject."""
+    from streams.privacy.exceptions import TenantKeyDamaged
+
+    def damaged(tenant: str, subject: str) -> str:
+        raise TenantKeyDamaged(tenant, "the pseudonym secret is damaged")
+
+    audit, filer = Audit(), Filer()
+    audit.api = DataApi(Store([]), Keys(), Detok(), audit, damaged, lambda: {"acme", "globex"},  # type: ignore[arg-type]
+                        filer=filer, receipts=lambda t, r: None)
+    resp = _file(audit.api, "acme-privacy", {"type": "erase", "subject": "u-1"})
+    assert resp.status == 202, resp.body
+    (req,) = filer.filed
+    (rec,) = audit.records
+    assert rec["action"] == "privacy.request_filed" and rec["subject"] is None
+    assert rec["details"]["subject_named"].startswith("no:") and "u-1" not in json.dumps(rec)

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from streams.consent.gate import ConsentView
 from streams.consent.state import SubjectState
 from streams.ingest import samples
 from streams.ingest.batch import BatchPipeline, RawRecord
@@ -63,8 +64,8 @@ class Gate:
     def __init__(self) -> None:
         self.erased: set[str] = set()
 
-    def states(self, subjects: Iterable[tuple[str, str]]) -> dict[tuple[str, str], SubjectState]:
-        return {(t, s): SubjectState(erased=s in self.erased) for t, s in subjects}
+    def states(self, subjects: Iterable[tuple[str, str]]) -> ConsentView:
+        return ConsentView({(t, s): SubjectState(erased=s in self.erased) for t, s in subjects})
 
     def decide(self, state: SubjectState, tenant: str, event_type: str) -> Any:
         return None

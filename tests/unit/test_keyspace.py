@@ -34,6 +34,7 @@ PINNED = {
     ks.inflight_key(T): "k:{acme}:inflight",
     ks.stats_key(T): "k:{acme}:stats",
     ks.dlq_subject_key(T, "p_1"): "k:{acme}:dlqsubj:p_1",
+    ks.parked_requests_key(T): "k:{acme}:parked",
     # tenancy:
     ks.TENANTS_KEY: "tenancy:tenants",
     ks.DELETED_KEY: "tenancy:deleted",
@@ -41,6 +42,7 @@ PINNED = {
     ks.deleted_marker(T): "tenancy:{acme}:deleted",
     # privacy:
     ks.PENDING_AOF_KEY: "privacy:pending-aof",
+    ks.PARKED_TENANTS_KEY: "privacy:parked-tenants",
     ks.applied_key("streams.privacy-requests", 3): "privacy:applied:streams.privacy-requests:3",
     ks.applier_lease_key("streams.privacy-requests", 3): "privacy:lease:streams.privacy-requests:3",
     # k:dlq:
@@ -66,6 +68,7 @@ def test_every_public_builder_is_in_the_pinned_table():
     pinned_sources = {"store_prefix", "store_pattern", "event_key", "subject_index", "type_index", "time_index",
                       "pipeline_prefix", "tenant_hash_key", "subject_key_name", "check_key_name", "pseudonym_key",
                       "consent_key", "receipt_key", "requests_index", "inflight_key", "stats_key", "dlq_subject_key",
+                      "parked_requests_key", "PARKED_TENANTS_KEY",
                       "TENANTS_KEY", "DELETED_KEY", "RECEIPTS_KEY", "deleted_marker", "PENDING_AOF_KEY",
                       "applied_key", "applier_lease_key", "dlq_keys_key", "audit_signer_key", "audit_public_key",
                       "API_OPERATORS_SET", "API_KEY_PREFIX", "api_key_hash_key", "api_tenant_set_key"}
