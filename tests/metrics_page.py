@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+import urllib.error
 import urllib.request
 from typing import Callable
 
@@ -38,10 +39,16 @@ def value(page: list[Sample], name: str, **labels: str) -> float | None:
 
 
 def scrape_until(port: int, token: str, ok: Callable[[list[Sample]], bool], timeout: float = 20.0) -> list[Sample]:
-    """Scrape until ``ok(samples)`` (the page as it then is, either way)."""
+    """Scrape until ``ok(samples)`` (the page as it then is, either way). A worker still starting
+    answers 503: asked again."""
     deadline = time.monotonic() + timeout
     while True:
-        page = samples(scrape_text(port, token))
-        if ok(page) or time.monotonic() > deadline:
+        try:
+            page = samples(scrape_text(port, token))
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or time.monotonic() > deadline:
+                raise
+            page = []
+        if page and ok(page) or time.monotonic() > deadline:
             return page
         time.sleep(0.3)

@@ -13,10 +13,11 @@ import pytest
 
 from streams.devstack.stack import LocalStack
 from streams.ingest import samples
-from streams.ingest.producer import EventProducer
+from streams.ingest.producer import EventProducer, encode_event, event_key
 from streams.schema.registry import SchemaRegistry
 from tests import metrics_page
 from tests.e2e.test_api_http import free_port
+from tests.e2e.test_raw_transactions import _tx
 from tests.metrics_page import operator_token, scrape_until
 
 pytestmark = pytest.mark.e2e
@@ -54,8 +55,7 @@ def test_metrics_show_latency_lag_per_partition_and_stages_after_events_flow(mak
     raw = {str(p) for p in range(s.partitions)}
 
     def settled(page: list) -> bool:
-        lag = {x.labels["partition"]: x.value for x in page
-               if x.name == "streams_consumer_lag_records" and x.labels["topic"] == s.raw_topic}
+        lag = _raw_lag(page, s.raw_topic)
         return (metrics_page.value(page, "streams_events_delivered_total", tenant=tenant) == n
                 and set(lag) == raw and not any(lag.values()))
 
@@ -65,11 +65,9 @@ def test_metrics_show_latency_lag_per_partition_and_stages_after_events_flow(mak
     assert metrics_page.value(page, "streams_event_e2e_latency_seconds_sum") > 0
     # One worker: every partition of the raw topic is its, each with a lag gauge (0: all processed)
     # and a stalled time (0: nothing waiting).
-    lag = {x.labels["partition"]: x.value for x in page
-           if x.name == "streams_consumer_lag_records" and x.labels["topic"] == s.raw_topic}
+    lag = _raw_lag(page, s.raw_topic)
     assert lag == dict.fromkeys(raw, 0.0), lag
-    stalled = {x.labels["partition"]: x.value for x in page
-               if x.name == "streams_consumer_stalled_seconds" and x.labels["topic"] == s.raw_topic}
+    stalled = _raw_lag(page, s.raw_topic, "streams_consumer_stalled_seconds")
     assert stalled == dict.fromkeys(raw, 0.0), stalled
     assert metrics_page.value(page, "streams_partitions_assigned", topic=s.raw_topic) == s.partitions
     batches = metrics_page.value(page, "streams_batch_duration_seconds_count")
@@ -81,6 +79,33 @@ def test_metrics_show_latency_lag_per_partition_and_stages_after_events_flow(mak
     assert metrics_page.value(page, "streams_privacy_requests_pending_records") == 0
     assert metrics_page.value(page, "process_resident_memory_bytes")
     assert _get(s.web_port, "/ready") == (200, {"ready": True})
+
+
+def _raw_lag(page: list, topic: str, name: str = "streams_consumer_lag_records") -> dict[str, float]:
+    return {x.labels["partition"]: x.value for x in page if x.name == name and x.labels["topic"] == topic}
+
+
+def test_a_transaction_commit_marker_is_no_lag(make_settings, start_worker):
+    # The marker after a transaction's last record takes an offset the consumer never hands out:
+    # the partition's end stays one above the next offset to process, which is not lag.
+    s = make_settings(web_enabled=True, web_port=free_port())
+    tenant = sorted(s.tenants)[0]
+    registry = SchemaRegistry.load_dir(s.schemas_dir)
+    start_worker(s)
+    tx = _tx(s)
+    for i in range(3):
+        e = samples.signup(tenant, "tx-lag")  # one subject: one partition
+        tx.produce(s.raw_topic, encode_event(registry, e, "avro"), event_key(e))
+    tx.commit_transaction(20)
+    token = operator_token(s)
+    page = scrape_until(s.web_port, token, lambda p: metrics_page.value(
+        p, "streams_events_delivered_total", tenant=tenant) == 3 and _raw_lag(p, s.raw_topic)
+        and not any(_raw_lag(p, s.raw_topic).values()), timeout=60)
+    assert metrics_page.value(page, "streams_events_delivered_total", tenant=tenant) == 3
+    assert _raw_lag(page, s.raw_topic) == {str(p): 0.0 for p in range(s.partitions)}
+    time.sleep(5)  # and it does not count as stalled either
+    page = metrics_page.samples(metrics_page.scrape_text(s.web_port, token))
+    assert set(_raw_lag(page, s.raw_topic, "streams_consumer_stalled_seconds").values()) == {0.0}
 
 
 @pytest.mark.faults
