@@ -35,7 +35,7 @@ PY="${PYTHON:-python3}"
 here="$(pwd -P)"
 installed="$(cd / && "$PY" -c "import streams, os; print(os.path.dirname(os.path.dirname(os.path.realpath(streams.__file__))))" 2>/dev/null || true)"
 if [ "$installed" != "$here" ] \
-   || ! "$PY" -c "import faust, confluent_kafka, fastavro, redis, cramjam, pytest, hypothesis, yaml, pytest_timeout, pytest_randomly, xdist, schemathesis" >/dev/null 2>&1 \
+   || ! "$PY" -c "import faust, confluent_kafka, fastavro, redis, cramjam, prometheus_client, pytest, hypothesis, yaml, pytest_timeout, pytest_randomly, xdist, schemathesis" >/dev/null 2>&1 \
    || ! command -v streams >/dev/null 2>&1; then
   echo "setup: installing the Python package and its dependencies" >&2
   "$PY" -m pip install -q --disable-pip-version-check -e '.[test]'

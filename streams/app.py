@@ -22,7 +22,8 @@ from streams.api.faust_views import register_api
 from streams.ingest.batch import RawRecord
 from streams.ingest.processor import EventProcessor
 from streams.ingest.tenant_raw import TenantRawIngest, next_offsets
-from streams.ops.metrics import Metrics
+from streams.ops.health import PartitionProgress, PrivacyBacklog, readiness, set_build_info
+from streams.ops.metrics import CONTENT_TYPE, Metrics
 from streams.schema.registry import SchemaRegistry
 from streams.settings import Settings, SettingsError
 from streams.tenancy.registry import TenantDirectory
@@ -122,6 +123,36 @@ class _App(faust.App):
         return _ReadCommittedTransport(urls, self)
 
 
+def _assignment(app: faust.App, topic: str | None = None) -> set[Any]:
+    """The consumer's assigned partitions (of ``topic``); none while it is not started."""
+    try:
+        tps = app.consumer.assignment()
+    except Exception:  # not started yet, or stopping
+        return set()
+    return {tp for tp in tps if topic is None or tp.topic == topic}
+
+
+async def _assigned_offsets(app: faust.App, topic: str, processed: dict[tuple[str, int], int]
+                            ) -> dict[tuple[str, int], Offsets]:
+    """What the worker knows of each assigned partition of ``topic`` (``streams.ops.health.Offsets``).
+    Faust keeps the committed and last read offsets (``_committed_offset``, ``_read_offset``: no
+    public reader); aiokafka the high watermark of its last fetch and the fetch position."""
+    consumer = app.consumer
+    out: dict[tuple[str, int], Offsets] = {}
+    for tp in _assignment(app, topic):
+        try:
+            end = consumer.highwater(tp)
+            # aiokafka waits for a position it does not know yet (the coordinator away): not here.
+            position = await asyncio.wait_for(consumer.position(tp), 1.0)
+        except Exception:  # revoked meanwhile, the consumer stopping, or no answer: known next time
+            end = position = None
+        out[(tp.topic, tp.partition)] = Offsets(
+            end=end, processed=processed.get((tp.topic, tp.partition)),
+            committed=getattr(consumer, "_committed_offset", {}).get(tp), position=position,
+            last_read=getattr(consumer, "_read_offset", {}).get(tp))
+    return out
+
+
 def web_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     """The HTTPS context of the worker's web server, or None for plain HTTP (no certificate configured)."""
     if not settings.web_tls_cert:
@@ -177,6 +208,8 @@ def create_app(settings: Settings) -> faust.App:
                               auto_refresh=False)
     processor = EventProcessor(registry, tenants, settings.max_event_bytes, sender_of=settings.tenant_of_raw_topic)
     metrics = Metrics()
+    set_build_info(metrics, [e.source for e in registry])
+    progress, backlog = PartitionProgress(metrics), PrivacyBacklog(metrics)
 
     app = _faust_app(settings)
     raw_topic = app.topic(
@@ -187,7 +220,7 @@ def create_app(settings: Settings) -> faust.App:
     def own_partitions() -> set[int]:
         # The partition numbers of events.raw this worker owns; it applies the same numbers of
         # privacy.requests (streams.erasure.reader).
-        return {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.raw_topic}
+        return {tp.partition for tp in _assignment(app, settings.raw_topic)}
 
     service = WorkerService(settings, registry, processor, tenants, metrics, own_partitions)
 
@@ -207,6 +240,24 @@ def create_app(settings: Settings) -> faust.App:
     @app.timer(interval=2.0)
     async def refresh_tenants() -> None:
         await service.refresh_tenants()
+
+    @app.timer(interval=2.0)
+    async def refresh_progress() -> None:
+        # Lag and stalled time of every assigned partition (streams.ops.health), from what the
+        # consumer knows already: no broker round trip (the position is a call into its thread).
+        # Faust's own topics (its assignor's leader topic) are left out.
+        progress.update(await _assigned_offsets(app, settings.raw_topic, service.processed))
+
+    @app.timer(interval=5.0)
+    async def refresh_privacy_backlog() -> None:
+        # Unapplied privacy requests of every partition: one ListOffsets and one Redis read.
+        rt = service.runtime
+        if rt is None:
+            return
+        try:
+            backlog.update(await asyncio.get_running_loop().run_in_executor(None, rt.applier.behind))
+        except Exception as exc:  # Kafka or Redis away: the gauges keep their last values
+            log.debug("privacy request backlog unknown: %s", type(exc).__name__)
 
     @app.agent(raw_topic, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
@@ -232,15 +283,26 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Response:
-        return web.json({"status": "ok"})
+        return web.json({"status": "ok"})  # kept for existing probes: the same as /live
+
+    @app.page("/live")
+    async def live(web: Any, request: Any) -> Response:
+        # Answered at all means the event loop runs; no dependency is asked (a Redis blip must not
+        # have every worker restarted).
+        return web.json({"live": True})
 
     @app.page("/ready")
     async def ready(web: Any, request: Any) -> Response:
-        ok = await service.ready()
-        return web.json({"ready": ok}, status=200 if ok else 503)
+        rt = service.runtime
+        reasons = readiness(rt is not None, rt is not None and await rt.pipeline.store.ping(),
+                            len(_assignment(app, settings.raw_topic)), backlog.stale(own_partitions()),
+                            settings.raw_topic)
+        if reasons:
+            return web.json({"ready": False, "reasons": reasons}, status=503)
+        return web.json({"ready": True})
 
     # The API's pages, and /metrics (operator keys only: the metrics name every tenant and its volume).
-    register_api(app, lambda: service.api, metrics.render)
+    register_api(app, lambda: service.api, metrics.render, CONTENT_TYPE)
 
     @app.on_before_shutdown.connect
     async def _on_shutdown(_app: Any, **_: Any) -> None:

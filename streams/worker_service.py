@@ -24,6 +24,7 @@ from mode import Service
 
 from streams.api.service import DataApi, build_data_api
 from streams.ingest.processor import EventProcessor
+from streams.ops import metric_catalogue as M
 from streams.ops.metrics import Metrics
 from streams.runtime import Runtime, build_runtime
 from streams.schema.registry import SchemaRegistry
@@ -104,13 +105,8 @@ class WorkerService(Service):
             log.warning("pruning processed raw events failed: %s", type(exc).__name__)
             return
         if moved:
-            self.metrics.inc("streams_raw_prunes_total", len(moved),
-                             help="Partitions of raw topics whose processed records were deleted")
+            self.metrics.inc(M.RAW_PRUNES, len(moved))
 
     async def refresh_tenants(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.tenants.refresh)
 
-    async def ready(self) -> bool:
-        """Started, and the store answers."""
-        rt = self.runtime
-        return rt is not None and await rt.pipeline.store.ping()

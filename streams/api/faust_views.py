@@ -118,9 +118,9 @@ def _limits_first(get_api: Callable[[], DataApi | None],
 
 
 def register_api(app: faust.App, get_api: Callable[[], DataApi | None],
-                 render_metrics: Callable[[], str] | None = None) -> None:
-    """Add the data API's pages to ``app``, and ``/metrics`` when ``render_metrics`` is given. ``get_api()``
-    is None until the worker's runtime exists (503)."""
+                 render_metrics: Callable[[], str] | None = None, metrics_type: str = "text/plain") -> None:
+    """Add the data API's pages to ``app``, and ``/metrics`` when ``render_metrics`` is given (its text
+    served as ``metrics_type``). ``get_api()`` is None until the worker's runtime exists (503)."""
     executor = ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="streams-api")
     _quiet_aiohttp_parse_errors()
 
@@ -166,7 +166,7 @@ def register_api(app: faust.App, get_api: Callable[[], DataApi | None],
 
     app.page("/v1/{rest:.*}", name="api_not_found")(ApiNotFound)
     if render_metrics is not None:
-        _register_metrics(app, get_api, executor, render_metrics)
+        _register_metrics(app, get_api, executor, render_metrics, metrics_type)
 
     @app.page(OPENAPI_PATH, name="api_openapi")
     async def openapi(web: View, request: Any) -> Any:
@@ -183,7 +183,7 @@ class ApiNotFound(View):
 
 
 def _register_metrics(app: faust.App, get_api: Callable[[], DataApi | None], executor: ThreadPoolExecutor,
-                      render_metrics: Callable[[], str]) -> None:
+                      render_metrics: Callable[[], str], metrics_type: str) -> None:
     """``/metrics``: Prometheus text for operator keys (``DataApi.authorize_metrics`` in an API thread)."""
 
     @app.page(METRICS_PATH, name="metrics")
@@ -195,4 +195,6 @@ def _register_metrics(app: faust.App, get_api: Callable[[], DataApi | None], exe
             executor, api.authorize_metrics, dict(request.headers), request.remote)
         if denied is not None:
             return _respond(web, denied)
-        return web.text(render_metrics(), content_type="text/plain", headers={"Cache-Control": "no-store"})
+        # Rendered in an API thread: the process collector reads /proc.
+        text = await asyncio.get_running_loop().run_in_executor(executor, render_metrics)
+        return web.text(text, content_type=metrics_type, headers={"Cache-Control": "no-store"})

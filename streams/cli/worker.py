@@ -17,7 +17,7 @@ def register(sub: Subparsers) -> None:
                      "(status 2) when its web port is taken: give a second worker on one machine its own "
                      "--web-port.",
                      needs=(R, K), own_logging=True)
-    sp.add_argument("--web-port", type=int, help="HTTP port for /health, /ready, /metrics (default STREAMS_WEB_PORT)")
+    sp.add_argument("--web-port", type=int, help="HTTP port for /live, /ready, /health, /metrics (default STREAMS_WEB_PORT)")
     sp.add_argument("--no-create-topics", action="store_true", help="do not create missing topics at start")
 
 

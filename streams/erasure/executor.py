@@ -53,6 +53,7 @@ from streams.erasure.aof import rewrite_aof
 from streams.erasure.fence import FenceResult, wait_in_flight
 from streams.keyspace import PENDING_AOF_KEY
 from streams.ops.failpoints import failpoint
+from streams.ops import metric_catalogue as M
 from streams.ops.metrics import Metrics
 from streams.privacy.keys import KeyStore
 from streams.sinks.base import Sink, SubjectErasure, SubjectIndex
@@ -128,6 +129,7 @@ class PrivacyRequestExecutor:
             # erased) and they go with their key at the end of the quarantine's retention.
             step("quarantine", sealed_with_subject_key="unreadable (the key is destroyed)",
                  sealed_with_quarantine_key="never redriven; destroyed with its key within the retention")
+            self._observe_erasure(req.filed_at_ms, "effective")
             forgotten = self.dlq_subjects.forget(req.tenant, who) if self.dlq_subjects is not None else 0
             step("dlq", subject_named="pseudonym only", resolvable=False, resolve_mappings_deleted=forgotten)
             # The AOF rewrite takes as long as the whole store takes to write out: it runs after
@@ -146,17 +148,14 @@ class PrivacyRequestExecutor:
         if fence.waited_for:
             log.info("erasure %s waited %d ms for %d in-flight batches of tenant %s", req.request_id,
                      fence.waited_ms, fence.waited_for, req.tenant)
-            self.metrics.inc("streams_erasure_fence_waits_total", help="Erasures that waited for in-flight "
-                             "batches of other workers before their tombstones")
-            self.metrics.inc("streams_erasure_fence_batches_total", fence.waited_for,
-                             help="In-flight batches erasures waited for")
+            self.metrics.inc(M.ERASURE_FENCE_WAITS)
+            self.metrics.inc(M.ERASURE_FENCE_BATCHES, fence.waited_for)
         if fence.lapsed:
             # Not waited for (a dead or paused worker): such a batch tombstones its own events of
             # an erased subject if it comes back (BatchPipeline._tombstone_lapsed).
             log.warning("erasure %s: %d in-flight batches of tenant %s lapsed without finishing (not waited for)",
                         req.request_id, fence.lapsed, req.tenant)
-            self.metrics.inc("streams_erasure_fence_lapsed_total", fence.lapsed,
-                             help="In-flight batches whose lease lapsed while an erasure waited (alert on it)")
+            self.metrics.inc(M.ERASURE_FENCE_LAPSED, fence.lapsed)
 
     def _receipt(self, req: PrivacyRequest, who: str | None, steps: list[dict[str, Any]], status: str,
                  parked: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -190,7 +189,13 @@ class PrivacyRequestExecutor:
         receipt["status"] = "done"
         receipt["completed_at_ms"] = _now()
         self.consent.put_receipt(tenant, receipt)
+        if any(st["step"] == "key" for st in receipt["steps"]):  # an erasure
+            self._observe_erasure(receipt["filed_at_ms"], "done")
         return receipt
+
+    def _observe_erasure(self, filed_at_ms: int, milestone: str) -> None:
+        """An erasure's time from its filing (the filer's clock) to ``milestone`` (the receipt's step times)."""
+        self.metrics.observe(M.ERASURE_DURATION, max(0.0, (_now() - filed_at_ms) / 1000), milestone=milestone)
 
     def finish_pending(self) -> int:
         """Complete erasures waiting for the AOF rewrite: one rewrite for all of them. Durable:

@@ -39,6 +39,7 @@ from streams.erasure.executor import PrivacyRequestExecutor
 from streams.erasure.parking import RETRY_S, ParkedRequests
 from streams.errors import TenantFault
 from streams.records import Rejected, SourceRef, withhold
+from streams.ops import metric_catalogue as M
 from streams.ops.metrics import Metrics
 from streams.sinks.kafka_sink import KafkaSink, OutRecord
 
@@ -213,7 +214,7 @@ class PrivacyRequestReader:
                            payload_size=len(value or b""), payload=withhold(value), key=withhold(key))
             self.kafka.deliver([OutRecord(self.dlq_topic, None, self.dlq.encode(rej),
                                           [("reason", rej.reason.value.encode())])])
-            self.metrics.inc("streams_events_dlq_total", reason=rej.reason.value)
+            self.metrics.inc(M.EVENTS_DLQ, tenant=M.NO_TENANT, reason=rej.reason.value)
             return
         if self.parking is not None and self.parking.is_parked(req.tenant):
             self._park(req, value, "behind earlier parked requests of the tenant")  # keeps their order
@@ -226,7 +227,7 @@ class PrivacyRequestReader:
                 raise  # a fault of the system: the caller holds back and retries
             self._park(req, value, str(exc))
             return
-        self.metrics.inc("streams_privacy_requests_total", help="Privacy requests carried out", type=req.type.name)
+        self.metrics.inc(M.PRIVACY_REQUESTS, type=req.type.name)
         log.info("privacy request %s (%s) done in %.0f ms", req.request_id, req.type.name,
                  (time.monotonic() - started) * 1000)
 
@@ -234,8 +235,7 @@ class PrivacyRequestReader:
         assert self.parking is not None and value is not None
         parked = self.parking.park(req.tenant, value, reason)  # before the offset moves past it
         self.handler.note_parked(req, reason)
-        self.metrics.inc("streams_privacy_requests_parked_total", help="Privacy requests parked by a fault of "
-                         "their tenant (alert on it: the tenant's events are set aside)", tenant=req.tenant)
+        self.metrics.inc(M.PRIVACY_REQUESTS_PARKED, tenant=req.tenant)
         log.error("privacy request %s (%s) of tenant %s parked (%d parked for the tenant): %s. The tenant's "
                   "events wait in the DLQ until it is repaired; the other tenants go on", req.request_id, req.type.name,
                   req.tenant, parked, reason)
@@ -269,8 +269,7 @@ class PrivacyRequestReader:
                     break
                 left = self.parking.done(tenant, parked)
                 done += 1
-                self.metrics.inc("streams_privacy_requests_unparked_total", help="Parked privacy requests "
-                                 "carried out once their tenant was repaired", tenant=tenant)
+                self.metrics.inc(M.PRIVACY_REQUESTS_UNPARKED, tenant=tenant)
                 if left == 0:
                     log.warning("tenant %s: every parked privacy request is carried out; its events flow again",
                                 tenant)

@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import logging
 import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Protocol, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 from streams.erasure.reader import PrivacyRequestReader
 from streams.consent.gate import ConsentGate
@@ -46,6 +47,7 @@ from streams.dlq.record import DlqSealer, default_sealer
 from streams.ingest.processor import EventProcessor
 from streams.records import Accepted, Dropped, Rejected, SourceRef, Validated
 from streams.ops.failpoints import failpoint_async
+from streams.ops import metric_catalogue as M
 from streams.ops.metrics import Metrics
 from streams.ops.retry import hold_back
 from streams.privacy.exceptions import TenantDeleted, TenantKeyDamaged
@@ -66,6 +68,24 @@ SUBJECT_KEY_DAMAGED = "the subject's key record is damaged"
 T = TypeVar("T")
 DROP_IDS_PER_RECORD = 25
 
+# The stage times of the batch the current task is handling (``BatchPipeline.handle``): a stage
+# entered twice in one batch (waiting for privacy requests before and under the lock) is summed,
+# so each batch observes each stage once. A context variable, not an attribute: the ingest agent
+# and the tenant raw topics' task run ``handle`` at once.
+_STAGES: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar("streams_batch_stages",
+                                                                                  default=None)
+
+
+@contextlib.contextmanager
+def _stage(name: str) -> Iterator[None]:
+    """Time a stage of the current batch (nothing outside ``handle``)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        stages = _STAGES.get()
+        if stages is not None:
+            stages[name] = stages.get(name, 0.0) + time.perf_counter() - started
 
 
 def _sources(records: Sequence["RawRecord"]) -> str:
@@ -179,7 +199,8 @@ class BatchPipeline:
         drops: dict[int, DropReason] = {}
         unavailable: dict[str, str] = {}  # tenant -> why its consent cannot be decided (streams.consent.gate)
         if self.gate is not None and subjects:
-            view = await self._hold_back("consent", lambda: self._thread(self.gate.states, subjects))
+            with _stage("consent"):
+                view = await self._hold_back("consent", lambda: self._thread(self.gate.states, subjects))
             unavailable = view.unavailable
             for i, v in enumerate(validated):
                 if isinstance(v, Validated) and v.tenant not in unavailable:
@@ -190,7 +211,16 @@ class BatchPipeline:
         for i, v in enumerate(validated):
             if isinstance(v, Validated) and i not in drops and v.tenant not in unavailable:
                 wanted[v.tenant].add(v.subject)
-        ciphers, failed, damaged = await self._ciphers(wanted)
+        with _stage("keys"):
+            ciphers, failed, damaged = await self._ciphers(wanted)
+        with _stage("transform"):
+            return self._finish_all(validated, drops, unavailable, ciphers, failed, damaged)
+
+    def _finish_all(self, validated: list[Validated | Rejected], drops: dict[int, DropReason],
+                    unavailable: dict[str, str], ciphers: dict[tuple[str, str], SubjectCipher], failed: dict[str, tuple[Reason, str]],
+                    damaged: set[tuple[str, str]]) -> list[Accepted | Rejected | Dropped]:
+        """Each validated event's outcome: dropped, set aside (``unavailable``: tenants whose consent
+        cannot be decided), or transformed with its subject's cipher."""
         now_ms = int(time.time() * 1000)
         out: list[Accepted | Rejected | Dropped] = []
         for i, v in enumerate(validated):
@@ -256,8 +286,7 @@ class BatchPipeline:
         return ciphers, failed, damaged
 
     def _count_isolated(self, tenant: str, reason: Reason) -> None:
-        self.metrics.inc("streams_tenant_isolated_total", help="Events of a tenant set aside because of "
-                         "a fault of that tenant (alert on it)", tenant=tenant, reason=reason.value)
+        self.metrics.inc(M.TENANT_ISOLATED, tenant=tenant, reason=reason.value)
 
     def out_records(self, outcomes: Sequence[Accepted | Rejected | Dropped],
                     dlq_values: Sequence[bytes] | None = None, now_ms: int | None = None) -> list[OutRecord]:
@@ -370,8 +399,7 @@ class BatchPipeline:
         # A count only: which subject was erased is not the log's business.
         log.info("store refused %d events of erased subjects (erased on another worker after this batch's "
                  "consent check): dropped as erased", len(drops))
-        self.metrics.inc("streams_store_refused_erased_total", len(drops),
-                         help="Events the store refused because their subject was erased after the batch's gate")
+        self.metrics.inc(M.STORE_REFUSED_ERASED, len(drops))
         return out, drops
 
     async def _tombstone_lapsed(self, accepted: Sequence[Accepted], tenants: frozenset[str]) -> None:
@@ -383,8 +411,7 @@ class BatchPipeline:
         before this batch did."""
         log.warning("in-flight lease of a batch lapsed before its topic write (tenants %s): re-checking "
                     "its subjects' consent", ", ".join(sorted(tenants)))
-        self.metrics.inc("streams_inflight_lease_lapsed_total", len(tenants),
-                         help="Batches whose in-flight lease lapsed before their topic write (alert on it)")
+        self.metrics.inc(M.INFLIGHT_LEASE_LAPSED, len(tenants))
         mine = [o for o in accepted if o.tenant in tenants]
         if self.gate is None or not mine:
             return
@@ -400,8 +427,7 @@ class BatchPipeline:
                          [("reason", b"erasure"), ("late-batch", b"true")], partition_key=o.partition_key)
                for o in gone]
         await self._hold_back("kafka", lambda: self.kafka.deliver_async(out))
-        self.metrics.inc("streams_erasure_late_tombstones_total", len(out),
-                         help="Tombstones a late batch wrote for its own events of subjects erased meanwhile")
+        self.metrics.inc(M.ERASURE_LATE_TOMBSTONES, len(out))
         ids: dict[tuple[str, str], list[str]] = defaultdict(list)
         for o in gone:
             ids[(o.tenant, o.subject)].append(o.event_id)
@@ -432,7 +458,21 @@ class BatchPipeline:
         down, never raised; a fault of one tenant is isolated to the DLQ and the
         batch's other tenants go on. Metrics are counted after the lock.
         """
-        await self._wait_for_other_partitions(records)
+        started, times = time.perf_counter(), dict[str, float]()
+        token = _STAGES.set(times)
+        try:
+            result = await self._handle(records)
+        finally:
+            _STAGES.reset(token)
+        for stage, seconds in times.items():
+            self.metrics.observe(M.BATCH_STAGE_DURATION, seconds, stage=stage)
+        self.metrics.observe(M.BATCH_DURATION, time.perf_counter() - started)
+        self.metrics.observe(M.BATCH_SIZE, len(records))
+        return result
+
+    async def _handle(self, records: Sequence[RawRecord]) -> BatchResult:
+        with _stage("requests"):
+            await self._wait_for_other_partitions(records)
         async with (self.lock if self.lock is not None else contextlib.nullcontext()):
             outcomes = await self._gate(records)
             await failpoint_async("batch.gated", _sources(records))  # tests: slow between gate and sinks
@@ -444,12 +484,16 @@ class BatchPipeline:
             # since the gate, in the same atomic call.
             batch_id = f"{self._token}-{next(self._seq)}"
             index, *downstream = self.sinks
-            outcomes, dropped, written, in_flight = await self._write_index(index, outcomes, batch_id)
+            with _stage(index.name):
+                outcomes, dropped, written, in_flight = await self._write_index(index, outcomes, batch_id)
             await failpoint_async("batch.stored", _sources(records))  # tests: slow between store and topic
             for sink in downstream:  # only the index refuses: these take the batch as it now is
-                outcomes, _ = await self._write(sink, outcomes, batch_id)
-            accepted, result = await self._settle(outcomes, dropped, batch_id, in_flight, written)
-        self._count_batch(len(records), accepted, result)
+                with _stage(sink.name):
+                    outcomes, _ = await self._write(sink, outcomes, batch_id)
+            delivered_at = time.time()
+            with _stage("stats"):
+                _, result = await self._settle(outcomes, dropped, batch_id, in_flight, written)
+        self._count_batch(outcomes, delivered_at)
         return result
 
     async def _wait_for_other_partitions(self, records: Sequence[RawRecord]) -> None:
@@ -461,20 +505,25 @@ class BatchPipeline:
 
     async def _gate(self, records: Sequence[RawRecord]) -> list[Accepted | Rejected | Dropped]:
         """Catch up on own privacy requests, then the batch's outcomes, with unavailable tenants isolated."""
-        validated = None
         if self.applier is not None:
             # Validate (CPU, here) while the requests check (I/O, in a thread) runs: one less wait per batch.
             own = self.own_partitions() | {r.partition for r in records}
             check = asyncio.ensure_future(self._thread(self.applier.catch_up, own))
-            validated = self.validate(records)
-            try:
-                await check
-            except Exception:
-                await self._hold_back("privacy requests", lambda: self._thread(self.applier.catch_up, own))
+            with _stage("validate"):
+                validated = self.validate(records)
+            with _stage("requests"):
+                try:
+                    await check
+                except Exception:
+                    await self._hold_back("privacy requests", lambda: self._thread(self.applier.catch_up, own))
+        else:
+            with _stage("validate"):
+                validated = self.validate(records)
         outcomes = await self.outcomes(records, validated)
         # A tenant whose topic is gone (deleted by hand, say) is isolated before anything of the
         # batch is written: its events go to the DLQ and the other tenants' go on.
-        unavailable = await self._unavailable_tenants({o.tenant for o in outcomes if isinstance(o, Accepted)})
+        with _stage("topic_check"):
+            unavailable = await self._unavailable_tenants({o.tenant for o in outcomes if isinstance(o, Accepted)})
         return self._isolate(outcomes, unavailable, Reason.TENANT_UNAVAILABLE, TOPIC_MISSING)
 
     async def _write_index(self, index: Sink, outcomes: list[Accepted | Rejected | Dropped], batch_id: str
@@ -516,14 +565,25 @@ class BatchPipeline:
             await self._tombstone_lapsed(accepted, lapsed)
         return accepted, result
 
-    def _count_batch(self, processed: int, accepted: list[Accepted], result: BatchResult) -> None:
+    def _count_batch(self, outcomes: Sequence[Accepted | Rejected | Dropped], delivered_at: float) -> None:
+        """Count the batch's outcomes by tenant (only ever an onboarded one, else ``NO_TENANT``) and
+        reason, and each delivered event's end-to-end latency (from its raw record's timestamp)."""
         m = self.metrics
-        m.inc("streams_events_processed_total", processed, help="Raw events processed")
-        for o in accepted:
-            m.inc("streams_events_delivered_total", help="Clean events delivered to tenant topic and store",
-                  tenant=o.tenant)
-        for reason, n in result.rejected.items():
-            m.inc("streams_events_dlq_total", n, help="Events sent to the DLQ", reason=reason)
-        for reason, n in result.dropped.items():
-            m.inc("streams_events_consent_dropped_total", n, help="Events dropped for want of consent (audited)",
-                  reason=reason)
+        counts: Counter = Counter()
+        for o in outcomes:
+            tenant = M.tenant_label(o.tenant)
+            counts[(M.EVENTS_PROCESSED, tenant, None)] += 1
+            if isinstance(o, Accepted):
+                counts[(M.EVENTS_DELIVERED, tenant, None)] += 1
+                ts = o.source.timestamp_ms if o.source is not None else None
+                if ts is not None and ts > 0:
+                    m.observe(M.EVENT_E2E_LATENCY, max(0.0, delivered_at - ts / 1000))
+            elif isinstance(o, Dropped):
+                counts[(M.EVENTS_CONSENT_DROPPED, tenant, o.reason)] += 1
+            else:
+                counts[(M.EVENTS_DLQ, tenant, o.reason.value)] += 1
+        for (metric, tenant, reason), n in counts.items():
+            if reason is None:
+                m.inc(metric, n, tenant=tenant)
+            else:
+                m.inc(metric, n, tenant=tenant, reason=reason)

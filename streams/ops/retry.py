@@ -14,6 +14,7 @@ import redis
 from confluent_kafka import KafkaException
 
 from streams.errors import TenantFault, Transient
+from streams.ops import metric_catalogue as M
 from streams.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ async def hold_back(what: str, fn: Callable[[], Awaitable[T]], metrics: Metrics,
             # isinstance, not an except clause: the markers are virtual bases, which except ignores.
             if isinstance(exc, TENANT_FAULTS) or not isinstance(exc, TRANSIENT):
                 raise
-            metrics.inc("streams_sink_retries_total", help="Steps retried because a dependency failed", sink=what)
+            metrics.inc(M.SINK_RETRIES, sink=what)
             log.warning("%s unavailable (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay)

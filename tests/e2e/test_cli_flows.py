@@ -12,12 +12,12 @@ import urllib.error
 import urllib.request
 
 import pytest
-import redis
 
-from streams.api.api_keys import ApiKeyStore, Role
 from streams.ingest import samples
+from tests import metrics_page
 from tests.conftest import settings_env
 from tests.kafka_read import read_topic
+from tests.metrics_page import operator_token, scrape_until
 
 pytestmark = pytest.mark.e2e
 
@@ -78,17 +78,14 @@ def test_publish_tail_dlq_store_and_http(make_settings, start_worker, tmp_path):
     with pytest.raises(urllib.error.HTTPError) as anonymous:
         urllib.request.urlopen(f"{base}/metrics", timeout=5)
     assert anonymous.value.code == 401
-    _, operator = ApiKeyStore(redis.Redis.from_url(s.redis_url)).create(None, Role.OPERATOR, "metrics")
-    scrape = urllib.request.Request(f"{base}/metrics", headers={"Authorization": f"Bearer {operator}"})
-    deadline = time.monotonic() + 10
-    while True:
-        metrics = urllib.request.urlopen(scrape, timeout=5).read().decode()
-        if "streams_events_processed_total 4" in metrics or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
-    assert "streams_events_processed_total 4" in metrics
-    assert f'streams_events_delivered_total{{tenant="{tenant}"}} 3' in metrics
-    assert 'streams_events_dlq_total{reason="unknown_tenant"} 1' in metrics
+    token = operator_token(s)
+    page = scrape_until(s.web_port, token, lambda p: metrics_page.value(
+        p, "streams_events_processed_total", tenant=tenant) == 3)
+    assert metrics_page.value(page, "streams_events_processed_total", tenant=tenant) == 3
+    assert metrics_page.value(page, "streams_events_processed_total", tenant="_none") == 1
+    assert metrics_page.value(page, "streams_events_delivered_total", tenant=tenant) == 3
+    assert metrics_page.value(page, "streams_events_dlq_total", tenant="_none", reason="unknown_tenant") == 1
+    assert json.load(urllib.request.urlopen(f"{base}/live", timeout=5)) == {"live": True}
 
 
 def test_tail_of_unknown_tenant_topic_is_a_clear_error(make_settings):

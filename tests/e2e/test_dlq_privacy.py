@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
@@ -25,6 +24,7 @@ from tests.conftest import settings_env
 from tests.dlq_canaries import KINDS, cases, found
 from tests.e2e.test_api_http import free_port
 from tests.kafka_read import read_topic
+from tests.metrics_page import operator_token, scrape_text
 
 pytestmark = pytest.mark.e2e
 
@@ -36,14 +36,7 @@ def _cli(s, *args, timeout=120):
 
 def _metrics(s, port: int) -> bytes:
     """The metrics page, as an operator reads it (it names tenants: operator keys only)."""
-    import redis
-
-    from streams.api.api_keys import ApiKeyStore, Role
-
-    _, token = ApiKeyStore(redis.Redis.from_url(s.redis_url)).create(None, Role.OPERATOR, "metrics")
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return r.read()
+    return scrape_text(port, operator_token(s)).encode()
 
 
 @settings(max_examples=1, deadline=None, database=None, phases=[Phase.generate],  # one worker run: no shrinking

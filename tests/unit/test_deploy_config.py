@@ -474,7 +474,8 @@ def test_dockerfile_exposes_the_web_port(dockerfile) -> None:
     assert Settings().web_port in dockerfile_exposed_ports(dockerfile)
 
 
-def test_dockerfile_healthcheck_hits_health_on_the_web_port(dockerfile) -> None:
+def test_dockerfile_healthcheck_hits_live_on_the_web_port(dockerfile) -> None:
+    # Liveness, not readiness: a Redis blip must not have every worker's container marked unhealthy.
     (hc,) = instr(dockerfile, "HEALTHCHECK")
     assert " CMD " in f" {hc} ", hc
     assert "curl" not in hc and "wget" not in hc, "python:3.11-slim has neither curl nor wget"
@@ -485,13 +486,14 @@ def test_dockerfile_healthcheck_hits_health_on_the_web_port(dockerfile) -> None:
         u = urlparse(url)
         assert u.hostname in ("127.0.0.1", "localhost")
         assert u.port == Settings().web_port, f"healthcheck port {u.port} != Settings.web_port"
-        assert u.path == "/health"
+        assert u.path == "/live"
 
 
-def test_health_endpoint_exists_in_the_app() -> None:
-    # The path the HEALTHCHECK asks must be a page of the worker's app.
+def test_health_endpoints_exist_in_the_app() -> None:
+    # The path the HEALTHCHECK asks must be a page of the worker's app (and the older /health stays).
     source = (REPO_ROOT / "streams" / "app.py").read_text()
-    assert re.search(r"""@app\.page\(\s*["']/health["']\s*\)""", source)
+    for path in ("/live", "/ready", "/health"):
+        assert re.search(rf"""@app\.page\(\s*["']{path}["']\s*\)""", source), path
 
 
 # ---------------------------------------------------------------- with a Docker engine
