@@ -22,7 +22,7 @@ from streams.api.faust_views import register_api
 from streams.ingest.batch import RawRecord
 from streams.ingest.processor import EventProcessor
 from streams.ingest.tenant_raw import TenantRawIngest, next_offsets
-from streams.ops.health import PartitionProgress, PrivacyBacklog, readiness, set_build_info
+from streams.ops.health import Offsets, PartitionProgress, PrivacyBacklog, readiness, set_build_info
 from streams.ops.metrics import CONTENT_TYPE, Metrics
 from streams.schema.registry import SchemaRegistry
 from streams.settings import Settings, SettingsError

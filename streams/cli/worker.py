@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 
 from streams.cli.base import K, R, Subparsers, add_command, ready, settings
 from streams.cli.errors import UsageError
