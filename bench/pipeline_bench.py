@@ -68,7 +68,8 @@ sys.path.insert(0, str(ROOT))
 from streams.ingest import samples  # noqa: E402
 from streams.ingest.producer import encode_event, event_key  # noqa: E402
 from streams.devstack.stack import LocalStack  # noqa: E402
-from streams.ops.topics import TopicSpec, admin_client, ensure_topics  # noqa: E402
+from streams.connections import admin_client  # noqa: E402
+from streams.ops.topics import TopicSpec, ensure_topics  # noqa: E402
 from streams.schema.registry import SchemaRegistry  # noqa: E402
 from streams.settings import Settings, to_env  # noqa: E402
 

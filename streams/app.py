@@ -14,13 +14,13 @@ import ssl
 from typing import Any
 
 import faust
-import redis
 from aiohttp.web import Response
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.web.base import BlueprintManager
 
 from streams.api.faust_views import register_api
 from streams.api.service import DataApi, build_data_api
+from streams.connections import Purpose, redis_client
 from streams.ingest.batch import RawRecord
 from streams.ingest.processor import EventProcessor
 from streams.ingest.tenant_raw import TenantRawIngest, next_offsets
@@ -144,7 +144,7 @@ def create_app(settings: Settings) -> faust.App:
     registry = SchemaRegistry.load_dir(settings.schemas_dir)
     # Configured tenants plus those onboarded at run time (`streams tenants create`), re-read by a timer.
     tenants = TenantDirectory(settings.tenants, dict(settings.tenant_regimes),
-                              redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5),
+                              redis_client(settings, Purpose.WORKER),
                               auto_refresh=False)
     processor = EventProcessor(registry, tenants, settings.max_event_bytes, sender_of=settings.tenant_of_raw_topic)
     metrics = Metrics()

@@ -11,10 +11,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import redis
-
 from streams.audit.keys import open_audit_log
 from streams.audit.log import AuditLog
+from streams.connections import Purpose, admin_client, async_redis_client, redis_client
 from streams.erasure.reader import PrivacyRequestReader
 from streams.consent.gate import ConsentGate
 from streams.erasure.executor import PrivacyRequestExecutor
@@ -27,7 +26,6 @@ from streams.ingest.batch import BatchPipeline
 from streams.ingest.processor import EventProcessor
 from streams.ingest.raw_pruning import RawPruner
 from streams.ops.metrics import Metrics
-from streams.ops.topics import admin_client
 from streams.privacy.keys import KeyStore, LocalKeyFileProvider
 from streams.privacy.pseudonyms import Pseudonymizer
 from streams.erasure.parking import ParkedRequests
@@ -94,7 +92,7 @@ class Runtime:
 def build_runtime(settings: Settings, registry: SchemaRegistry, processor: EventProcessor, metrics: Metrics,
                   actor: str, own_partitions: Callable[[], set[int]],
                   tenants: TenantDirectory | None = None) -> Runtime:
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = redis_client(settings, Purpose.WORKER)
     if tenants is None:
         tenants = TenantDirectory(settings.tenants, dict(settings.tenant_regimes), client)
     tenants.refresh(force=True)
@@ -110,7 +108,7 @@ def build_runtime(settings: Settings, registry: SchemaRegistry, processor: Event
     gate = ConsentGate(consent, pseudonyms, tenants.regimes(), purposes_of(registry), parked=parking.tenants)
     dlq_subjects = DlqSubjects(client, provider)
     dlq = DlqSealer(DlqKeyring(client, provider, settings.dlq_topic), pseudonyms, tenants, dlq_subjects)
-    sinks = build_sinks(SinkDeps(settings, client=client, store_writer=StoreWriter(settings.redis_url, pseudonyms),
+    sinks = build_sinks(SinkDeps(settings, client=client, store_writer=StoreWriter(async_redis_client(settings), pseudonyms),
                                  producer=kafka))
     handler = PrivacyRequestExecutor(client, keys, pseudonyms, consent, sinks, audit, dlq_subjects=dlq_subjects,
                              metrics=metrics)

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from streams.dlq.record import decode_dlq
-from streams.ops.topics import admin_client
+from streams.connections import admin_client
 from streams.privacy.keys import key_prefix
 from streams.tenancy.onboarding import build_service
 from tests.conftest import unique

@@ -68,7 +68,7 @@ def test_a_damaged_tenant_key_sets_its_events_aside_and_the_others_are_delivered
     s = make_settings(sink_retry_max_seconds=0.2)
     broken, healthy = sorted(s.tenants)
     plain = redis.Redis.from_url(s.redis_url)
-    reader = StoreReader.from_url(s.redis_url)
+    reader = StoreReader.from_settings(s)
 
     # Positive control: without damage the same kind of batch is delivered whole.
     rt, _ = fresh_runtime(s)
@@ -170,7 +170,7 @@ def test_a_damaged_pseudonym_secret_parks_its_tenant_and_the_others_go_on(make_s
     s = make_settings(sink_retry_max_seconds=0.2)
     broken, healthy = sorted(s.tenants)
     plain = redis.Redis.from_url(s.redis_url)
-    reader = StoreReader.from_url(s.redis_url)
+    reader = StoreReader.from_settings(s)
 
     rt, _ = fresh_runtime(s)  # positive control: keys, check records and pseudonym secrets made
     control = _events(broken, healthy, "control")

@@ -38,9 +38,9 @@ from confluent_kafka import Consumer
 
 from streams.api.api_keys import ApiKeyStore, Role, tenant_set_key
 from streams.audit.log import read_all
+from streams.connections import client_config
 from streams.ingest import samples
 from streams.ingest.producer import EventProducer
-from streams.ops.kafka_client import client_config
 from streams.ops.topics import ensure_topics
 from streams.schema.registry import SchemaRegistry
 from streams.tenancy.onboarding import build_service

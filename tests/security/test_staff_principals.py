@@ -12,7 +12,7 @@ import redis
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from streams.audit.keys import open_audit_log
-from streams.ops.kafka_client import sasl_config
+from streams.settings import sasl_config
 from streams.privacy.keys import key_prefix
 from streams.sinks import store_keys as K
 from streams.tenancy.onboarding import build_service
