@@ -472,13 +472,13 @@ def drop_store_documents(s: Settings) -> int:
     run's AOF rewrite is as large as what the latency and erasure runs wrote, as in earlier results."""
     import redis as redis_lib
 
-    from streams.sinks.store_keys import tenant_prefix
+    from streams.keyspace import store_prefix
 
     r = redis_lib.Redis.from_url(s.redis_url)
     n = 0
     for t in s.tenants:
         batch = []
-        for k in r.scan_iter(match=tenant_prefix(t) + "*", count=5000):
+        for k in r.scan_iter(match=store_prefix(t) + "*", count=5000):
             batch.append(k)
             if len(batch) >= 5000:
                 n += r.unlink(*batch)

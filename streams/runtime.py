@@ -54,7 +54,7 @@ def purposes_of(registry: SchemaRegistry) -> dict[str, str]:
 class Runtime:
     pipeline: BatchPipeline
     requests: PrivacyRequestExecutor
-    applier: PrivacyRequestReader
+    request_reader: PrivacyRequestReader
     consent: ConsentStore
     audit: AuditLog
     lock: asyncio.Lock
@@ -79,7 +79,7 @@ class Runtime:
         steps: list[tuple[str, Callable[[], Any]]] = []
         for sink in self.sinks:
             steps += [(f"{sink.name} flush", sink.flush), (f"{sink.name} close", sink.close)]
-        steps += [("privacy requests consumer", lambda: loop.run_in_executor(None, self.applier.close)),
+        steps += [("privacy requests consumer", lambda: loop.run_in_executor(None, self.request_reader.close)),
                   ("audit log", lambda: loop.run_in_executor(None, self.audit.close))]
         steps += [(f"client {i}", lambda c=c: loop.run_in_executor(None, c.close)) for i, c in enumerate(self.clients)]
         for what, close in steps:
@@ -108,19 +108,19 @@ def build_runtime(settings: Settings, registry: SchemaRegistry, processor: Event
     gate = ConsentGate(consent, pseudonyms, tenants.regimes(), purposes_of(registry), parked=parking.tenants)
     dlq_subjects = DlqSubjects(client, provider)
     dlq = DlqSealer(DlqKeyring(client, provider, settings.dlq_topic), pseudonyms, tenants, dlq_subjects)
-    sinks = build_sinks(SinkDeps(settings, client=client, store_writer=StoreWriter(async_redis_client(settings), pseudonyms),
-                                 producer=kafka))
+    store_writer = StoreWriter(async_redis_client(settings), pseudonyms)
+    sinks = build_sinks(SinkDeps(settings, client=client, store_writer=store_writer, producer=kafka))
     handler = PrivacyRequestExecutor(client, keys, pseudonyms, consent, sinks, audit, dlq_subjects=dlq_subjects,
                              metrics=metrics)
-    applier = PrivacyRequestReader(settings.kafka(), settings.requests_topic, settings.dlq_topic, tenants,
-                              client, consent, handler, kafka, metrics, dlq=dlq, parking=parking)
+    request_reader = PrivacyRequestReader(settings.kafka(), settings.requests_topic, settings.dlq_topic, tenants,
+                                          client, consent, handler, kafka, metrics, dlq=dlq, parking=parking)
     lock = asyncio.Lock()
     quarantine = Quarantine(settings.quarantine_topic,
                             quarantine_keyring(client, provider, settings.quarantine_topic,
                                                settings.quarantine_retention_ms),
                             subject_keys_of(keys), pseudonyms, tenants)
     pipeline = BatchPipeline(settings, processor, None, None, keys, metrics,  # type: ignore[arg-type]
-                             gate=gate, audit=audit, lock=lock, applier=applier, own_partitions=own_partitions,
-                             dlq=dlq, sinks=sinks, quarantine=quarantine)
+                             gate=gate, audit=audit, lock=lock, request_reader=request_reader,
+                             own_partitions=own_partitions, dlq=dlq, sinks=sinks, quarantine=quarantine)
     pruner = RawPruner(admin_client(settings))
-    return Runtime(pipeline, handler, applier, consent, audit, lock, pruner, sinks, [client])
+    return Runtime(pipeline, handler, request_reader, consent, audit, lock, pruner, sinks, [client])

@@ -34,7 +34,7 @@ from streams.consent.requests import PrivacyRequest, parse
 from streams.consent.store import ConsentStore
 from streams.dlq.reasons import Reason
 from streams.dlq.record import DlqSealer, default_sealer
-from streams.keyspace import applier_lease_key
+from streams.keyspace import request_reader_lease_key
 from streams.erasure.executor import PrivacyRequestExecutor
 from streams.erasure.parking import RETRY_S, ParkedRequests
 from streams.errors import TenantFault
@@ -157,7 +157,7 @@ class PrivacyRequestReader:
         another worker holds a partition's lease (the caller retries); other faults propagate."""
         done = self.retry_parked()  # before new requests: a tenant's requests keep their order
         for p, (applied, end) in sorted(self.behind(partitions).items()):
-            lease = applier_lease_key(self.topic, p)
+            lease = request_reader_lease_key(self.topic, p)
             if not self.client.set(lease, self._token, nx=True, px=LEASE_MS):
                 raise RequestsNotApplied(f"partition {p} of {self.topic} is being applied by another worker")
             try:

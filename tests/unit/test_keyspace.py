@@ -44,7 +44,7 @@ PINNED = {
     ks.PENDING_AOF_KEY: "privacy:pending-aof",
     ks.PARKED_TENANTS_KEY: "privacy:parked-tenants",
     ks.applied_key("streams.privacy-requests", 3): "privacy:applied:streams.privacy-requests:3",
-    ks.applier_lease_key("streams.privacy-requests", 3): "privacy:lease:streams.privacy-requests:3",
+    ks.request_reader_lease_key("streams.privacy-requests", 3): "privacy:lease:streams.privacy-requests:3",
     # k:dlq:
     ks.dlq_keys_key("streams.dlq"): "k:dlq:streams.dlq:keys",
     # audit:
@@ -70,7 +70,7 @@ def test_every_public_builder_is_in_the_pinned_table():
                       "consent_key", "receipt_key", "requests_index", "inflight_key", "stats_key", "dlq_subject_key",
                       "parked_requests_key", "PARKED_TENANTS_KEY", "redrive_guard_key",
                       "TENANTS_KEY", "DELETED_KEY", "RECEIPTS_KEY", "deleted_marker", "PENDING_AOF_KEY",
-                      "applied_key", "applier_lease_key", "dlq_keys_key", "audit_signer_key", "audit_public_key",
+                      "applied_key", "request_reader_lease_key", "dlq_keys_key", "audit_signer_key", "audit_public_key",
                       "API_OPERATORS_SET", "API_KEY_PREFIX", "api_key_hash_key", "api_tenant_set_key"}
     assert builders == pinned_sources
 
@@ -99,9 +99,10 @@ def test_old_import_paths_are_the_same_builders():
     from streams.sinks import store, store_keys
     from streams.tenancy import registry
 
-    assert keys.key_prefix is ks.pipeline_prefix and keys.subject_key_name is ks.subject_key_name
+    assert keys.pipeline_prefix is ks.pipeline_prefix and keys.subject_key_name is ks.subject_key_name
     assert keys.tenant_hash_key is ks.tenant_hash_key and keys.check_key_name is ks.check_key_name
-    assert store_keys.tenant_prefix is ks.store_prefix and store_keys.event_key is ks.event_key
+    assert store_keys.store_prefix is ks.store_prefix and store_keys.event_key is ks.event_key
+    assert not hasattr(store_keys, "tenant_prefix") and not hasattr(keys, "key_prefix")  # the old names are gone
     assert store.stats_key is ks.stats_key
     assert consent_store.consent_key is ks.consent_key and consent_store.applied_key is ks.applied_key
     assert inflight.inflight_key is ks.inflight_key
