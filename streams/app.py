@@ -20,7 +20,7 @@ from faust.web.base import BlueprintManager
 
 from streams.api.faust_views import register_api
 from streams.api.service import DataApi, build_data_api
-from streams.connections import Purpose, redis_client
+from streams.connections import Purpose, faust_broker, redis_client
 from streams.ingest.batch import RawRecord
 from streams.ingest.processor import EventProcessor
 from streams.ingest.tenant_raw import TenantRawIngest, next_offsets
@@ -151,9 +151,7 @@ def create_app(settings: Settings) -> faust.App:
 
     app = _App(
         settings.app_id,
-        broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
-        broker_credentials=(faust.SASLCredentials(username=settings.kafka_username, password=settings.kafka_password,
-                                                  mechanism="SCRAM-SHA-512") if settings.kafka_secure else None),
+        **faust_broker(settings),
         datadir=str(settings.data_dir),
         store="memory://",
         web_enabled=settings.web_enabled,

@@ -18,8 +18,8 @@ the secure broker; built in ``streams.settings`` because settings validate it, a
 imports nothing higher). ``client_config`` is that mapping plus a client's own keys;
 ``producer_config``, ``consumer_config`` and ``admin_config`` add each kind's defaults (its logger,
 the pipeline producer's ordering and acknowledgement settings) and ``admin_client(settings)`` is the
-admin client of the CLI and the worker. ``aiokafka_connection(settings)`` is the same connection for
-an aiokafka client (the broker quota calls).
+admin client of the CLI and the worker. ``faust_broker(settings)`` is the same connection for the
+Faust app, ``aiokafka_connection(settings)`` for an aiokafka client (the broker quota calls).
 
 Layer: imports only the bottom layer (``streams.settings``), so every package may use it; it must
 not import anything higher, nor hold a pipeline rule (which topic, which key): it makes clients.
@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # imported where used: the CLI imports this module, and most 
 __all__ = [
     "Purpose", "RedisTimeouts", "REDIS_TIMEOUTS", "redis_client", "async_redis_client", "redis_probe_client",
     "KafkaTarget", "client_config", "producer_config", "request_producer_config", "consumer_config", "admin_config", "admin_client",
-    "aiokafka_connection",
+    "faust_broker", "aiokafka_connection",
 ]
 
 # --------------------------------------------------------------------------- Redis
@@ -170,6 +170,17 @@ def admin_client(settings: Settings) -> AdminClient:
     from confluent_kafka.admin import AdminClient
 
     return AdminClient(admin_config(settings.kafka()))
+
+
+def faust_broker(settings: Settings) -> dict[str, Any]:
+    """The broker connection as ``faust.App`` keyword arguments (``broker``, ``broker_credentials``):
+    the worker's consumer of the raw topic, on the same user and mechanism as ``Settings.kafka()``."""
+    import faust
+
+    credentials = (faust.SASLCredentials(username=settings.kafka_username, password=settings.kafka_password,
+                                         mechanism=SCRAM_MECHANISM) if settings.kafka_secure else None)
+    return {"broker": [f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
+            "broker_credentials": credentials}
 
 
 def aiokafka_connection(settings: Settings) -> dict[str, Any]:

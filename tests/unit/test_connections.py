@@ -118,6 +118,14 @@ def test_aiokafka_gets_the_same_connection():
     assert kw["sasl_mechanism"] == SECURE.kafka()["sasl.mechanism"]
 
 
+def test_faust_gets_the_same_connection():
+    plain = conn.faust_broker(Settings(kafka_bootstrap="a:1, b:2"))
+    assert plain == {"broker": ["kafka://a:1", "kafka://b:2"], "broker_credentials": None}
+    creds = conn.faust_broker(SECURE)["broker_credentials"]
+    assert (creds.username, creds.password) == ("pipe", "pw")
+    assert creds.mechanism.value == SECURE.kafka()["sasl.mechanism"]
+
+
 def _calls_outside_connections(pattern: re.Pattern[str]) -> list[str]:
     found = []
     for path in sorted(ROOT.rglob("*.py")):
