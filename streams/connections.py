@@ -42,8 +42,8 @@ if TYPE_CHECKING:  # imported where used: the CLI imports this module, and most 
 
 __all__ = [
     "Purpose", "RedisTimeouts", "REDIS_TIMEOUTS", "redis_client", "async_redis_client", "redis_probe_client",
-    "KafkaTarget", "client_config", "producer_config", "request_producer_config", "consumer_config", "admin_config", "admin_client",
-    "faust_broker", "aiokafka_connection",
+    "KafkaTarget", "client_config", "producer_config", "request_producer_config", "consumer_config",
+    "admin_config", "admin_client", "faust_broker", "aiokafka_connection",
 ]
 
 # --------------------------------------------------------------------------- Redis

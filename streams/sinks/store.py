@@ -300,7 +300,8 @@ class StoreSink(Sink, SubjectIndex):
 
 
 class StoreReader:
-    """Queries of one tenant's keyspace. Every method takes the tenant explicitly."""
+    """Queries of one tenant's keyspace. Every method takes the tenant explicitly. ``client`` answers
+    ``str`` (``decode_responses=True``): ``from_settings`` makes such a client."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._r = client

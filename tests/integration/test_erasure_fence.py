@@ -58,7 +58,8 @@ def _with_writer(s, rt, fn, lease_ms: int | None = None):
     """``fn(writer)`` on a new event loop with a store writer of its own (an asyncio Redis client
     belongs to the loop it first ran on), checking consent like the worker's."""
     async def run():
-        w = StoreWriter(async_redis_client(s), rt.pipeline.gate.pseudonyms, **({"lease_ms": lease_ms} if lease_ms else {}))
+        w = StoreWriter(async_redis_client(s), rt.pipeline.gate.pseudonyms,
+                        **({"lease_ms": lease_ms} if lease_ms else {}))
         try:
             return await fn(w)
         finally:

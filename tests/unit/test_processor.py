@@ -598,7 +598,8 @@ def test_every_reason_is_produced_by_the_code_and_documented(proc, registry):
     # A privacy request that does not parse: the reader's DLQ record (its Kafka sink records it).
     sent = []
     reader = PrivacyRequestReader.__new__(PrivacyRequestReader)
-    reader.topic, reader.dlq_topic, reader.tenants, reader.metrics = "privacy.requests", "events.dlq", frozenset({"acme"}), Metrics()
+    reader.topic, reader.dlq_topic = "privacy.requests", "events.dlq"
+    reader.tenants, reader.metrics = frozenset({"acme"}), Metrics()
     reader.kafka = type("Recorder", (), {"deliver": lambda self, recs: sent.extend(recs)})()
     from streams.dlq.record import default_sealer
 
