@@ -68,7 +68,8 @@ sys.path.insert(0, str(ROOT))
 from streams.ingest import samples  # noqa: E402
 from streams.ingest.producer import encode_event, event_key  # noqa: E402
 from streams.devstack.stack import LocalStack  # noqa: E402
-from streams.ops.topics import TopicSpec, admin_client, ensure_topics  # noqa: E402
+from streams.connections import admin_client  # noqa: E402
+from streams.ops.topics import TopicSpec, ensure_topics  # noqa: E402
 from streams.schema.registry import SchemaRegistry  # noqa: E402
 from streams.settings import Settings, to_env  # noqa: E402
 
@@ -471,13 +472,13 @@ def drop_store_documents(s: Settings) -> int:
     run's AOF rewrite is as large as what the latency and erasure runs wrote, as in earlier results."""
     import redis as redis_lib
 
-    from streams.sinks.store_keys import tenant_prefix
+    from streams.keyspace import store_prefix
 
     r = redis_lib.Redis.from_url(s.redis_url)
     n = 0
     for t in s.tenants:
         batch = []
-        for k in r.scan_iter(match=tenant_prefix(t) + "*", count=5000):
+        for k in r.scan_iter(match=store_prefix(t) + "*", count=5000):
             batch.append(k)
             if len(batch) >= 5000:
                 n += r.unlink(*batch)

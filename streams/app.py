@@ -13,12 +13,12 @@ import ssl
 from typing import Any
 
 import faust
-import redis
 from aiohttp.web import Response
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.web.base import BlueprintManager
 
 from streams.api.faust_views import register_api
+from streams.connections import Purpose, faust_broker, redis_client
 from streams.ingest.batch import RawRecord
 from streams.ingest.processor import EventProcessor
 from streams.ingest.tenant_raw import TenantRawIngest, next_offsets
@@ -172,9 +172,7 @@ def _faust_app(settings: Settings) -> "_App":
     """The Faust app configured from the settings (no agents yet)."""
     return _App(
         settings.app_id,
-        broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
-        broker_credentials=(faust.SASLCredentials(username=settings.kafka_username, password=settings.kafka_password,
-                                                  mechanism="SCRAM-SHA-512") if settings.kafka_secure else None),
+        **faust_broker(settings),
         datadir=str(settings.data_dir),
         store="memory://",
         web_enabled=settings.web_enabled,
@@ -204,7 +202,7 @@ def create_app(settings: Settings) -> faust.App:
     registry = SchemaRegistry.load_dir(settings.schemas_dir)
     # Configured tenants plus those onboarded at run time (`streams tenants create`), re-read by a timer.
     tenants = TenantDirectory(settings.tenants, dict(settings.tenant_regimes),
-                              redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5),
+                              redis_client(settings, Purpose.WORKER),
                               auto_refresh=False)
     processor = EventProcessor(registry, tenants, settings.max_event_bytes, sender_of=settings.tenant_of_raw_topic)
     metrics = Metrics()
@@ -255,7 +253,7 @@ def create_app(settings: Settings) -> faust.App:
         if rt is None:
             return
         try:
-            backlog.update(await asyncio.get_running_loop().run_in_executor(None, rt.applier.behind))
+            backlog.update(await asyncio.get_running_loop().run_in_executor(None, rt.request_reader.behind))
         except Exception as exc:  # Kafka or Redis away: the gauges keep their last values
             log.debug("privacy request backlog unknown: %s", type(exc).__name__)
 

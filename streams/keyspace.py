@@ -163,7 +163,7 @@ def applied_key(topic: str, partition: int) -> str:
     return f"privacy:applied:{topic}:{partition}"
 
 
-def applier_lease_key(topic: str, partition: int) -> str:
+def request_reader_lease_key(topic: str, partition: int) -> str:
     """The lease of the one worker applying a privacy-requests partition."""
     return f"privacy:lease:{topic}:{partition}"
 

@@ -11,10 +11,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import redis
-
 from streams.audit.keys import open_audit_log
 from streams.audit.log import AuditLog
+from streams.connections import Purpose, admin_client, async_redis_client, redis_client
 from streams.erasure.reader import PrivacyRequestReader
 from streams.consent.gate import ConsentGate
 from streams.erasure.executor import PrivacyRequestExecutor
@@ -27,7 +26,6 @@ from streams.ingest.batch import BatchPipeline
 from streams.ingest.processor import EventProcessor
 from streams.ingest.raw_pruning import RawPruner
 from streams.ops.metrics import Metrics
-from streams.ops.topics import admin_client
 from streams.privacy.keys import KeyStore, LocalKeyFileProvider
 from streams.privacy.pseudonyms import Pseudonymizer
 from streams.erasure.parking import ParkedRequests
@@ -56,7 +54,7 @@ def purposes_of(registry: SchemaRegistry) -> dict[str, str]:
 class Runtime:
     pipeline: BatchPipeline
     requests: PrivacyRequestExecutor
-    applier: PrivacyRequestReader
+    request_reader: PrivacyRequestReader
     consent: ConsentStore
     audit: AuditLog
     lock: asyncio.Lock
@@ -81,7 +79,7 @@ class Runtime:
         steps: list[tuple[str, Callable[[], Any]]] = []
         for sink in self.sinks:
             steps += [(f"{sink.name} flush", sink.flush), (f"{sink.name} close", sink.close)]
-        steps += [("privacy requests consumer", lambda: loop.run_in_executor(None, self.applier.close)),
+        steps += [("privacy requests consumer", lambda: loop.run_in_executor(None, self.request_reader.close)),
                   ("audit log", lambda: loop.run_in_executor(None, self.audit.close))]
         steps += [(f"client {i}", lambda c=c: loop.run_in_executor(None, c.close)) for i, c in enumerate(self.clients)]
         for what, close in steps:
@@ -94,7 +92,7 @@ class Runtime:
 def build_runtime(settings: Settings, registry: SchemaRegistry, processor: EventProcessor, metrics: Metrics,
                   actor: str, own_partitions: Callable[[], set[int]],
                   tenants: TenantDirectory | None = None) -> Runtime:
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = redis_client(settings, Purpose.WORKER)
     if tenants is None:
         tenants = TenantDirectory(settings.tenants, dict(settings.tenant_regimes), client)
     tenants.refresh(force=True)
@@ -110,19 +108,19 @@ def build_runtime(settings: Settings, registry: SchemaRegistry, processor: Event
     gate = ConsentGate(consent, pseudonyms, tenants.regimes(), purposes_of(registry), parked=parking.tenants)
     dlq_subjects = DlqSubjects(client, provider)
     dlq = DlqSealer(DlqKeyring(client, provider, settings.dlq_topic), pseudonyms, tenants, dlq_subjects)
-    sinks = build_sinks(SinkDeps(settings, client=client, store_writer=StoreWriter(settings.redis_url, pseudonyms),
-                                 producer=kafka))
+    store_writer = StoreWriter(async_redis_client(settings), pseudonyms)
+    sinks = build_sinks(SinkDeps(settings, client=client, store_writer=store_writer, producer=kafka))
     handler = PrivacyRequestExecutor(client, keys, pseudonyms, consent, sinks, audit, dlq_subjects=dlq_subjects,
                              metrics=metrics)
-    applier = PrivacyRequestReader(settings.kafka(), settings.requests_topic, settings.dlq_topic, tenants,
-                              client, consent, handler, kafka, metrics, dlq=dlq, parking=parking)
+    request_reader = PrivacyRequestReader(settings.kafka(), settings.requests_topic, settings.dlq_topic, tenants,
+                                          client, consent, handler, kafka, metrics, dlq=dlq, parking=parking)
     lock = asyncio.Lock()
     quarantine = Quarantine(settings.quarantine_topic,
                             quarantine_keyring(client, provider, settings.quarantine_topic,
                                                settings.quarantine_retention_ms),
                             subject_keys_of(keys), pseudonyms, tenants)
     pipeline = BatchPipeline(settings, processor, None, None, keys, metrics,  # type: ignore[arg-type]
-                             gate=gate, audit=audit, lock=lock, applier=applier, own_partitions=own_partitions,
-                             dlq=dlq, sinks=sinks, quarantine=quarantine)
+                             gate=gate, audit=audit, lock=lock, request_reader=request_reader,
+                             own_partitions=own_partitions, dlq=dlq, sinks=sinks, quarantine=quarantine)
     pruner = RawPruner(admin_client(settings))
-    return Runtime(pipeline, handler, applier, consent, audit, lock, pruner, sinks, [client])
+    return Runtime(pipeline, handler, request_reader, consent, audit, lock, pruner, sinks, [client])

@@ -22,7 +22,7 @@ SCRAM_MECHANISM = "SCRAM-SHA-512"
 
 
 def sasl_config(bootstrap: str, username: str, password: str) -> dict[str, Any]:
-    """librdkafka connection settings of a SCRAM user (here, not in ``streams.ops.kafka_client``,
+    """librdkafka connection settings of a SCRAM user (here, not in ``streams.connections``,
     because ``Settings.kafka()`` builds them and settings imports nothing above the bottom layer)."""
     return {"bootstrap.servers": bootstrap, "security.protocol": "SASL_PLAINTEXT",
             "sasl.mechanism": SCRAM_MECHANISM, "sasl.username": username, "sasl.password": password}
@@ -308,7 +308,7 @@ class Settings:
         return self.kafka_security == "SASL_PLAINTEXT"
 
     def kafka(self) -> dict[str, str]:
-        """Connection settings for any librdkafka client (``streams.ops.kafka_client``)."""
+        """Connection settings for any librdkafka client; ``streams.connections`` adds each client's part."""
         if self.kafka_secure:
             return sasl_config(self.kafka_bootstrap, self.kafka_username, self.kafka_password)
         return {"bootstrap.servers": self.kafka_bootstrap}

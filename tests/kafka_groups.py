@@ -9,7 +9,7 @@ from typing import Callable
 from confluent_kafka import ConsumerGroupState
 from confluent_kafka.admin import AdminClient
 
-from streams.ops.kafka_client import client_config
+from streams.connections import client_config
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import uuid
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
-from streams.ops.kafka_client import client_config
+from streams.connections import client_config
 
 # Errors that no waiting repairs: the read fails at once instead of returning what it has.
 _FATAL_CODES = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,

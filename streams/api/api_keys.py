@@ -10,8 +10,8 @@ Token format
     slow KDF (bcrypt, scrypt, argon2) would add a per-request cost and nothing
     else.
 
-Redis layout (the pipeline-only keyspace: tenant Redis users get ACLs on
-``t:{<tenant>}:*`` only, so nothing here may live under ``t:``)
+Redis layout (the keys are built in ``streams.keyspace``; the operator's keyspace: tenant Redis
+users get ACLs on ``t:{<tenant>}:*`` only, so nothing here may live under ``t:``)
 
 ==========================  ===========================================================
 ``api:key:<key_id>``        HASH ``tenant`` ("" for operator keys), ``role``, ``label``,
@@ -43,6 +43,7 @@ from typing import Any
 
 import redis
 
+from streams.keyspace import API_KEY_PREFIX, API_OPERATORS_SET, api_key_hash_key, api_tenant_set_key
 from streams.tenancy.names import validate_tenant_name
 
 TOKEN_PREFIX = "stk_"
@@ -51,7 +52,6 @@ MAX_LABEL = 200
 # token_urlsafe(32) is 43 characters of the URL-safe base64 alphabet (no padding).
 _TOKEN_RE = re.compile(r"stk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 _KEY_ID_RE = re.compile(r"[0-9a-f]{12}")
-OPERATORS_SET = "api:operators"
 # Compared against when the key id is unknown, so an unknown and a known key take the same steps.
 _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
 
@@ -73,15 +73,6 @@ class Principal:
     key_id: str
     tenant: str | None
     role: Role
-
-
-def key_hash_key(key_id: str) -> str:
-    return f"api:key:{key_id}"
-
-
-def tenant_set_key(tenant: str) -> str:
-    # Braces: a Redis Cluster hash tag, like the other per-tenant keys of the project.
-    return f"api:tenant:{{{tenant}}}"
 
 
 def parse_token(token: str) -> tuple[str, str] | None:
@@ -139,14 +130,14 @@ class ApiKeyStore:
         # Random 48-bit ids: a collision with an existing key is unlikely but would overwrite it, so
         # check (two creators drawing the same id at the same moment is left to chance: ~2^-48).
         for _ in range(5):
-            if not self._r.exists(key_hash_key(key_id)):
+            if not self._r.exists(api_key_hash_key(key_id)):
                 break
             key_id = secrets.token_hex(KEY_ID_HEX // 2)
         else:  # pragma: no cover - 5 collisions of random 48-bit ids
             raise RuntimeError("could not allocate an API key id")
         # Listed first, then usable (see the module docstring): revoke_tenant never misses a live key.
-        self._r.sadd(OPERATORS_SET if tenant is None else tenant_set_key(tenant), key_id)
-        self._r.hset(key_hash_key(key_id), mapping=fields)
+        self._r.sadd(API_OPERATORS_SET if tenant is None else api_tenant_set_key(tenant), key_id)
+        self._r.hset(api_key_hash_key(key_id), mapping=fields)
         return key_id, f"{TOKEN_PREFIX}{key_id}_{secret}"
 
     def authenticate(self, token: str) -> Principal | None:
@@ -159,7 +150,7 @@ class ApiKeyStore:
         if parsed is None:
             return None
         key_id, secret = parsed
-        stored = self._r.hgetall(key_hash_key(key_id))
+        stored = self._r.hgetall(api_key_hash_key(key_id))
         record = {_text(k): _text(v) for k, v in stored.items()} if stored else {}
         expected = record.get("secret_sha256") or _DUMMY_HASH
         if not hmac.compare_digest(_secret_hash(secret).encode(), expected.encode()) or not record:
@@ -177,27 +168,27 @@ class ApiKeyStore:
         """Delete one key; True if it existed. Effective for the next request on every worker."""
         if not isinstance(key_id, str) or not _KEY_ID_RE.fullmatch(key_id):
             return False
-        tenant = _text(self._r.hget(key_hash_key(key_id), "tenant"))
-        existed = bool(self._r.delete(key_hash_key(key_id)))  # unusable from here on
-        self._r.srem(tenant_set_key(tenant) if tenant else OPERATORS_SET, key_id)
+        tenant = _text(self._r.hget(api_key_hash_key(key_id), "tenant"))
+        existed = bool(self._r.delete(api_key_hash_key(key_id)))  # unusable from here on
+        self._r.srem(api_tenant_set_key(tenant) if tenant else API_OPERATORS_SET, key_id)
         return existed
 
     def revoke_tenant(self, tenant: str) -> int:
         """Delete every key of a tenant (offboarding, a leak); returns how many existed."""
         validate_tenant_name(tenant)
-        ids = sorted(_text(i) for i in self._r.smembers(tenant_set_key(tenant)))
+        ids = sorted(_text(i) for i in self._r.smembers(api_tenant_set_key(tenant)))
         n = 0
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
-            n += int(self._r.delete(*[key_hash_key(k) for k in chunk]))
-            self._r.srem(tenant_set_key(tenant), *chunk)
+            n += int(self._r.delete(*[api_key_hash_key(k) for k in chunk]))
+            self._r.srem(api_tenant_set_key(tenant), *chunk)
         return n
 
     def get(self, key_id: str) -> dict[str, Any] | None:
         """Metadata of one key (as ``list`` gives it, never the hash), or None if there is no such key."""
         if not isinstance(key_id, str) or not _KEY_ID_RE.fullmatch(key_id):
             return None
-        rec = {_text(k): _text(v) for k, v in self._r.hgetall(key_hash_key(key_id)).items()}
+        rec = {_text(k): _text(v) for k, v in self._r.hgetall(api_key_hash_key(key_id)).items()}
         return _metadata(key_id, rec) if rec else None
 
     def list(self, tenant: str | None = None) -> list[dict[str, Any]]:
@@ -208,13 +199,14 @@ class ApiKeyStore:
         """
         if tenant is not None:
             validate_tenant_name(tenant)
-            ids = sorted(_text(i) for i in self._r.smembers(tenant_set_key(tenant)))
+            ids = sorted(_text(i) for i in self._r.smembers(api_tenant_set_key(tenant)))
         else:
             # Operator-only and rare: a SCAN of the api:key: prefix is simpler than a third index.
-            ids = sorted({_text(k)[len("api:key:"):] for k in self._r.scan_iter(match="api:key:*", count=500)})
+            ids = sorted({_text(k)[len(API_KEY_PREFIX):]
+                          for k in self._r.scan_iter(match=f"{API_KEY_PREFIX}*", count=500)})
         out = []
         for key_id in ids:
-            rec = {_text(k): _text(v) for k, v in self._r.hgetall(key_hash_key(key_id)).items()}
+            rec = {_text(k): _text(v) for k, v in self._r.hgetall(api_key_hash_key(key_id)).items()}
             if not rec:
                 continue
             out.append(_metadata(key_id, rec))

@@ -49,8 +49,8 @@ from streams.api.protocols import AuditSink
 from streams.api.responses import ApiError, ApiResponse
 from streams.api.routes import ROUTES_BY_NAME
 from streams.audit.exceptions import AuditError
+from streams.connections import Purpose, admin_client, redis_client
 from streams.ops.exceptions import TopicError
-from streams.ops.topics import admin_client
 from streams.privacy.keys import KeyStore
 from streams.tenancy.api_key_admin import TENANT_KEY_ROLES
 from streams.tenancy.exceptions import InvalidTenantName, OnboardingError, QuotaUnsupported, TenantNotFound
@@ -267,7 +267,7 @@ def build_tenant_control(settings: "Settings", audit: AuditSink, provider: "KeyP
     """The control part of the worker's API: its parts are made once (no connection is opened here),
     a ``TenantService`` per call. ``provider`` is the master key provider the worker loaded."""
     # The timeouts of build_service (the CLI's): a delete's unlinks and ACL SAVE can take a while.
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    client = redis_client(settings, Purpose.ADMIN)
     admin = admin_client(settings)
     keys = KeyStore(client, provider)
     api_keys = ApiKeyStore(client)

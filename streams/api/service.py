@@ -36,6 +36,7 @@ from streams.api.protocols import AuditSink, RequestFiler, TenantControlPart
 from streams.api.responses import ApiError, ApiResponse, error_response
 from streams.api.routes import METRICS_ROUTE, OPENAPI_PATH, ROUTES_BY_NAME, Route
 from streams.audit.exceptions import AuditError
+from streams.connections import KafkaTarget, Purpose, redis_client, request_producer_config
 from streams.consent.requests import PrivacyRequest
 from streams.consent.store import ConsentStore
 from streams.privacy.detokenize import Detokenizer
@@ -191,10 +192,9 @@ class KafkaRequestFiler:
     """Publishes privacy requests to the requests topic (acks=all), keyed ``tenant/subject`` like
     ``streams privacy file`` does; ``file`` returns once the broker acknowledged the record."""
 
-    def __init__(self, config: Mapping[str, Any], topic: str, timeout: float = 15.0) -> None:
+    def __init__(self, config: KafkaTarget, topic: str, timeout: float = 15.0) -> None:
         self._topic, self._timeout = topic, timeout
-        self._producer = Producer({**config, "acks": "all", "partitioner": "murmur2_random",
-                                   "logger": logging.getLogger("streams.kafka.producer")})
+        self._producer = Producer(request_producer_config(config))
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -227,13 +227,12 @@ def build_data_api(settings: "Settings", audit: AuditSink, tenants: Callable[[],
     ``on_tenants_changed`` is called after a tenant was created or deleted
     (the worker re-reads its tenant directory at once).
     """
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = redis_client(settings, Purpose.WORKER)
     provider = LocalKeyFileProvider(settings.master_key_file, create=False)  # the worker created it
     provider.load()
     pseudonyms = Pseudonymizer(client, provider)
     detokenizer = Detokenizer(KeyStore(client, provider), audit, pseudonyms)  # type: ignore[arg-type]
-    store = StoreReader(redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=5,
-                                             socket_connect_timeout=5))
+    store = StoreReader.from_settings(settings, Purpose.WORKER)
     tenant_control = build_tenant_control(settings, audit, provider, on_tenants_changed) if control else None
     consent = ConsentStore(client)
     limits = ApiLimiter(settings.api_rate_per_key, settings.api_denied_rate_per_key, settings.api_rate_per_address)

@@ -16,7 +16,7 @@ from streams.audit.chain import verify
 from streams.audit.exceptions import AuditError
 from streams.audit.log import read_all
 from streams.audit.signing import Keyring
-from streams.ops.kafka_client import KafkaTarget
+from streams.connections import KafkaTarget, Purpose, redis_client
 from streams.cli.text import plural
 
 
@@ -60,8 +60,6 @@ def audit_command(settings, action: str, keys_action: str | None, *, keyring_fil
                   trail: str | None = None, writer: str | None = None, out_file: str | None = None,
                   cli_writer: str, actor: str, out: TextIO) -> int:
     """``streams audit verify|keys …`` (``streams.cli.main`` parses the arguments)."""
-    import redis
-
     from streams.cli.errors import UsageError
 
     if action == "verify":
@@ -73,7 +71,7 @@ def audit_command(settings, action: str, keys_action: str | None, *, keyring_fil
         raise UsageError("audit keys needs an action: list, rotate or export")
     if keyring_file or trail:
         raise UsageError("--keyring and --trail are for verify")
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    client = redis_client(settings, Purpose.ADMIN)
     if keys_action == "export":
         if writer:
             raise UsageError("export takes only --out")
@@ -103,7 +101,7 @@ def _verify_subcommand(settings, *, keyring_file: str | None, trail: str | None,
     if keyring_file:
         keyring, source = keyring_from_file(keyring_file), f"file {keyring_file}"
     else:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        client = redis_client(settings, Purpose.ADMIN)
         try:
             keyring = keyring_from_redis(client, trail or topic)
         except (redis.RedisError, OSError) as exc:

@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from streams.audit.exceptions import AuditError
 from streams.audit.signing import Keyring, PublicKey, Signer, is_writer, writer_name
+from streams.connections import Purpose, redis_client
 from streams.keyspace import audit_public_key as public_key  # the old names, kept for their importers
 from streams.keyspace import audit_signer_key as signer_key
 from streams.privacy.exceptions import KeyIntegrityError
@@ -233,7 +234,7 @@ def open_audit_log(settings: Any, actor: str, writer: str | None = None, *, clie
     from streams.privacy.keys import LocalKeyFileProvider
 
     if client is None:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        client = redis_client(settings, Purpose.CLI)
     if provider is None:
         provider = LocalKeyFileProvider(settings.master_key_file)
     store = AuditKeyStore(client, provider, settings.audit_topic)

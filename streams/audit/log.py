@@ -56,7 +56,6 @@ from typing import Any, Callable, Mapping, Union
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from streams.ops.kafka_client import KafkaTarget, client_config
 from streams.audit.chain import (
     AuditChain,
     authentication_problem,
@@ -68,7 +67,7 @@ from streams.audit.chain import (
 )
 from streams.audit.exceptions import AuditError
 from streams.audit.signing import PublicKey, Signer
-from streams.sinks.kafka_sink import producer_config
+from streams.connections import KafkaTarget, consumer_config, producer_config
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +83,9 @@ ANCHOR_LOOKBACK = 64  # records read back from the end to find one to anchor a n
 # ---------------------------------------------------------------- reading
 
 def _consumer(target: KafkaTarget) -> Consumer:
-    return Consumer({
-        **client_config(target),
-        "group.id": f"streams-audit-read-{uuid.uuid4().hex[:8]}",  # assign() only: never joins or commits
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        "logger": logging.getLogger("streams.kafka.consumer"),
-    })
+    # assign() only: never joins the group or commits
+    return Consumer(consumer_config(target, f"streams-audit-read-{uuid.uuid4().hex[:8]}",
+                                    {"auto.offset.reset": "earliest"}))
 
 
 def _partitions(consumer: Consumer, topic: str, timeout: float) -> list[int]:

@@ -81,10 +81,9 @@ def _check_revoke(args: argparse.Namespace) -> None:
 
 
 def cmd_apikeys(args: argparse.Namespace) -> int:
-    import redis
-
     from streams.api.api_keys import ApiKeyStore
     from streams.audit.keys import open_audit_log
+    from streams.connections import Purpose, redis_client
     from streams.tenancy.api_key_admin import AuditedApiKeys, KeyNotAudited
     from streams.tenancy.names import validate_tenant_name
 
@@ -101,7 +100,7 @@ def cmd_apikeys(args: argparse.Namespace) -> int:
         tenant = validate_tenant_name(args.tenant) if args.tenant else None
 
     ready(args, s)
-    store = ApiKeyStore(redis.Redis.from_url(s.redis_url, socket_timeout=10, socket_connect_timeout=5))
+    store = ApiKeyStore(redis_client(s, Purpose.ADMIN))
     if args.action == "revoke":
         meta = store.get(args.key_id)
         if meta is None:

@@ -94,14 +94,13 @@ def actor(args: argparse.Namespace) -> str:
 
 def onboarded_tenant(s: Settings, name: str, args: argparse.Namespace) -> str:
     """``name`` checked and known to the tenant directory (probing first); else a usage error naming those known."""
-    import redis
-
+    from streams.connections import Purpose, redis_client
     from streams.tenancy.names import validate_tenant_name
     from streams.tenancy.registry import TenantDirectory
 
     tenant = validate_tenant_name(name)
     ready(args, s)
-    known = TenantDirectory(s.tenants, dict(s.tenant_regimes), redis.Redis.from_url(s.redis_url, socket_timeout=5))
+    known = TenantDirectory(s.tenants, dict(s.tenant_regimes), redis_client(s, Purpose.CLI))
     if tenant not in known:
         raise UsageError(f"unknown tenant {tenant} (onboarded: {', '.join(known)})")
     return tenant

@@ -33,14 +33,13 @@ def consume(s: Settings, topic: str, on_record: Callable[[Any], None], args: arg
 
     from confluent_kafka import Consumer, KafkaError
 
+    from streams.connections import consumer_config
+
     ready(args, s)
-    consumer = Consumer({
-        **s.kafka(),
-        "group.id": f"streams-cli-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False,
+    consumer = Consumer(consumer_config(s.kafka(), f"streams-cli-{uuid.uuid4().hex[:8]}", {
         "auto.offset.reset": "earliest" if args.from_beginning else "latest",
         "logger": deps._quiet,
-    })
+    }))
     consumer.subscribe([topic])
     seen = 0
     deadline = time.monotonic() + args.timeout if args.timeout else None

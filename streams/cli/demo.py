@@ -53,7 +53,9 @@ def _step(n: int, text: str) -> None:
 def _end_offsets(kafka: dict[str, str], topic: str) -> dict[int, int]:
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-    c = Consumer({**kafka, "group.id": "streams-demo-offsets"})
+    from streams.connections import consumer_config
+
+    c = Consumer(consumer_config(kafka, "streams-demo-offsets"))
     try:
         for attempt in range(20):  # right after a broker start, leadership may still be moving
             try:
@@ -72,8 +74,9 @@ def _end_offsets(kafka: dict[str, str], topic: str) -> dict[int, int]:
 def _read_from(kafka: dict[str, str], topic: str, start: dict[int, int], expect: int, timeout: float) -> list[Any]:
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({**kafka, "group.id": f"streams-demo-{uuid.uuid4().hex[:6]}",
-                  "enable.auto.commit": False})
+    from streams.connections import consumer_config
+
+    c = Consumer(consumer_config(kafka, f"streams-demo-{uuid.uuid4().hex[:6]}"))
     c.assign([TopicPartition(topic, p, o) for p, o in start.items()])
     out: list[Any] = []
     deadline = time.monotonic() + timeout
@@ -240,7 +243,7 @@ class _DemoRun:
         from streams.sinks.store import StoreReader
 
         _step(7, "The store (Redis, per-tenant keyspace, indexed by subject and by type and time)")
-        self.reader = reader = StoreReader.from_url(self.s.redis_url)
+        self.reader = reader = StoreReader.from_settings(self.s)
         for tenant in DEMO_TENANTS:
             _say(f"    {tenant}: {plural(reader.count(tenant), 'event')} in all; "
                  + ", ".join(f"{t}={reader.count(tenant, t)}"

@@ -102,9 +102,11 @@ def probe_kafka(s: Settings, topics: Iterable[str] = (), timeout: float = PROBE_
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient
 
+    from streams.connections import admin_config
+
     seen: list = []  # errors librdkafka reports meanwhile: a refused login says more than the timeout
-    admin = AdminClient({**s.kafka(), "logger": _quiet, "error_cb": seen.append,
-                         "socket.connection.setup.timeout.ms": int(timeout * 1000)})
+    admin = AdminClient(admin_config(s.kafka(), {"logger": _quiet, "error_cb": seen.append,
+                                                 "socket.connection.setup.timeout.ms": int(timeout * 1000)}))
     try:
         md = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
@@ -125,8 +127,10 @@ def probe_redis(s: Settings, timeout: float = PROBE_TIMEOUT) -> None:
     """Raise ``Unreachable`` unless Redis answers PING within ``timeout`` s."""
     import redis
 
+    from streams.connections import redis_probe_client
+
     try:
-        client = redis.Redis.from_url(s.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        client = redis_probe_client(s, timeout)
     except ValueError as exc:
         raise UsageError(f"STREAMS_REDIS_URL: {exc}") from None
     try:

@@ -22,9 +22,8 @@ def register(sub: Subparsers) -> None:
 
 
 def cmd_detokenize(args: argparse.Namespace) -> int:
-    import redis
-
     from streams.audit.keys import open_audit_log
+    from streams.connections import Purpose, redis_client
     from streams.privacy.detokenize import Detokenizer, DetokenizeRefused
     from streams.privacy.keys import KeyStore, LocalKeyFileProvider
     from streams.privacy.pseudonyms import Pseudonymizer
@@ -32,7 +31,7 @@ def cmd_detokenize(args: argparse.Namespace) -> int:
     s = settings()
     tenant = onboarded_tenant(s, args.tenant, args)
     provider = LocalKeyFileProvider(s.master_key_file, create=False)
-    client = redis.Redis.from_url(s.redis_url, socket_timeout=5)
+    client = redis_client(s, Purpose.CLI)
     who = actor(args)
     with open_audit_log(s, who, writer(), client=client, provider=provider) as audit:
         d = Detokenizer(KeyStore(client, provider), audit, Pseudonymizer(client, provider))

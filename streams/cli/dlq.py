@@ -79,12 +79,11 @@ def _wanted_fingerprints(s: Settings, args: argparse.Namespace) -> set[str] | No
     """The fingerprints of the record the operator holds, under every live DLQ key version; None: no filter."""
     if not (args.payload or args.event_id):
         return None
-    import redis
-
+    from streams.connections import Purpose, redis_client
     from streams.dlq.keys import DlqKeyring
     from streams.privacy.keys import LocalKeyFileProvider
 
-    ring = DlqKeyring(redis.Redis.from_url(s.redis_url, socket_timeout=5),
+    ring = DlqKeyring(redis_client(s, Purpose.CLI),
                       LocalKeyFileProvider(s.master_key_file, create=False), s.dlq_topic)
     scopes = [args.tenant, None] if args.tenant else [None]
     wanted: set[str] = set()
@@ -120,16 +119,15 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_resolve(args: argparse.Namespace) -> int:
-    import redis
-
     from streams.audit.keys import open_audit_log
+    from streams.connections import Purpose, redis_client
     from streams.dlq.subjects import DlqSubjects, ResolveRefused, resolve_audited
     from streams.privacy.keys import LocalKeyFileProvider
 
     s = settings()
     ready(args, s)
     tenant = onboarded_tenant(s, args.tenant, args)
-    subjects = DlqSubjects(redis.Redis.from_url(s.redis_url, socket_timeout=5),
+    subjects = DlqSubjects(redis_client(s, Purpose.CLI),
                            LocalKeyFileProvider(s.master_key_file, create=False))
     who = actor(args)
     with open_audit_log(s, who, writer()) as audit:
@@ -144,9 +142,8 @@ def cmd_dlq_resolve(args: argparse.Namespace) -> int:
 def cmd_dlq_redrive(args: argparse.Namespace) -> int:
     import sys
 
-    import redis
-
     from streams.audit.keys import open_audit_log
+    from streams.connections import Purpose, redis_client
     from streams.consent.store import ConsentStore
     from streams.dlq.quarantine import Quarantine, quarantine_keyring, subject_keys_of
     from streams.dlq.redrive import Redrive, RedriveFilter
@@ -161,7 +158,7 @@ def cmd_dlq_redrive(args: argparse.Namespace) -> int:
     if args.rate is not None and args.rate <= 0:
         raise UsageError("--rate must be positive")
     ready(args, s)
-    client = redis.Redis.from_url(s.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    client = redis_client(s, Purpose.ADMIN)  # a redrive reads and checks the whole quarantine topic
     provider = LocalKeyFileProvider(s.master_key_file, create=False)
     tenants = TenantDirectory(s.tenants, dict(s.tenant_regimes), client)
     tenants.refresh(force=True)
@@ -169,7 +166,7 @@ def cmd_dlq_redrive(args: argparse.Namespace) -> int:
     quarantine = Quarantine(s.quarantine_topic, quarantine_keyring(client, provider, s.quarantine_topic,
                                                                    s.quarantine_retention_ms),
                             subject_keys_of(KeyStore(client, provider)), pseudonyms, tenants)
-    store = StoreReader.from_url(s.redis_url)
+    store = StoreReader.from_settings(s)
     redrive = Redrive(s, quarantine, client, ConsentStore(client), pseudonyms,
                       DlqSubjects(client, provider).resolve, tenants,
                       lambda t, e: store.get(t, e) is not None)

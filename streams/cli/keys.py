@@ -22,15 +22,14 @@ def register(sub: Subparsers) -> None:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    import redis
-
     from streams.audit.keys import open_audit_log
+    from streams.connections import Purpose, redis_client
     from streams.privacy.key_rotation import RotationNotAudited, rotate_tenant_key_audited
     from streams.privacy.keys import KeyStore, LocalKeyFileProvider
 
     s = settings()
     tenant = onboarded_tenant(s, args.tenant, args)
-    store = KeyStore(redis.Redis.from_url(s.redis_url, socket_timeout=30),
+    store = KeyStore(redis_client(s, Purpose.KEY_ROTATION),
                      LocalKeyFileProvider(s.master_key_file, create=False))
     if args.action == "show":
         print(f"tenant {tenant}: key version {store.tenant_key_version(tenant)}")

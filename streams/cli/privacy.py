@@ -41,8 +41,7 @@ def register(sub: Subparsers) -> None:
 
 
 def cmd_privacy(args: argparse.Namespace) -> int:
-    import redis
-
+    from streams.connections import Purpose, redis_client
     from streams.consent.store import ConsentStore
 
     s = settings()
@@ -51,7 +50,7 @@ def cmd_privacy(args: argparse.Namespace) -> int:
     if args.action == "status" and not args.request_id:
         raise UsageError("status needs --request-id")
     tenant = onboarded_tenant(s, args.tenant, args)
-    consent = ConsentStore(redis.Redis.from_url(s.redis_url, socket_timeout=5))
+    consent = ConsentStore(redis_client(s, Purpose.CLI))
     if args.action == "file":
         return _file(s, args, tenant, consent)
     if args.action == "status":
@@ -63,7 +62,7 @@ def cmd_privacy(args: argparse.Namespace) -> int:
         return 0
     from streams.consent.report import compliance_report
 
-    print(json.dumps(compliance_report(redis.Redis.from_url(s.redis_url, socket_timeout=5), tenant), indent=2))
+    print(json.dumps(compliance_report(redis_client(s, Purpose.CLI), tenant), indent=2))
     return 0
 
 
@@ -96,10 +95,9 @@ def _publish(s: Settings, req: PrivacyRequest) -> None:
     """Send one request to the requests topic and wait for the broker's acknowledgement (else status 3)."""
     from confluent_kafka import Producer
 
-    # Not idempotent: acquiring a producer id costs up to a second, and a duplicate of this one
-    # record is harmless (requests are applied once per request id).
-    p = Producer({**s.kafka(), "acks": "all",
-                  "partitioner": "murmur2_random", "logger": deps._quiet})
+    from streams.connections import request_producer_config
+
+    p = Producer(request_producer_config(s.kafka(), {"logger": deps._quiet}))
     errors: list[Any] = []
     p.produce(s.requests_topic, req.to_json(), req.key, on_delivery=lambda err, _m: errors.append(err))
     if p.flush(30) or errors[0] is not None:

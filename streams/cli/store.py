@@ -32,7 +32,7 @@ def cmd_store(args: argparse.Namespace) -> int:
     s = settings()
     tenant = validate_tenant_name(args.tenant)
     ready(args, s)
-    reader = StoreReader.from_url(s.redis_url)
+    reader = StoreReader.from_settings(s)
     if args.event_id:
         doc = reader.get(tenant, args.event_id)
         if doc is None:

@@ -31,8 +31,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from streams.devstack.exceptions import StackError
-from streams.ops.kafka_client import SCRAM_MECHANISM
-from streams.settings import REPO_ROOT, Settings
+from streams.settings import REPO_ROOT, SCRAM_MECHANISM, Settings
 
 log = logging.getLogger(__name__)
 
@@ -397,8 +396,10 @@ class LocalKafka(_ManagedProcess):
         """Ready means the AdminClient gets metadata, not that a port is open."""
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({**self.settings.kafka(), "log_level": 0,
-                             "logger": logging.getLogger("streams.ops.admin")})
+        from streams.connections import admin_config
+
+        admin = AdminClient(admin_config(self.settings.kafka(), {"log_level": 0,
+                                                                 "logger": logging.getLogger("streams.ops.admin")}))
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
@@ -504,9 +505,9 @@ class LocalRedis(_ManagedProcess):
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float) -> None:
-        import redis
+        from streams.connections import redis_probe_client
 
-        client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=1)
+        client = redis_probe_client(self.settings, 1.0)
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:

@@ -31,10 +31,10 @@ from typing import Any, Callable, Collection
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from streams.connections import consumer_config, producer_config
 from streams.consent.store import ConsentStore
 from streams.dlq.quarantine import Opened, Quarantine, QuarantineError, split_record_key
 from streams.keyspace import redrive_guard_key
-from streams.ops.kafka_client import client_config
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -96,9 +96,7 @@ class Redrive:
     def _records(self) -> Any:
         """Every record of the quarantine topic up to its end when the run starts."""
         topic = self.quarantine.topic
-        consumer = Consumer(client_config(self.s.kafka(), {
-            "group.id": "streams-redrive", "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "logger": logging.getLogger("streams.kafka.consumer")}))
+        consumer = Consumer(consumer_config(self.s.kafka(), "streams-redrive", {"auto.offset.reset": "earliest"}))
         try:
             md = consumer.list_topics(topic, timeout=10).topics[topic]
             if md.error is not None:
@@ -155,7 +153,7 @@ class Redrive:
         return None, tenant, event_id
 
     def dlq_ends(self) -> dict[int, int]:
-        consumer = Consumer(client_config(self.s.kafka(), {"group.id": "streams-redrive"}))
+        consumer = Consumer(consumer_config(self.s.kafka(), "streams-redrive"))
         try:
             md = consumer.list_topics(self.s.dlq_topic, timeout=10).topics[self.s.dlq_topic]
             return {p: consumer.get_watermark_offsets(TopicPartition(self.s.dlq_topic, p), timeout=10)[1]
@@ -169,8 +167,7 @@ class Redrive:
         pending = {(t, p, o): (tenant, eid) for t, p, o, tenant, eid in summary.produced}
         delivered = 0
         again: Counter = Counter()
-        consumer = Consumer(client_config(self.s.kafka(), {"group.id": "streams-redrive",
-                                                           "enable.auto.commit": False}))
+        consumer = Consumer(consumer_config(self.s.kafka(), "streams-redrive"))
         consumer.assign([TopicPartition(self.s.dlq_topic, p, o) for p, o in dlq_from.items()])
         deadline = time.monotonic() + timeout
         try:
@@ -194,8 +191,9 @@ class Redrive:
     def run(self, flt: RedriveFilter, dry_run: bool = False, rate: float | None = None,
             progress: Callable[[RedriveSummary], None] | None = None) -> RedriveSummary:
         out = RedriveSummary(dry_run=dry_run)
-        producer = None if dry_run else Producer(client_config(self.s.kafka(), {
-            "enable.idempotence": True, "acks": "all", "logger": logging.getLogger("streams.kafka.producer")}))
+        # The pipeline's producer settings: Kafka's default partitioner (murmur2), so a redriven event
+        # lands on the partition of its subject's privacy requests, as a producer's original did.
+        producer = None if dry_run else Producer(producer_config(self.s.kafka()))
         started = time.monotonic()
         last_progress = started
 

@@ -28,13 +28,13 @@ import redis
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from streams.ops.kafka_client import KafkaTarget, client_config
+from streams.connections import KafkaTarget, admin_config, consumer_config
 from streams.consent.exceptions import InvalidRequest, RequestsNotApplied
 from streams.consent.requests import PrivacyRequest, parse
 from streams.consent.store import ConsentStore
 from streams.dlq.reasons import Reason
 from streams.dlq.record import DlqSealer, default_sealer
-from streams.keyspace import applier_lease_key
+from streams.keyspace import request_reader_lease_key
 from streams.erasure.executor import PrivacyRequestExecutor
 from streams.erasure.parking import RETRY_S, ParkedRequests
 from streams.errors import TenantFault
@@ -63,7 +63,7 @@ class EndOffsets:
 
     def __init__(self, bootstrap: KafkaTarget, topic: str) -> None:
         self.topic = topic
-        self._admin = AdminClient({**client_config(bootstrap), "logger": logging.getLogger("streams.kafka.admin")})
+        self._admin = AdminClient(admin_config(bootstrap))
         md = self._admin.list_topics(topic, timeout=30)
         if topic not in md.topics or md.topics[topic].error is not None:
             raise RequestsNotApplied(f"topic {topic} is not available")
@@ -108,11 +108,10 @@ class PrivacyRequestReader:
         self.kafka = kafka
         self.metrics = metrics
         self.ends = EndOffsets(bootstrap, topic)
-        self._consumer = Consumer({**client_config(bootstrap), "group.id": "streams-requests-reader",
-                                   "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                                   # Never an aborted request, never one of an open transaction.
-                                   "isolation.level": "read_committed",
-                                   "logger": logging.getLogger("streams.kafka.consumer")})
+        self._consumer = Consumer(consumer_config(bootstrap, "streams-requests-reader", {
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",  # never an aborted request, never one of an open transaction
+        }))
         self._token = uuid.uuid4().hex
         self._drained = False  # pending erasures a previous run left (see catch_up)
         self.parking = parking
@@ -159,7 +158,7 @@ class PrivacyRequestReader:
         another worker holds a partition's lease (the caller retries); other faults propagate."""
         done = self.retry_parked()  # before new requests: a tenant's requests keep their order
         for p, (applied, end) in sorted(self.behind(partitions).items()):
-            lease = applier_lease_key(self.topic, p)
+            lease = request_reader_lease_key(self.topic, p)
             if not self.client.set(lease, self._token, nx=True, px=LEASE_MS):
                 raise RequestsNotApplied(f"partition {p} of {self.topic} is being applied by another worker")
             try:

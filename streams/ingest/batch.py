@@ -130,7 +130,7 @@ class BatchPipeline:
     def __init__(self, settings: Settings, processor: EventProcessor, kafka: KafkaSink, store: StoreWriter,  # noqa: PLR0913
                  keys: SubjectKeySource, metrics: Metrics | None = None, gate: ConsentGate | None = None,
                  audit: DropAudit | None = None, lock: asyncio.Lock | None = None,
-                 applier: PrivacyRequestReader | None = None,
+                 request_reader: PrivacyRequestReader | None = None,
                  own_partitions: Callable[[], set[int]] | None = None,
                  dlq: DlqSealer | None = None, sinks: Sequence[Sink] | None = None,
                  quarantine: Quarantine | None = None) -> None:
@@ -152,7 +152,7 @@ class BatchPipeline:
         self.gate = gate
         self.audit = audit
         self.lock = lock
-        self.applier = applier
+        self.request_reader = request_reader
         self.own_partitions = own_partitions or (lambda: set())
         # DLQ records: keyed fingerprints and pseudonyms (an in-process key when none is given).
         self.dlq = dlq or default_sealer()
@@ -440,9 +440,9 @@ class BatchPipeline:
 
     async def apply_requests(self) -> None:
         """Apply the privacy requests published so far on this worker's partitions (under the lock)."""
-        if self.applier is not None:
+        if self.request_reader is not None:
             own = self.own_partitions()
-            await self._hold_back("privacy requests", lambda: self._thread(self.applier.catch_up, own))
+            await self._hold_back("privacy requests", lambda: self._thread(self.request_reader.catch_up, own))
 
     async def handle(self, records: Sequence[RawRecord]) -> BatchResult:
         """Process one batch; returns when every record is stored and in its topic, in the DLQ, or dropped.
@@ -498,24 +498,24 @@ class BatchPipeline:
 
     async def _wait_for_other_partitions(self, records: Sequence[RawRecord]) -> None:
         """Other workers' partitions' privacy requests first, outside the lock: their timers need no lock of ours."""
-        if self.applier is not None:
+        if self.request_reader is not None:
             own = self.own_partitions() | {r.partition for r in records}
-            others = set(self.applier.ends.partitions) - own
-            await self._hold_back("privacy requests", lambda: self._thread(self.applier.wait_or_apply, others))
+            others = set(self.request_reader.ends.partitions) - own
+            await self._hold_back("privacy requests", lambda: self._thread(self.request_reader.wait_or_apply, others))
 
     async def _gate(self, records: Sequence[RawRecord]) -> list[Accepted | Rejected | Dropped]:
         """Catch up on own privacy requests, then the batch's outcomes, with unavailable tenants isolated."""
-        if self.applier is not None:
+        if self.request_reader is not None:
             # Validate (CPU, here) while the requests check (I/O, in a thread) runs: one less wait per batch.
             own = self.own_partitions() | {r.partition for r in records}
-            check = asyncio.ensure_future(self._thread(self.applier.catch_up, own))
+            check = asyncio.ensure_future(self._thread(self.request_reader.catch_up, own))
             with _stage("validate"):
                 validated = self.validate(records)
             with _stage("requests"):
                 try:
                     await check
                 except Exception:
-                    await self._hold_back("privacy requests", lambda: self._thread(self.applier.catch_up, own))
+                    await self._hold_back("privacy requests", lambda: self._thread(self.request_reader.catch_up, own))
         else:
             with _stage("validate"):
                 validated = self.validate(records)

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Literal
 
 from confluent_kafka import Producer
 
-from streams.ops.kafka_client import KafkaTarget, client_config
+from streams.connections import KafkaTarget, client_config
 from streams.schema import codec
 from streams.schema.exceptions import UnknownSchemaError
 from streams.schema.json_datum import SCHEMA_KEY, to_datum

@@ -31,6 +31,7 @@ from typing import Awaitable, Callable, Sequence
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from streams.connections import consumer_config
 from streams.ingest.batch import RawRecord
 from streams.ingest.fairness import FairBuffer
 from streams.settings import Settings
@@ -49,11 +50,9 @@ def tenant_raw_pattern(settings: Settings) -> str:
     return "^" + re.escape(settings.raw_topic + ".") + "[a-z][a-z0-9-]*$"
 
 
-def consumer_config(settings: Settings) -> dict[str, object]:
-    return {
-        **settings.kafka(),
-        "group.id": f"{settings.app_id}.tenant-raw",
-        "enable.auto.commit": False,
+def tenant_raw_consumer_config(settings: Settings) -> dict[str, object]:
+    """The consumer of the tenant raw topics: its group, read_committed, and small prefetches."""
+    return consumer_config(settings.kafka(), f"{settings.app_id}.tenant-raw", {
         "auto.offset.reset": "earliest",
         # A producer may use transactions: never read past an open one, never deliver aborted records.
         "isolation.level": "read_committed",
@@ -74,7 +73,7 @@ def consumer_config(settings: Settings) -> dict[str, object]:
         "fetch.queue.backoff.ms": 10,
         "log_level": 3,
         "logger": logging.getLogger("streams.kafka.tenant_raw"),
-    }
+    })
 
 
 def fair_buffer(settings: Settings) -> FairBuffer[Message]:
@@ -157,7 +156,7 @@ class TenantRawIngest:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        self._consumer = Consumer(consumer_config(self.settings))
+        self._consumer = Consumer(tenant_raw_consumer_config(self.settings))
         self.buffer = fair_buffer(self.settings)  # a new consumer: nothing buffered, nothing paused
         self._consumer.subscribe([tenant_raw_pattern(self.settings)], on_revoke=self._on_revoke)
         try:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streams.connections import admin_client
 from streams.ops.exceptions import TopicError
 from streams.settings import Settings
 
@@ -122,11 +123,6 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
     for tenant in sorted(settings.tenants):
         specs.extend(tenant_topics(settings, tenant))
     return specs
-
-
-def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient({**settings.kafka(),
-                        "logger": logging.getLogger("streams.kafka.admin")})
 
 
 def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None,

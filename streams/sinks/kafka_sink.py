@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 
 from confluent_kafka import KafkaError, Producer
 
-from streams.ops.kafka_client import KafkaTarget, client_config
+from streams.connections import KafkaTarget, producer_config
 from streams.sinks.exceptions import SinkUnavailable
 from streams.sinks.partitioning import partition_for
 
@@ -32,21 +32,6 @@ class OutRecord:
     headers: list[tuple[str, bytes]] = field(default_factory=list)
     # Place the record where Kafka's default partitioner would put this key (not ``key``).
     partition_key: bytes | None = None
-
-
-def producer_config(target: KafkaTarget, extra: dict[str, object] | None = None) -> dict[str, object]:
-    conf: dict[str, object] = {
-        **client_config(target),
-        "enable.idempotence": True,  # acks=all, ordered retries, no duplicates from our own retries
-        "partitioner": "murmur2_random",  # Kafka's default, as Java and aiokafka consumers expect
-        "linger.ms": 2,
-        "compression.type": "lz4",
-        "message.timeout.ms": 30000,
-        "queue.buffering.max.messages": 200000,
-        "logger": logging.getLogger("streams.kafka.producer"),
-    }
-    conf.update(extra or {})
-    return conf
 
 
 class KafkaSink:

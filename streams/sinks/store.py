@@ -17,9 +17,11 @@ import redis
 import redis.asyncio as aioredis
 
 from streams import keyspace as K
+from streams.connections import Purpose, redis_client
 from streams.erasure.fence import INFLIGHT_LEASE_MS, LEAVE_LUA
 from streams.keyspace import consent_key, deleted_marker, inflight_key, stats_key, subject_key_name
 from streams.records import Accepted
+from streams.settings import Settings
 from streams.sinks.base import Batch, Sink, SubjectErasure, SubjectIndex, Written
 from streams.sinks.exceptions import SinkUnavailable
 
@@ -176,14 +178,15 @@ class StoreWrite(Written):
 class StoreWriter:
     """Writes a batch: per tenant one atomic script call, all of them in one round trip.
 
-    Idempotent: writing an event again sets the same document and scores.
+    Idempotent: writing an event again sets the same document and scores. ``client`` is an asyncio
+    client answering ``bytes`` (``streams.connections.async_redis_client``); ``close`` closes it.
     ``pseudonyms(tenant, subject)`` names the consent state the script checks (without it no
     subject is refused: tools and tests).
     """
 
-    def __init__(self, redis_url: str, pseudonyms: Callable[[str, str], str] | None = None,
+    def __init__(self, client: aioredis.Redis, pseudonyms: Callable[[str, str], str] | None = None,
                  lease_ms: int = INFLIGHT_LEASE_MS) -> None:
-        self._client = aioredis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self._client = client
         self._pseudonyms = pseudonyms
         self.lease_ms = lease_ms
 
@@ -297,14 +300,16 @@ class StoreSink(Sink, SubjectIndex):
 
 
 class StoreReader:
-    """Queries of one tenant's keyspace. Every method takes the tenant explicitly."""
+    """Queries of one tenant's keyspace. Every method takes the tenant explicitly. ``client`` answers
+    ``str`` (``decode_responses=True``): ``from_settings`` makes such a client."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._r = client
 
     @classmethod
-    def from_url(cls, url: str) -> "StoreReader":
-        return cls(redis.Redis.from_url(url, decode_responses=True, socket_timeout=5))
+    def from_settings(cls, settings: Settings, purpose: Purpose = Purpose.CLI) -> "StoreReader":
+        """A reader on its own client (``str`` answers), with ``purpose``'s timeouts."""
+        return cls(redis_client(settings, purpose, decode_responses=True))
 
     def get(self, tenant: str, event_id: str) -> dict[str, Any] | None:
         raw = self._r.get(K.event_key(tenant, event_id))

@@ -53,6 +53,7 @@ from confluent_kafka.admin import (
 )
 
 from streams.api.api_keys import ApiKeyStore, Role
+from streams.connections import Purpose, admin_client, redis_client
 from streams.erasure.aof import rewrite_aof
 from streams.keyspace import PARKED_TENANTS_KEY, store_pattern
 from streams.ops.topics import ensure_topics, tenant_topics
@@ -451,10 +452,9 @@ class TenantService:
 
 def build_service(settings: Settings, actor: str, audit_factory: Callable[[], Any] | None = None) -> TenantService:
     """The service as the CLI and the operator API use it (blocking clients)."""
-    from streams.ops.topics import admin_client
     from streams.privacy.keys import LocalKeyFileProvider
 
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    client = redis_client(settings, Purpose.ADMIN)
     keys = KeyStore(client, LocalKeyFileProvider(settings.master_key_file))
     audit = audit_factory() if audit_factory is not None else None
     return TenantService(settings, client, admin_client(settings), keys, ApiKeyStore(client), audit, actor)

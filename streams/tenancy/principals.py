@@ -29,6 +29,7 @@ from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, A
                                    ResourcePatternType, ResourceType)
 
 from streams import keyspace as ks
+from streams.connections import Purpose, admin_client, redis_client
 from streams.settings import Settings
 from streams.tenancy.credentials import (TIMEOUT, delete_scram_user, save_redis_acl, scram_user_exists,
                                         upsert_scram_user, wait_all)
@@ -187,7 +188,5 @@ class PrincipalService:
 
 
 def build_principals(settings: Settings, actor: str, audit: Any | None = None) -> PrincipalService:
-    from streams.ops.topics import admin_client
-
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    client = redis_client(settings, Purpose.ADMIN)
     return PrincipalService(settings, client, admin_client(settings), audit, actor)

@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping, TypeAlias
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Boolean, Float64, Int16, Int32, Schema, String
 
+from streams.connections import aiokafka_connection
 from streams.settings import Settings
 from streams.tenancy.exceptions import OnboardingError
 from streams.tenancy.registry import principal_names, producer_principal
@@ -269,12 +270,8 @@ class ClientQuotas:
 def _aiokafka_client(settings: Settings) -> Any:
     from aiokafka import AIOKafkaClient
 
-    kw: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap.split(","),
-                          "client_id": "streams-quotas", "request_timeout_ms": int(TIMEOUT * 1000)}
-    if settings.kafka_secure:
-        kw.update(security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
-                  sasl_plain_username=settings.kafka_username, sasl_plain_password=settings.kafka_password)
-    return AIOKafkaClient(**kw)
+    return AIOKafkaClient(**aiokafka_connection(settings), client_id="streams-quotas",
+                          request_timeout_ms=int(TIMEOUT * 1000))
 
 
 def describe_tenant(quotas: ClientQuotas, tenant: str) -> dict[str, Any]:

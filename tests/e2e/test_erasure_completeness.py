@@ -92,7 +92,7 @@ def test_erased_subject_is_on_no_disk(stack, make_settings, start_worker):
     assert _leaks(needles[:1], raw_files()), "the canary is not where it was published"
 
     start_worker(s)
-    reader = StoreReader.from_url(s.redis_url)
+    reader = StoreReader.from_settings(s)
     deadline = time.monotonic() + 60
     while len(reader.by_subject(tenant, gone)) < len(mine) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -44,7 +44,7 @@ def test_erasure_interrupted_by_a_crash_completes_after_restart(point, make_sett
     # make this worker's start-up drain hit the failpoint. Those belong to old test tenants.
     redis.Redis.from_url(s.redis_url).delete(PENDING_AOF)
     worker = start_worker(s, extra_env={"STREAMS_FAILPOINTS": point}, killed_on_purpose=True)
-    reader = StoreReader.from_url(s.redis_url)
+    reader = StoreReader.from_settings(s)
     deadline = time.monotonic() + 60
     while len(reader.by_subject(tenant, subject)) < len(mine):
         assert time.monotonic() < deadline, worker.log_text()[-2000:]

@@ -92,7 +92,7 @@ def test_a_tenant_topic_deleted_by_hand_under_load_affects_only_that_tenant(make
     """Before: the worker retried the missing topic for ever and every tenant waited. Now the
     tenant whose topic is gone is set aside (DLQ ``tenant_unavailable``) and the others go on."""
     from streams.dlq.record import decode_dlq
-    from streams.ops.topics import admin_client
+    from streams.connections import admin_client
     from tests.load import steady_load
 
     s = make_settings()

@@ -153,7 +153,7 @@ def test_erasure_reaches_every_copy(make_settings, start_worker, stack):
     assert "erase-me" not in json.dumps(receipt)  # the receipt names the subject by pseudonym only
 
     # Store: the subject's documents and index entries are gone; the other subject's stay.
-    reader = StoreReader.from_url(s.redis_url)
+    reader = StoreReader.from_settings(s)
     r = redis.Redis.from_url(s.redis_url, decode_responses=True)
     assert reader.by_subject(tenant, "erase-me") == []
     for e in mine:
@@ -246,7 +246,7 @@ def test_events_published_after_an_erasure_never_arrive(make_settings, start_wor
     acked.set()  # from here on, every event is published after the request was acknowledged
     t.join()
     deadline = time.time() + 60
-    reader = StoreReader.from_url(s.redis_url)
+    reader = StoreReader.from_settings(s)
     from streams.consent.store import ConsentStore
 
     while time.time() < deadline and not (ConsentStore(redis.Redis.from_url(s.redis_url)).receipt(tenant, req.request_id) or {}).get("status") == "done":

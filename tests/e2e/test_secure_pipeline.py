@@ -24,7 +24,7 @@ from confluent_kafka import Consumer
 
 from streams.ingest import samples
 from streams.ingest.producer import EventProducer
-from streams.ops.kafka_client import sasl_config
+from streams.settings import sasl_config
 from streams.schema.registry import SchemaRegistry
 from streams.sinks import store_keys as K
 from tests.conftest import settings_env

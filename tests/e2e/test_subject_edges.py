@@ -52,7 +52,7 @@ def test_128_character_subject_with_unicode_values_end_to_end(make_settings, sta
     base = f"http://127.0.0.1:{s.web_port}"
 
     # Store: all four under the 128-character subject.
-    store = StoreReader.from_url(s.redis_url)
+    store = StoreReader.from_settings(s)
     wait_until(lambda: len(store.by_subject(tenant, subject)) == len(events), what="the events in the store")
     # Tenant topic: keys <subject>/<event id>, values decode with the clean schemas.
     clean = SchemaRegistry.load_dir(s.schemas_dir / "clean")

@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from streams.dlq.record import decode_dlq
-from streams.ops.topics import admin_client
-from streams.privacy.keys import key_prefix
+from streams.connections import admin_client
+from streams.privacy.keys import pipeline_prefix
 from streams.tenancy.onboarding import build_service
 from tests.conftest import unique
 from tests.kafka_read import read_topic
@@ -49,7 +49,7 @@ def test_deleting_a_configured_and_an_onboarded_tenant_under_load(make_settings,
     for t in (configured, onboarded):
         left = [k for k in r.scan_iter(match=f"*{{{t}}}*") if not k.decode().startswith("tenancy:")]
         assert left == [], (t, left[:5])
-        assert not r.exists(f"{key_prefix(t)}tenant")
+        assert not r.exists(f"{pipeline_prefix(t)}tenant")
     # Control for that search: the survivor's keyspace is found by the same pattern.
     assert any(True for _ in r.scan_iter(match=f"*{{{survivor}}}*"))
     topics = admin_client(s).list_topics(timeout=10).topics

@@ -15,6 +15,7 @@ from streams.api.service import DataApi, build_data_api
 from streams.audit.exceptions import AuditError
 from streams.audit.keys import open_audit_log
 from streams.audit.log import AuditLog, read_all
+from streams.connections import async_redis_client
 from streams.ingest import samples
 from streams.ingest.processor import EventProcessor
 from streams.records import Accepted, SourceRef
@@ -53,7 +54,7 @@ def _store_events(s, events) -> list[Accepted]:
         out.append(o)
 
     async def write():
-        w = StoreWriter(s.redis_url)
+        w = StoreWriter(async_redis_client(s))
         await w.write_batch(out)
         await w.close()
 

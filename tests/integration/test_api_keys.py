@@ -9,7 +9,8 @@ from typing import Iterator
 import pytest
 import redis
 
-from streams.api.api_keys import ApiKeyStore, Principal, Role, key_hash_key, parse_token, tenant_set_key
+from streams.api.api_keys import ApiKeyStore, Principal, Role, parse_token
+from streams.keyspace import api_key_hash_key, api_tenant_set_key
 from streams.tenancy.exceptions import InvalidTenantName
 
 pytestmark = pytest.mark.integration
@@ -69,7 +70,7 @@ def test_create_and_authenticate_store_only_a_hash(client):
         assert key_id not in tenant_space
     finally:
         client.delete(planted)
-    assert client.sismember(tenant_set_key(tenant), key_id)
+    assert client.sismember(api_tenant_set_key(tenant), key_id)
 
 
 def test_wrong_secret_unknown_and_malformed_tokens_authenticate_nobody(client):
@@ -117,7 +118,7 @@ def test_revoke_and_revoke_tenant(client):
     a3, ta3 = keys.create(a, Role.READER)
     assert keys.revoke_tenant(a) == 2
     assert keys.authenticate(ta2) is None and keys.authenticate(ta3) is None
-    assert keys.list(a) == [] and not client.exists(key_hash_key(a3), tenant_set_key(a))
+    assert keys.list(a) == [] and not client.exists(api_key_hash_key(a3), api_tenant_set_key(a))
     assert keys.authenticate(tb1) == Principal(b1, b, Role.READER)  # another tenant's keys stay
     assert keys.revoke_tenant(a) == 0
 

@@ -21,7 +21,8 @@ from streams.audit.cli import verify_command
 from streams.audit.exceptions import AuditError
 from streams.audit.keys import AuditKeyStore, keyring_from_redis, open_audit_log
 from streams.audit.log import AuditLog, read_all
-from streams.ops.topics import TopicSpec, admin_client, audit_topic_spec, ensure_topics
+from streams.connections import admin_client
+from streams.ops.topics import TopicSpec, audit_topic_spec, ensure_topics
 from streams.privacy.keys import LocalKeyFileProvider
 from streams.settings import Settings
 

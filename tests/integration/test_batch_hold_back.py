@@ -90,7 +90,7 @@ def test_producer_failing_part_way_holds_the_batch_and_redelivers_it_whole(make_
     tenant = sorted(s.tenants)[0]
     rt, metrics = fresh_runtime(s)
     records, ids = _batch(s, tenant)
-    reader = StoreReader.from_url(s.redis_url)
+    reader = StoreReader.from_settings(s)
     flaky = PartlyDelivering(rt.pipeline.kafka, [2, 4],
                              observe=lambda: sum(reader.get(tenant, i) is not None for i in ids))
     rt.pipeline.kafka = flaky
@@ -135,5 +135,5 @@ def test_store_failing_holds_the_batch_and_nothing_reaches_the_topic_before_it(m
     assert flaky.calls == [0, 0, 0]  # the topic was not written while the store failed
     assert delivered_before == [len(records)]
     assert metrics.value("streams_sink_retries_total", sink="store") == 2
-    reader = StoreReader.from_url(s.redis_url)
+    reader = StoreReader.from_settings(s)
     assert all(reader.get(tenant, i) is not None for i in ids)

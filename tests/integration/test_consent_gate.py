@@ -1,4 +1,4 @@
-"""The requests applier and the ordering gate against the real broker and Redis."""
+"""The requests reader and the ordering gate against the real broker and Redis."""
 
 from __future__ import annotations
 
@@ -35,32 +35,32 @@ def test_requests_are_applied_in_order_and_gate_the_batch(make_settings):
     registry = SchemaRegistry.load_dir(s.schemas_dir)
     rt = build_runtime(s, registry, EventProcessor(registry, s.tenants, s.max_event_bytes), Metrics(), "test",
                        lambda: set())
-    applier, gate = rt.applier, rt.pipeline.gate
-    assert applier.behind() == {}
-    applier.wait_applied(applier.ends.partitions, timeout=1)  # nothing published: nothing to wait for
+    reader, gate = rt.request_reader, rt.pipeline.gate
+    assert reader.behind() == {}
+    reader.wait_applied(reader.ends.partitions, timeout=1)  # nothing published: nothing to wait for
 
     opt_out = new_request("opt_out", tenant, "g-1", "test")
     partition, offset = _publish(s, opt_out)
-    assert applier.behind() == {partition: (0, offset + 1)}
+    assert reader.behind() == {partition: (0, offset + 1)}
     with pytest.raises(RequestsNotApplied):
-        applier.wait_applied([partition], timeout=0.3)  # published, not applied: a batch must not go on
+        reader.wait_applied([partition], timeout=0.3)  # published, not applied: a batch must not go on
 
     # Another worker holds the partition's lease: this one must not apply it, nor go on.
     lease = f"privacy:lease:{s.requests_topic}:{partition}"
     r = redis.Redis.from_url(s.redis_url)
     r.set(lease, "someone-else", px=5000)
     with pytest.raises(RequestsNotApplied):
-        applier.catch_up([partition])
+        reader.catch_up([partition])
     r.delete(lease)
 
-    assert applier.catch_up([partition]) == 1
-    applier.wait_applied([partition], timeout=1)
+    assert reader.catch_up([partition]) == 1
+    reader.wait_applied([partition], timeout=1)
     assert rt.consent.receipt(tenant, opt_out.request_id)["status"] == "done"
     state = gate.states([(tenant, "g-1")]).states[(tenant, "g-1")]
     assert gate.decide(state, tenant, "order_placed") is DropReason.OPTED_OUT
 
     # A replay (the applied offset rewound, as after a crash) changes nothing and never moves it back.
-    assert applier.catch_up([partition]) == 0
+    assert reader.catch_up([partition]) == 0
     rt.consent.mark_applied(s.requests_topic, partition, 0)
     assert rt.consent.applied(s.requests_topic, [partition])[partition] == offset + 1
 
@@ -68,8 +68,8 @@ def test_requests_are_applied_in_order_and_gate_the_batch(make_settings):
     p = Producer({"bootstrap.servers": s.kafka_bootstrap, "partitioner": "murmur2_random"})
     p.produce(s.requests_topic, b'{"type": "erase"}', f"{tenant}/g-1".encode(), partition=partition)
     p.flush(10)
-    assert applier.catch_up([partition]) == 1
-    assert applier.behind([partition]) == {}
+    assert reader.catch_up([partition]) == 1
+    assert reader.behind([partition]) == {}
     dlq = read_topic(s.kafka_bootstrap, s.dlq_topic, expect=1, timeout=30)
     assert len(dlq) == 1
     doc = json.loads(dlq[0].value())
@@ -77,7 +77,7 @@ def test_requests_are_applied_in_order_and_gate_the_batch(make_settings):
     assert (doc["source"]["partition"], doc["source"]["offset"]) == (partition, offset + 1)
     # Keyed: the operator's matcher finds it (the DLQ key of this topic), a plain SHA-256 guess does not.
     payload = b'{"type": "erase"}'
-    assert doc["payload_fingerprint"] in applier.dlq.keys.fingerprints("payload", doc["tenant"], payload)
+    assert doc["payload_fingerprint"] in reader.dlq.keys.fingerprints("payload", doc["tenant"], payload)
     assert hashlib.sha256(payload).hexdigest() not in json.dumps(doc)
     # It was passed over: the consent state is what the valid request made it.
     assert gate.decide(gate.states([(tenant, "g-1")]).states[(tenant, "g-1")], tenant, "order_placed") is DropReason.OPTED_OUT
@@ -90,7 +90,7 @@ def test_erasure_receipt_is_done_only_after_the_aof_rewrite(make_settings):
     rt = build_runtime(s, registry, EventProcessor(registry, s.tenants, s.max_event_bytes), Metrics(), "test",
                        lambda: set())
     erase = new_request("erase", tenant, "aof-1", "test")
-    pending = rt.requests.handle(erase)  # steps 1-4, as the applier runs them
+    pending = rt.requests.handle(erase)  # steps 1-4, as the reader runs them
     assert pending["status"] == "pending"
     assert [st["step"] for st in pending["steps"]] == ["state", "tombstone", "store", "key", "quarantine", "dlq"]
     # A replay now (crash before the offset was stored) does not redo or lose anything.
@@ -101,8 +101,8 @@ def test_erasure_receipt_is_done_only_after_the_aof_rewrite(make_settings):
     assert [st["step"] for st in done["steps"]] == ["state", "tombstone", "store", "key", "quarantine", "dlq", "aof", "audit"]
     assert done["steps"][6]["aof"] == "rewritten"
     assert rt.requests.finish_pending() == 0
-    # Through the applier, the receipt is done when catch_up returns.
+    # Through the reader, the receipt is done when catch_up returns.
     erase2 = new_request("erase", tenant, "aof-2", "test")
     partition, _ = _publish(s, erase2)
-    assert rt.applier.catch_up([partition]) == 1
+    assert rt.request_reader.catch_up([partition]) == 1
     assert rt.consent.receipt(tenant, erase2.request_id)["status"] == "done"

@@ -24,7 +24,7 @@ from streams.erasure.executor import PENDING_AOF
 from streams.consent.requests import new_request
 from streams.ingest.processor import EventProcessor
 from streams.ops.metrics import Metrics
-from streams.ops.topics import admin_client
+from streams.connections import admin_client
 from streams.runtime import build_runtime
 from streams.schema.registry import SchemaRegistry
 

@@ -12,6 +12,7 @@ import uuid
 import pytest
 import redis
 
+from streams.connections import async_redis_client
 from streams.erasure.fence import inflight_key
 from streams.consent.requests import new_request
 from streams.ingest import samples
@@ -57,7 +58,8 @@ def _with_writer(s, rt, fn, lease_ms: int | None = None):
     """``fn(writer)`` on a new event loop with a store writer of its own (an asyncio Redis client
     belongs to the loop it first ran on), checking consent like the worker's."""
     async def run():
-        w = StoreWriter(s.redis_url, rt.pipeline.gate.pseudonyms, **({"lease_ms": lease_ms} if lease_ms else {}))
+        w = StoreWriter(async_redis_client(s), rt.pipeline.gate.pseudonyms,
+                        **({"lease_ms": lease_ms} if lease_ms else {}))
         try:
             return await fn(w)
         finally:
@@ -102,7 +104,7 @@ def test_store_refuses_an_erased_subject_atomically_and_registers_the_batch(make
 
     # A writer without pseudonyms (tools) checks no consent state: the control for the refusal.
     async def write_unchecked():
-        w = StoreWriter(s.redis_url)
+        w = StoreWriter(async_redis_client(s))
         try:
             return await w.write_batch([a for a in batch if a.subject == gone])
         finally:

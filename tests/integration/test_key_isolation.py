@@ -68,7 +68,7 @@ def test_a_damaged_tenant_key_sets_its_events_aside_and_the_others_are_delivered
     s = make_settings(sink_retry_max_seconds=0.2)
     broken, healthy = sorted(s.tenants)
     plain = redis.Redis.from_url(s.redis_url)
-    reader = StoreReader.from_url(s.redis_url)
+    reader = StoreReader.from_settings(s)
 
     # Positive control: without damage the same kind of batch is delivered whole.
     rt, _ = fresh_runtime(s)
@@ -170,7 +170,7 @@ def test_a_damaged_pseudonym_secret_parks_its_tenant_and_the_others_go_on(make_s
     s = make_settings(sink_retry_max_seconds=0.2)
     broken, healthy = sorted(s.tenants)
     plain = redis.Redis.from_url(s.redis_url)
-    reader = StoreReader.from_url(s.redis_url)
+    reader = StoreReader.from_settings(s)
 
     rt, _ = fresh_runtime(s)  # positive control: keys, check records and pseudonym secrets made
     control = _events(broken, healthy, "control")
@@ -221,13 +221,13 @@ def test_a_damaged_pseudonym_secret_parks_its_tenant_and_the_others_go_on(make_s
         assert CANARY.encode() not in m.value() and b"b-after" not in m.value()
 
     # Retrying before the repair changes nothing.
-    assert rt.applier.retry_parked(force=True) == 0
+    assert rt.request_reader.retry_parked(force=True) == 0
     assert plain.llen(parked_requests_key(broken)) == 2
     assert rt.consent.receipt(broken, erase.request_id)["status"] == "parked"
 
     # An operator restores the record from a backup: the next retry carries out both, in order.
     plain.set(pseudonym_key(broken), good_record)
-    assert rt.applier.retry_parked(force=True) == 2
+    assert rt.request_reader.retry_parked(force=True) == 2
     rt.requests.finish_pending()  # catch_up does this after a retry that carried some out
     assert not plain.exists(parked_requests_key(broken)) and not plain.sismember(PARKED_TENANTS_KEY, broken)
     done = rt.consent.receipt(broken, erase.request_id)

@@ -16,7 +16,7 @@ import uuid
 import pytest
 from confluent_kafka import Producer
 
-from streams.ops.kafka_client import sasl_config
+from streams.settings import sasl_config
 from streams.tenancy.onboarding import build_service
 from streams.tenancy.quotas import parse_quota
 

@@ -6,7 +6,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streams.ingest.raw_pruning import RawPruner
-from streams.ops.topics import admin_client
+from streams.connections import admin_client
 
 pytestmark = pytest.mark.integration
 

@@ -8,6 +8,7 @@ import random
 import pytest
 import redis
 
+from streams.connections import async_redis_client
 from streams.ingest import samples
 from streams.ingest.processor import EventProcessor
 from streams.records import Accepted, SourceRef
@@ -43,13 +44,13 @@ def test_writes_are_idempotent_and_indexed(make_settings):
     acc = _accepted(s, events)
 
     async def write():
-        w = StoreWriter(s.redis_url)
+        w = StoreWriter(async_redis_client(s))
         await w.write_batch(acc)
         await w.write_batch(acc[:3])  # a redelivered batch changes nothing
         await w.close()
 
     asyncio.run(write())
-    reader = StoreReader.from_url(s.redis_url)
+    reader = StoreReader.from_settings(s)
     assert reader.count(tenant) == 6
     assert reader.count(tenant, "order_placed") == 5
     alice = reader.by_subject(tenant, "alice")
@@ -92,7 +93,7 @@ def test_stats_of_a_deleted_tenant_are_not_written(make_settings):
     TenantRegistry(r).mark_deleted(gone)
 
     async def count():
-        w = StoreWriter(s.redis_url)
+        w = StoreWriter(async_redis_client(s))
         await w.add_stats({live: {"delivered": 2}, gone: {"delivered": 3}})
         await w.close()
 

@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from streams.api.api_keys import ApiKeyStore
 from streams.audit.keys import open_audit_log
 from streams.audit.log import read_all
-from streams.ops.kafka_client import sasl_config
+from streams.settings import sasl_config
 from streams.sinks import store_keys as K
 from streams.tenancy.onboarding import build_service
 

@@ -6,7 +6,8 @@ import pytest
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import ConfigResource
 
-from streams.ops.topics import admin_client, all_topics, ensure_topics
+from streams.connections import admin_client
+from streams.ops.topics import all_topics, ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -36,11 +36,12 @@ import pytest
 import redis
 from confluent_kafka import Consumer
 
-from streams.api.api_keys import ApiKeyStore, Role, tenant_set_key
+from streams.api.api_keys import ApiKeyStore, Role
 from streams.audit.log import read_all
+from streams.connections import client_config
 from streams.ingest import samples
 from streams.ingest.producer import EventProducer
-from streams.ops.kafka_client import client_config
+from streams.keyspace import API_KEY_PREFIX, api_tenant_set_key
 from streams.ops.topics import ensure_topics
 from streams.schema.registry import SchemaRegistry
 from streams.tenancy.onboarding import build_service
@@ -129,7 +130,8 @@ def env(secure_stack, tmp_path_factory) -> Iterator[SimpleNamespace]:
 
 def _api_key_state(e: SimpleNamespace, tenant: str) -> tuple[set, int]:
     """The tenant's key ids, and how many API keys exist at all."""
-    return {i.decode() for i in e.r.smembers(tenant_set_key(tenant))}, sum(1 for _ in e.r.scan_iter("api:key:*"))
+    listed = {i.decode() for i in e.r.smembers(api_tenant_set_key(tenant))}
+    return listed, sum(1 for _ in e.r.scan_iter(f"{API_KEY_PREFIX}*"))
 
 
 def test_operator_rerunning_create_gets_no_secret_of_an_onboarded_tenant(env):

@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import (AclBindingFilter, AclOperation, AclPermissionType, AdminClient,
                                    ResourcePatternType, ResourceType)
 
-from streams.ops.kafka_client import sasl_config
+from streams.settings import sasl_config
 from streams.devstack.stack import LocalKafka
 from streams.tenancy.onboarding import build_service
 from tests.security import kafka_wire as wire

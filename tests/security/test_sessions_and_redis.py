@@ -18,7 +18,7 @@ import pytest
 import redis
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from streams.ops.kafka_client import sasl_config
+from streams.settings import sasl_config
 from streams.sinks import store_keys as K
 from streams.tenancy.onboarding import TENANT_REDIS_COMMANDS, build_service
 

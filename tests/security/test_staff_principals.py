@@ -12,8 +12,8 @@ import redis
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from streams.audit.keys import open_audit_log
-from streams.ops.kafka_client import sasl_config
-from streams.privacy.keys import key_prefix
+from streams.settings import sasl_config
+from streams.privacy.keys import pipeline_prefix
 from streams.sinks import store_keys as K
 from streams.tenancy.onboarding import build_service
 from streams.tenancy.principals import build_principals
@@ -85,13 +85,13 @@ def test_privacy_officer_files_requests_and_nothing_else(staff):
     admin.set(f"{K.store_prefix(tenant)}ev:1", b"{}")
     officer = redis.Redis.from_url(_redis_url(s, rd["username"], rd["password"]))
     assert officer.hget("tenancy:tenants", tenant) is not None  # control: its reads work
-    for denied in (lambda: officer.get(f"{key_prefix(tenant)}tenant"),  # key material
+    for denied in (lambda: officer.get(f"{pipeline_prefix(tenant)}tenant"),  # key material
                    lambda: officer.get(f"{K.store_prefix(tenant)}ev:1"),  # tenant data
-                   lambda: officer.set(f"{key_prefix(tenant)}receipt:forged", b"{}"),  # read-only
+                   lambda: officer.set(f"{pipeline_prefix(tenant)}receipt:forged", b"{}"),  # read-only
                    lambda: officer.dbsize(), lambda: officer.keys("*")):
         with pytest.raises(redis.exceptions.NoPermissionError):
             denied()
-    assert admin.get(f"{key_prefix(tenant)}receipt:forged") is None
+    assert admin.get(f"{pipeline_prefix(tenant)}receipt:forged") is None
 
 
 def test_auditor_verifies_the_audit_trail_and_writes_nothing(staff):

@@ -18,7 +18,7 @@ import redis
 from streams.dlq.record import decode_dlq
 from streams.ingest import samples
 from streams.ingest.producer import EventProducer
-from streams.ops.kafka_client import sasl_config
+from streams.settings import sasl_config
 from streams.schema.registry import SchemaRegistry
 from streams.sinks import store_keys as K
 from streams.tenancy.onboarding import build_service

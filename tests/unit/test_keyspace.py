@@ -2,8 +2,7 @@
 
 A change here orphans stored keys (events, key material, consent state, receipts): it needs a
 migration, not just a new expected value. The old import paths are checked to be the same
-functions, and the copies that still live outside ``streams.keyspace`` (in modules owned by
-other branches) are checked to agree with it.
+functions, and the API key store to build no key name of its own.
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ PINNED = {
     ks.PENDING_AOF_KEY: "privacy:pending-aof",
     ks.PARKED_TENANTS_KEY: "privacy:parked-tenants",
     ks.applied_key("streams.privacy-requests", 3): "privacy:applied:streams.privacy-requests:3",
-    ks.applier_lease_key("streams.privacy-requests", 3): "privacy:lease:streams.privacy-requests:3",
+    ks.request_reader_lease_key("streams.privacy-requests", 3): "privacy:lease:streams.privacy-requests:3",
     # k:dlq:
     ks.dlq_keys_key("streams.dlq"): "k:dlq:streams.dlq:keys",
     # audit:
@@ -71,7 +70,7 @@ def test_every_public_builder_is_in_the_pinned_table():
                       "consent_key", "receipt_key", "requests_index", "inflight_key", "stats_key", "dlq_subject_key",
                       "parked_requests_key", "PARKED_TENANTS_KEY", "redrive_guard_key",
                       "TENANTS_KEY", "DELETED_KEY", "RECEIPTS_KEY", "deleted_marker", "PENDING_AOF_KEY",
-                      "applied_key", "applier_lease_key", "dlq_keys_key", "audit_signer_key", "audit_public_key",
+                      "applied_key", "request_reader_lease_key", "dlq_keys_key", "audit_signer_key", "audit_public_key",
                       "API_OPERATORS_SET", "API_KEY_PREFIX", "api_key_hash_key", "api_tenant_set_key"}
     assert builders == pinned_sources
 
@@ -100,9 +99,10 @@ def test_old_import_paths_are_the_same_builders():
     from streams.sinks import store, store_keys
     from streams.tenancy import registry
 
-    assert keys.key_prefix is ks.pipeline_prefix and keys.subject_key_name is ks.subject_key_name
+    assert keys.pipeline_prefix is ks.pipeline_prefix and keys.subject_key_name is ks.subject_key_name
     assert keys.tenant_hash_key is ks.tenant_hash_key and keys.check_key_name is ks.check_key_name
-    assert store_keys.tenant_prefix is ks.store_prefix and store_keys.event_key is ks.event_key
+    assert store_keys.store_prefix is ks.store_prefix and store_keys.event_key is ks.event_key
+    assert not hasattr(store_keys, "tenant_prefix") and not hasattr(keys, "key_prefix")  # the old names are gone
     assert store.stats_key is ks.stats_key
     assert consent_store.consent_key is ks.consent_key and consent_store.applied_key is ks.applied_key
     assert inflight.inflight_key is ks.inflight_key
@@ -111,15 +111,23 @@ def test_old_import_paths_are_the_same_builders():
     assert registry.deleted_marker is ks.deleted_marker and registry.TENANTS_KEY == ks.TENANTS_KEY
 
 
-def test_copies_outside_the_keyspace_module_agree():
-    # api/api_keys.py keeps its own builders (to move to streams.keyspace): they must build the same strings.
+def test_the_api_key_store_builds_no_key_of_its_own():
+    # api/api_keys.py built its key names itself until they moved here: it uses the builders above
+    # and has no key string of its own outside its docstring's layout table.
+    import ast
+    import inspect
+
     from streams.api import api_keys
     from streams.erasure import executor
 
     assert executor.PENDING_AOF is ks.PENDING_AOF_KEY
-    assert api_keys.OPERATORS_SET == ks.API_OPERATORS_SET
-    assert api_keys.key_hash_key("0123456789ab") == ks.api_key_hash_key("0123456789ab")
-    assert api_keys.tenant_set_key(T) == ks.api_tenant_set_key(T)
+    assert api_keys.api_key_hash_key is ks.api_key_hash_key and api_keys.api_tenant_set_key is ks.api_tenant_set_key
+    assert api_keys.API_OPERATORS_SET is ks.API_OPERATORS_SET and api_keys.API_KEY_PREFIX is ks.API_KEY_PREFIX
+    tree = ast.parse(inspect.getsource(api_keys))
+    doc = ast.get_docstring(tree, clean=False)
+    literals = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                and n.value != doc and n.value.startswith("api:")]
+    assert not literals, literals
 
 
 def _key_patterns(rules: tuple[str, ...] | list[str]) -> list[str]:

@@ -17,7 +17,7 @@ from streams.privacy.keys import (
     SUBJECT_KEY_BYTES,
     KeyProvider,
     LocalKeyFileProvider,
-    key_prefix,
+    pipeline_prefix,
     subject_key_name,
     tenant_hash_key,
 )
@@ -291,7 +291,7 @@ def test_repr_and_errors_never_show_the_key(tmp_path):
 
 
 def test_key_layout_is_pipeline_only():
-    assert key_prefix("acme") == "k:{acme}:"
+    assert pipeline_prefix("acme") == "k:{acme}:"
     assert tenant_hash_key("acme") == "k:{acme}:tenant"
     assert subject_key_name("acme", "u-1") == "k:{acme}:subj:u-1"
     assert not tenant_hash_key("acme").startswith("t:{")

@@ -545,8 +545,8 @@ def test_no_rejection_carries_planted_values(proc, registry):
 
 
 def test_every_reason_is_produced_by_the_code_and_documented(proc, registry):
-    """Each Reason is produced by the code that emits it (the processor for events; the requests
-    applier for privacy requests), every one of them: none is a dead entry of the enum or the docs."""
+    """Each Reason is produced by the code that emits it (the processor for events; the privacy
+    requests reader for privacy requests), every one of them: none is a dead entry of the enum or the docs."""
     from streams.erasure.reader import PrivacyRequestReader
     from streams.dlq.reasons import REASON_DOCS
     from streams.dlq.record import decode_dlq
@@ -595,15 +595,16 @@ def test_every_reason_is_produced_by_the_code_and_documented(proc, registry):
         assert_clean(r)
         produced.add(r.reason)
 
-    # A privacy request that does not parse: the applier's DLQ record (its Kafka sink records it).
+    # A privacy request that does not parse: the reader's DLQ record (its Kafka sink records it).
     sent = []
-    applier = PrivacyRequestReader.__new__(PrivacyRequestReader)
-    applier.topic, applier.dlq_topic, applier.tenants, applier.metrics = "privacy.requests", "events.dlq", frozenset({"acme"}), Metrics()
-    applier.kafka = type("Recorder", (), {"deliver": lambda self, recs: sent.extend(recs)})()
+    reader = PrivacyRequestReader.__new__(PrivacyRequestReader)
+    reader.topic, reader.dlq_topic = "privacy.requests", "events.dlq"
+    reader.tenants, reader.metrics = frozenset({"acme"}), Metrics()
+    reader.kafka = type("Recorder", (), {"deliver": lambda self, recs: sent.extend(recs)})()
     from streams.dlq.record import default_sealer
 
-    applier.dlq = default_sealer()
-    applier._apply_one(b'{"type": "erase"}', b"acme/u1", 0, 5)
+    reader.dlq = default_sealer()
+    reader._apply_one(b'{"type": "erase"}', b"acme/u1", 0, 5)
     assert len(sent) == 1 and sent[0].topic == "events.dlq"
     produced.add(Reason(decode_dlq(sent[0].value)["reason"]))
 

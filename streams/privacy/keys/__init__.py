@@ -55,12 +55,9 @@ from streams.privacy.keys.local_file import MASTER_KEY_BYTES, LocalKeyFileProvid
 from streams.privacy.keys.provider import KeyProvider
 from streams.privacy.keys.store import KeyStore, RotationReport
 
-#: Old name of ``streams.keyspace.pipeline_prefix`` (``k:{t}:``), kept for the callers that import it.
-key_prefix = pipeline_prefix
-
 __all__ = [
     "KeyProvider", "LocalKeyFileProvider", "KeyStore", "RotationReport", "MasterKeyCheck",
     "SUBJECT_KEY_BYTES", "TENANT_KEY_BYTES", "MASTER_KEY_BYTES",
-    "key_prefix", "pipeline_prefix", "tenant_hash_key", "subject_key_name", "check_key_name",
+    "pipeline_prefix", "tenant_hash_key", "subject_key_name", "check_key_name",
     "tenant_key_aad", "subject_key_aad", "check_aad",
 ]
