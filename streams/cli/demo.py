@@ -310,6 +310,9 @@ def run_demo(settings: Settings, keep_running: bool = False, events: int = 20) -
         raise UsageError(f"the demo needs tenants {', '.join(DEMO_TENANTS)} in STREAMS_TENANTS")
     demo = _DemoRun(settings, events)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C stops everything, whatever the demo inherited: a shell without job control starts a
+    # background job with SIGINT ignored, and Python then installs no KeyboardInterrupt for it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         for step in (demo.start_stack, demo.start_worker, demo.publish, demo.show_streams, demo.show_dlq,
                      demo.show_store, demo.show_privacy, demo.reconcile):

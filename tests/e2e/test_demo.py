@@ -121,8 +121,11 @@ def test_ctrl_c_stops_everything(tmp_path):
                STREAMS_REDIS_URL=f"redis://127.0.0.1:{REDIS_PORT}/0", STREAMS_WEB_PORT=str(WEB_PORT), PYTHONUNBUFFERED="1")
     log = tmp_path / "demo.out"
     with open(log, "wb") as out:
+        # Started with SIGINT ignored, as a shell without job control starts a background job (and
+        # as this suite runs when CI starts it so): Ctrl-C must still stop everything.
         demo = subprocess.Popen([sys.executable, "-m", "streams.cli.main", "demo", "--events", "3", "--keep-running"],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+                                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         deadline = time.monotonic() + 240
         while "keep running" not in log.read_text():

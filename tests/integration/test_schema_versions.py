@@ -92,7 +92,7 @@ def test_events_of_v1_and_v2_flow_and_decode_across_the_change(make_settings, tm
     assert {by_id[e["event_id"]][1]["lineage"]["policy_version"] for e in in_flight + upgraded} == {v2.policy_version}
 
     # And the store holds every one, in the latest clean version.
-    reader = StoreReader.from_url(s.redis_url)
+    reader = StoreReader.from_settings(s)
     for e in events:
         doc = reader.get(tenant, e["event_id"])
         assert doc is not None and doc["schema"] == clean_v2.fullname
