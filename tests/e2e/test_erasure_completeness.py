@@ -104,8 +104,12 @@ def test_erased_subject_is_on_no_disk(stack, make_settings, start_worker):
     wrapped_key = r.get(subject_key_name(tenant, gone))
     assert wrapped_key
     tenant_files = lambda: partition_files(stack.kafka_log_dirs, s.tenant_topic(tenant))  # noqa: E731
-    # The tenant topic's segments hold the subject's tokens (lz4 batches, opened by the search).
-    assert _leaks(tokens[:1], tenant_files())
+    # The tenant topic's segments hold the subject's tokens (lz4 batches, opened by the search). The
+    # store is written before the topic (the batch's sink order), so the topic may follow a moment later.
+    deadline = time.monotonic() + 30
+    while not _leaks(tokens[:1], tenant_files()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _leaks(tokens[:1], tenant_files()), "the subject's token never reached the tenant topic's segments"
     needles += tokens + [wrapped_key]
     # The searches used after the erasure find the subject's tokens and key now: in Redis' keys and
     # values, and, after a finished AOF rewrite, in Redis' files; and in the broker's files.
