@@ -52,6 +52,14 @@ return left
 """
 
 
+# Unlists a tenant whose list is empty (a crash between a pop and the SREM), in one step: a request
+# parked meanwhile keeps its tenant listed. Never deletes a list: only a tenant's deletion does.
+_FORGET_EMPTY_LUA = """
+if redis.call('LLEN', KEYS[1]) == 0 then return redis.call('SREM', KEYS[2], ARGV[1]) end
+return 0
+"""
+
+
 def _aad(tenant: str) -> bytes:
     return f"parked-request/{tenant}".encode()
 
@@ -72,6 +80,7 @@ class ParkedRequests:
         self._r = client
         self._provider = provider
         self._done = client.register_script(_DONE_LUA)
+        self._forget_empty = client.register_script(_FORGET_EMPTY_LUA)
         self._check = MasterKeyCheck(client, provider)
 
     def tenants(self) -> set[str]:
@@ -112,10 +121,6 @@ class ParkedRequests:
     def count(self, tenant: str) -> int:
         return int(self._r.llen(parked_requests_key(tenant)))
 
-    def drop_tenant(self, tenant: str) -> int:
-        """A deleted tenant's parked requests go with it; returns how many there were."""
-        pipe = self._r.pipeline(transaction=True)
-        pipe.llen(parked_requests_key(tenant))
-        pipe.delete(parked_requests_key(tenant))
-        pipe.srem(PARKED_TENANTS_KEY, tenant)
-        return int(pipe.execute()[0])
+    def forget_if_empty(self, tenant: str) -> bool:
+        """Unlist the tenant if it has no parked request left; True if it was unlisted."""
+        return bool(self._forget_empty(keys=[parked_requests_key(tenant), PARKED_TENANTS_KEY], args=[tenant]))

@@ -250,14 +250,17 @@ class PrivacyRequestReader:
         self._next_retry = now + self.retry_every_s
         done = 0
         for tenant in sorted(self.parking.tenants()):
-            if tenant not in self.tenants:  # deleted meanwhile: its requests went with its data
-                self.parking.drop_tenant(tenant)
+            if tenant not in self.tenants:
+                # Deleted (its list went with its data: only an empty entry is left to unlist), or
+                # onboarded after this worker last read the tenant directory: its parked erasures
+                # must wait for a worker that knows it, never be dropped on this worker's word.
+                self.parking.forget_if_empty(tenant)
                 continue
             while True:
                 try:
                     parked = self.parking.oldest(tenant)
                     if parked is None:
-                        self.parking.drop_tenant(tenant)  # an empty list left listed (a crash between steps)
+                        self.parking.forget_if_empty(tenant)  # an empty list left listed (a crash between steps)
                         break
                     self.handler.handle(parse(parked.value))
                 except Exception as exc:

@@ -72,7 +72,9 @@ def _subjects(tenant: str, run: str, n: int) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {p: [] for p in range(n)}
     i = 0
     while any(len(v) < 2 for v in out.values()):
-        subject = f"race-{run}-{i}"
+        # Fixed width: no subject's name is a prefix of another's (``race-x-1`` of ``race-x-12``), which
+        # made the store search below count a live subject's documents as the erased one's.
+        subject = f"race-{run}-{i:04d}"
         p = partition_for(f"{tenant}/{subject}".encode(), n)
         if len(out[p]) < 2:
             out[p].append(subject)
@@ -94,13 +96,15 @@ def _wait_log(worker, pattern: str, after: int, timeout: float) -> tuple[re.Matc
 
 
 def _store_holds(r: redis.Redis, tenant: str, subject: str) -> list[str]:
-    """Every key of the tenant's store keyspace that names the subject or whose value does."""
+    """Every key of the tenant's store keyspace that names the subject or whose value does (the
+    subject's id as a whole JSON string or key part, not as a prefix of another subject's id)."""
     found = []
-    needle = subject.encode()
+    in_key = re.compile(rb":" + re.escape(subject.encode()) + rb"(:|$)")
+    in_value = b'"' + subject.encode() + b'"'
     for key in r.scan_iter(match=f"{K.store_prefix(tenant)}*", count=1000):
-        if needle in key:
+        if in_key.search(key):
             found.append(key.decode())
-        elif r.type(key) == b"string" and needle in (r.get(key) or b""):
+        elif r.type(key) == b"string" and in_value in (r.get(key) or b""):
             found.append(key.decode())
     return found
 

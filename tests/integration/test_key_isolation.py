@@ -11,6 +11,7 @@ attacker with the pipeline's Redis rights would.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import base64
 
 import pytest
@@ -223,6 +224,12 @@ def test_a_damaged_pseudonym_secret_parks_its_tenant_and_the_others_go_on(make_s
     # Retrying before the repair changes nothing.
     assert rt.request_reader.retry_parked(force=True) == 0
     assert plain.llen(parked_requests_key(broken)) == 2
+    # Nor does a worker that does not know the tenant (one that has not read the tenant directory
+    # since the tenant was onboarded): it once dropped the list as "deleted meanwhile".
+    stale, _ = fresh_runtime(dataclasses.replace(s, tenants=frozenset({healthy})))
+    assert broken not in stale.request_reader.tenants
+    assert stale.request_reader.retry_parked(force=True) == 0
+    assert plain.llen(parked_requests_key(broken)) == 2 and plain.sismember(PARKED_TENANTS_KEY, broken)
     assert rt.consent.receipt(broken, erase.request_id)["status"] == "parked"
 
     # An operator restores the record from a backup: the next retry carries out both, in order.
