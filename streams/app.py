@@ -132,23 +132,38 @@ def _assignment(app: faust.App, topic: str | None = None) -> set[Any]:
     return {tp for tp in tps if topic is None or tp.topic == topic}
 
 
-async def _assigned_offsets(app: faust.App, topic: str, processed: dict[tuple[str, int], int]
-                            ) -> dict[tuple[str, int], Offsets]:
+def _fetch_position(app: faust.App, tp: Any) -> int | None:
+    """The aiokafka consumer's fetch position of ``tp`` as it stands, or None when it has none yet.
+
+    Never ``await consumer.position(tp)``: that runs in the consumer's thread through Faust's method
+    queue (two workers, shared with getmany, commit and seek) and blocks there until the position
+    is known. Called from a timer after a rebalance, two such calls held both workers while the
+    seek that would set the position queued behind them: the worker stopped fetching (a partition
+    stalled for good). A read of the partition's state (an int) needs no thread and waits for
+    nothing; the attributes are private, so any change of them gives None, not an error."""
+    try:
+        state = app.consumer._thread._consumer._subscription.subscription.assignment.state_value(tp)
+        return int(state._position) if state is not None and state._position is not None else None
+    except Exception:  # not started, stopping, unassigned meanwhile, or aiokafka's internals changed
+        return None
+
+
+def _assigned_offsets(app: faust.App, topic: str, processed: dict[tuple[str, int], int]
+                      ) -> dict[tuple[str, int], Offsets]:
     """What the worker knows of each assigned partition of ``topic`` (``streams.ops.health.Offsets``).
     Faust keeps the committed and last read offsets (``_committed_offset``, ``_read_offset``: no
-    public reader); aiokafka the high watermark of its last fetch and the fetch position."""
+    public reader); aiokafka the high watermark of its last fetch and the fetch position. Nothing
+    here waits or calls into the consumer's thread."""
     consumer = app.consumer
     out: dict[tuple[str, int], Offsets] = {}
     for tp in _assignment(app, topic):
         try:
             end = consumer.highwater(tp)
-            # aiokafka waits for a position it does not know yet (the coordinator away): not here.
-            position = await asyncio.wait_for(consumer.position(tp), 1.0)
-        except Exception:  # revoked meanwhile, the consumer stopping, or no answer: known next time
-            end = position = None
+        except Exception:  # revoked meanwhile or the consumer stopping: known next time
+            end = None
         out[(tp.topic, tp.partition)] = Offsets(
             end=end, processed=processed.get((tp.topic, tp.partition)),
-            committed=getattr(consumer, "_committed_offset", {}).get(tp), position=position,
+            committed=getattr(consumer, "_committed_offset", {}).get(tp), position=_fetch_position(app, tp),
             last_read=getattr(consumer, "_read_offset", {}).get(tp))
     return out
 
@@ -242,9 +257,9 @@ def create_app(settings: Settings) -> faust.App:
     @app.timer(interval=2.0)
     async def refresh_progress() -> None:
         # Lag and stalled time of every assigned partition (streams.ops.health), from what the
-        # consumer knows already: no broker round trip (the position is a call into its thread).
+        # consumer knows already: no broker round trip and no call into its thread (_fetch_position).
         # Faust's own topics (its assignor's leader topic) are left out.
-        progress.update(await _assigned_offsets(app, settings.raw_topic, service.processed))
+        progress.update(_assigned_offsets(app, settings.raw_topic, service.processed))
 
     @app.timer(interval=5.0)
     async def refresh_privacy_backlog() -> None:
