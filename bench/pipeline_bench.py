@@ -1,7 +1,7 @@
 """Throughput, CPU, latency and erasure latency of the pipeline against a fair baseline, in one run.
 
     python bench/pipeline_bench.py [--events 60000] [--rounds 3] [--latency-seconds 10] [--erasures 40]
-                                   [--port-offset N]
+                                   [--processes 1,2] [--only-processes] [--port-offset N]
 
 On the real broker and Redis (its own local stack under .stack-bench on ports
 17092/17379 plus ``--port-offset``, default STREAMS_TEST_PORT_OFFSET; stopped
@@ -33,6 +33,11 @@ afterwards unless --keep-stack):
     ``completed_at_ms``). The receipt has no effective/disk fields of its own yet:
     both are read from its step times. Also the largest gap between consecutive
     outputs on the tenant topics during the run (an ingest pause).
+
+(e) processes: `streams worker --processes N` for each N of ``--processes``
+    (default 1,2), alternating ``--rounds`` times on preloaded topics; rate and
+    CPU (the pool and its processes) from the moment the group is stable with N
+    members owning every partition; ``processes.ratio_2_vs_1`` (medians).
 
 Prints the figures and writes them with the machine's description to
 bench/results/pipeline-<UTC time>.json (``ratio`` = pipeline / fair baseline,
@@ -115,6 +120,24 @@ def cpu_seconds(pid: int | None) -> float | None:
     except (OSError, IndexError):
         return None
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15 of stat)
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU of a process and every live descendant (a worker pool and its processes), from /proc."""
+    parents: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, grew = {pid}, True
+    while grew:
+        more = {p for p, pp in parents.items() if pp in tree} - tree
+        tree |= more
+        grew = bool(more)
+    known = [x for x in (cpu_seconds(p) for p in tree) if x is not None]
+    return sum(known) if known else None
 
 
 def pid_of(pidfile: Path) -> int | None:
@@ -257,6 +280,57 @@ def measured_run(s: Settings, cmd: list[str], n: int, log: Path, others: dict[st
     cpu = {k: round((last[2][k] - first[2][k]) / events * 1e6, 1)
            for k in pids if first[2][k] is not None and last[2][k] is not None}
     return {"events_per_s": round(events / (last[0] - first[0])), "measured_events": events,
+            "cpu_us_per_event": cpu}
+
+
+def group_members(s: Settings) -> tuple[int, int]:
+    """(members, partitions of the raw topic assigned) of the worker group, (0, 0) if unknown."""
+    try:
+        desc = admin_client(s).describe_consumer_groups([s.app_id])[s.app_id].result(10)
+    except Exception:  # not there yet
+        return 0, 0
+    if str(desc.state).split(".")[-1].upper() != "STABLE":
+        return 0, 0
+    owned = {tp.partition for m in desc.members for tp in m.assignment.topic_partitions if tp.topic == s.raw_topic}
+    return len(desc.members), len(owned)
+
+
+def scaled_run(s: Settings, processes: int, n: int, log: Path) -> dict[str, Any]:
+    """`streams worker --processes N` on a preloaded topic: rate and CPU (the pool and its processes)
+    from the moment the group is stable with N members owning every partition (what was delivered
+    before, while they joined, is not counted) to the n-th output."""
+    topics = [s.tenant_topic(t) for t in sorted(s.tenants)]
+    probe = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": "bench-probe"})
+    base = _out_count(probe, topics)
+    w = start(worker_cmd() + ["--processes", str(processes)], s, log)
+    try:
+        deadline = time.monotonic() + 600
+        first = None
+        while time.monotonic() < deadline:
+            if w.poll() is not None:
+                raise RuntimeError(f"the worker pool exited with {w.returncode}; see {log}")
+            if first is None:
+                members, owned = group_members(s)
+                if members == processes and owned >= s.partitions:
+                    first = (time.perf_counter(), _out_count(probe, topics) - base, tree_cpu_seconds(w.pid))
+                else:
+                    time.sleep(0.1)
+                    continue
+            got = _out_count(probe, topics) - base
+            if got >= n:
+                last = (time.perf_counter(), got, tree_cpu_seconds(w.pid))
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("the run did not finish in time")
+    finally:
+        stop(w)
+        probe.close()
+    events = last[1] - first[1]
+    if events < n / 2:
+        raise RuntimeError(f"only {events} of {n} events after the group was stable: preload more (--events)")
+    cpu = round((last[2] - first[2]) / events * 1e6, 1) if first[2] is not None and last[2] is not None else None
+    return {"processes": processes, "events_per_s": round(events / (last[0] - first[0])), "measured_events": events,
             "cpu_us_per_event": cpu}
 
 
@@ -501,8 +575,10 @@ def goal_status(result: dict[str, Any]) -> dict[str, Any]:
         "erasure_effective_p99_ms": check(er["effective_p99_ms"], lambda v: v < 300, "< 300"),
         "erasure_disk_p99_ms": check(er["disk_p99_ms"], lambda v: v < 5000, "< 5000"),
         "erasure_max_output_gap_ms": check(er["max_output_gap_ms"], lambda v: v <= 50, "<= 50"),
-        "two_processes_vs_one": {"goal": ">= 1.3x", "value": None, "met": None,
-                                 "note": "not measured: the worker has no --processes yet"},
+        "two_processes_vs_one": (check(result["processes"]["ratio_2_vs_1"], lambda v: v >= 1.3, ">= 1.3x")
+                                 if result.get("processes", {}).get("ratio_2_vs_1") is not None else
+                                 {"goal": ">= 1.3x", "value": None, "met": None,
+                                  "note": "not measured in this run (--processes 1,2 measures it)"}),
     }
 
 
@@ -514,6 +590,11 @@ def main() -> int:
     ap.add_argument("--erasures", type=int, default=40, help="erasures for the erasure latency run")
     ap.add_argument("--port-offset", type=int, default=int(os.environ.get("STREAMS_TEST_PORT_OFFSET", "0")),
                     help="added to the bench stack's ports (default: STREAMS_TEST_PORT_OFFSET)")
+    ap.add_argument("--processes", default="1,2",
+                    help="worker process counts to compare (`streams worker --processes N`), alternating "
+                         "--rounds times; '' skips the phase")
+    ap.add_argument("--only-processes", action="store_true",
+                    help="run only the processes phase (no baseline, latency or erasure runs)")
     ap.add_argument("--keep-stack", action="store_true")
     ap.add_argument("--no-write", action="store_true", help="do not write bench/results/")
     ap.add_argument("--baseline-child", type=int, metavar="N", help=argparse.SUPPRESS)
@@ -547,6 +628,40 @@ def main() -> int:
         logs = stack_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         others = {"broker": pid_of(stack.kafka.pidfile), "redis": pid_of(stack.redis.pidfile)}
+
+        counts = [int(x) for x in args.processes.split(",") if x.strip()]
+        scale: dict[str, Any] = {}
+        if counts:
+            scale_runs: dict[int, list[dict[str, Any]]] = {c: [] for c in counts}
+            for i in range(args.rounds):
+                for c in counts:
+                    si = dataclasses.replace(s, raw_topic=f"bench.raw.{run}.p{c}r{i}", app_id=f"bench-{run}-p{c}r{i}")
+                    ensure_topics(si, [TopicSpec(si.raw_topic, si.partitions, {})])
+                    print(f"round {i + 1}/{args.rounds} {c} process(es): preloading {args.events} Avro events ...",
+                          flush=True)
+                    preload(si, registry, si.raw_topic, args.events, tenants, id_base=(7 * 10 + i * 10 + c) * 10**9)
+                    r = scaled_run(si, c, args.events, logs / f"bench-processes-{c}-{run}-{i}.log")
+                    scale_runs[c].append(r)
+                    print(f"    {r['events_per_s']:,} events/s, CPU µs/event {r['cpu_us_per_event']}", flush=True)
+            scale = {"kind": "`streams worker --processes N`, measured from the group's stable N-member assignment",
+                     "runs": {str(c): rs for c, rs in scale_runs.items()},
+                     "events_per_s": {str(c): spread([r["events_per_s"] for r in rs]) for c, rs in scale_runs.items()}}
+            if 1 in scale_runs and 2 in scale_runs:
+                one = statistics.median(r["events_per_s"] for r in scale_runs[1])
+                two = statistics.median(r["events_per_s"] for r in scale_runs[2])
+                scale["ratio_2_vs_1"] = round(two / one, 3)
+                print(f"2 processes / 1 process (medians) = {scale['ratio_2_vs_1']}", flush=True)
+        if args.only_processes:
+            result = {"bench": "pipeline-processes", "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                      "commit": git_commit(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
+                      "machine": machine(), "events": args.events, "rounds": args.rounds, "partitions": s.partitions,
+                      "processes": scale}
+            if not args.no_write:
+                RESULTS.mkdir(parents=True, exist_ok=True)
+                out = RESULTS / f"processes-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
+                out.write_text(json.dumps(result, indent=2) + "\n")
+                print(f"wrote {out}")
+            return 0
 
         runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "pipeline": []}
         for i in range(args.rounds):
@@ -620,6 +735,7 @@ def main() -> int:
             "cpu_us_per_event": cpu,
             "latency": lat,
             "erasure_latency": erasure,
+            "processes": scale,
             "store_documents_dropped_after_throughput": dropped,
             "store_keys_before_erasure_run": store_keys_before,
             "store_keys_at_end": int(redis_lib.Redis.from_url(s.redis_url).dbsize()),

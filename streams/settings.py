@@ -174,6 +174,8 @@ class Settings:
     #: STREAMS_FAIR_QUANTUM - while several tenants are active, the most events one tenant gives a
     #: batch of the tenant raw consumer (streams.ingest.fairness); 0: batch_size / 5.
     fair_quantum: int = 0
+    #: STREAMS_WORKER_PROCESSES - worker processes ``streams worker`` runs on this machine (one per core).
+    worker_processes: int = 1
     #: STREAMS_WEB_PORT - the Faust worker's HTTP port (health, /metrics and the HTTP API).
     web_port: int = 6066
     #: STREAMS_WEB_ENABLED - 0 to run the worker without its HTTP server.
@@ -270,6 +272,7 @@ class Settings:
             batch_size=_int(env, "STREAMS_BATCH_SIZE", d.batch_size, 1),
             batch_within=_float(env, "STREAMS_BATCH_WITHIN", d.batch_within),
             fair_quantum=_int(env, "STREAMS_FAIR_QUANTUM", d.fair_quantum, 0),
+            worker_processes=_int(env, "STREAMS_WORKER_PROCESSES", d.worker_processes, 1),
             web_port=_port(env, "STREAMS_WEB_PORT", d.web_port),
             web_enabled=_bool(env, "STREAMS_WEB_ENABLED", d.web_enabled),
             web_host=(env.get("STREAMS_WEB_HOST") or d.web_host).strip(),

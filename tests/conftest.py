@@ -222,10 +222,22 @@ class WorkerProcess:
         return f"logged a traceback:\n{log[max(0, i - 500):i + 2500]}"
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the item (``rep_call``): fixtures read whether the test failed."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
+
+
+WORKER_LOG_TAIL_LINES = 150
+
+
 @pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+def start_worker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., WorkerProcess]]:
     """Starts workers; at teardown stops them and fails the test if one did not exit cleanly
-    (see ``WorkerProcess``)."""
+    (see ``WorkerProcess``). When the test failed, the end of every worker's log is printed (it is
+    in the report: the temporary directory that holds the logs is gone a few runs later)."""
     workers: list[WorkerProcess] = []
 
     def start(settings: Settings, ready: bool = True, extra_env: dict[str, str] | None = None,
@@ -239,6 +251,11 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     yield start
     for w in workers:
         w.stop()
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        for i, w in enumerate(workers):
+            lines = w.log_text().splitlines()[-WORKER_LOG_TAIL_LINES:]
+            print(f"\n===== worker {i} ({w.log_path}), last {len(lines)} lines =====\n" + "\n".join(lines))
     problems = [f"worker {i} ({w.log_path.name}) {why}" for i, w in enumerate(workers)
                 if (why := w.unclean_exit()) is not None]
     if problems:

@@ -7,17 +7,23 @@ import dataclasses
 
 from streams.cli.base import K, R, Subparsers, add_command, ready, settings
 from streams.cli.errors import UsageError
+from streams.settings import Settings
 
 
 def register(sub: Subparsers) -> None:
     sp = add_command(sub, "worker", "start a pipeline worker (Faust)", cmd_worker,
-                     "Start one worker of the consumer group STREAMS_APP_ID. Run several to scale out: partitions "
-                     "of events.raw are shared among them. Stops cleanly on Ctrl-C / SIGTERM. Refuses to start "
-                     "(status 2) when its web port is taken: give a second worker on one machine its own "
+                     "Start a worker of the consumer group STREAMS_APP_ID. Run several to scale out: partitions "
+                     "of events.raw are shared among them. One worker process uses one core; --processes N "
+                     "runs N on this machine (process i serves /live, /ready and /metrics on the web port + i), "
+                     "restarts one that dies, and stops them all on Ctrl-C / SIGTERM. Refuses to start "
+                     "(status 2) when a web port is taken: give a second worker on one machine its own "
                      "--web-port.",
                      needs=(R, K), own_logging=True)
     sp.add_argument("--web-port", type=int, help="HTTP port for /live, /ready, /health, /metrics (default STREAMS_WEB_PORT)")
     sp.add_argument("--no-create-topics", action="store_true", help="do not create missing topics at start")
+    sp.add_argument("--processes", type=int, metavar="N",
+                    help="worker processes on this machine, one per core is a good start (default "
+                         "STREAMS_WORKER_PROCESSES, 1); web ports web-port .. web-port+N-1")
 
 
 def _check_web_port(port: int, setting: str) -> None:
@@ -53,9 +59,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
     s = settings()
     if args.web_port is not None:
         s = dataclasses.replace(s, web_port=args.web_port)
+    processes = args.processes if args.processes is not None else s.worker_processes
+    if processes < 1:
+        raise UsageError(f"--processes must be at least 1, got {processes}")
+    port_setting = "--web-port" if args.web_port is not None else "STREAMS_WEB_PORT"
     if s.web_enabled:
-        _check_web_port(s.web_port, "--web-port" if args.web_port is not None else "STREAMS_WEB_PORT")
+        if s.web_port + processes - 1 > 65535:
+            raise UsageError(f"{port_setting} {s.web_port} + {processes} processes goes past port 65535")
+        for i in range(processes):
+            _check_web_port(s.web_port + i, port_setting)
     ready(args, s)
+    if processes > 1:
+        return _run_pool(args, s, processes)
     logging.basicConfig(level=s.log_level, format=TEXT_FORMAT)
     # JSON: Faust's worker applies this config instead of its own (coloured text) handler.
     config = logging_config(s.log_level, s.log_format) if s.log_format == "json" else None
@@ -68,3 +83,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
                           logging_config=config)
     worker.execute_from_commandline()
     return 0
+
+
+def _run_pool(args: argparse.Namespace, s: Settings, processes: int) -> int:
+    """``processes`` worker processes of this command (streams.ops.worker_pool); topics made once, here."""
+    import logging
+    import sys
+
+    from streams.ops.log_format import TEXT_FORMAT
+    from streams.ops.topics import ensure_topics
+    from streams.ops.worker_pool import WorkerPool, child_argv
+
+    logging.basicConfig(level=s.log_level, format=TEXT_FORMAT)
+    if not args.no_create_topics:
+        ensure_topics(s)
+    base = [sys.executable, "-m", "streams.cli.main", "worker", "--processes", "1", "--no-create-topics"]
+    pool = WorkerPool(lambda i: child_argv(base, i, s.web_port if s.web_enabled else None), processes)
+    return pool.run()

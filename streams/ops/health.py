@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -17,7 +18,10 @@ from streams.ops import metric_catalogue as M
 from streams.ops.metrics import Metrics
 
 #: /ready says no when this worker's own privacy-request partitions have had a request waiting this long.
+log = logging.getLogger(__name__)
+
 REQUESTS_STALE_SECONDS = 60.0
+STALL_LOG_SECONDS = 30.0  # a partition with waiting records and no progress this long is logged (then every minute)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class PartitionProgress:
         self._seen: dict[tuple[str, int], tuple[int | None, float]] = {}
         self._topics: set[str] = set()
         self.stalled: dict[tuple[str, int], float] = {}
+        self._logged: dict[tuple[str, int], float] = {}  # stalled seconds at the last warning
 
     def update(self, offsets: Mapping[tuple[str, int], Offsets]) -> None:
         """The assignment as it is now (every assigned partition, known offsets or not)."""
@@ -69,6 +74,7 @@ class PartitionProgress:
         for tp in set(self._seen) - set(offsets):  # revoked: its series go
             del self._seen[tp]
             self.stalled.pop(tp, None)
+            self._logged.pop(tp, None)
             for d in (M.CONSUMER_LAG, M.CONSUMER_STALLED):
                 if {"topic": tp[0], "partition": str(tp[1])} in self.metrics.series(d):
                     self.metrics.remove(d, topic=tp[0], partition=tp[1])
@@ -82,12 +88,30 @@ class PartitionProgress:
             if lag is not None:
                 self.metrics.set(M.CONSUMER_LAG, lag, topic=tp[0], partition=tp[1])
             self.metrics.set(M.CONSUMER_STALLED, self.stalled[tp], topic=tp[0], partition=tp[1])
+            self._log_stall(tp, o, lag)
         counts: dict[str, int] = {t: 0 for t in self._topics}
         for topic, _ in offsets:
             counts[topic] = counts.get(topic, 0) + 1
         self._topics = set(counts)
         for topic, n in counts.items():
             self.metrics.set(M.PARTITIONS_ASSIGNED, n, topic=topic)
+
+
+    def _log_stall(self, tp: tuple[str, int], o: Offsets, lag: int | None) -> None:
+        """A warning when a partition stalls (and each minute it stays so), with what the worker knows
+        of it: whether the consumer stopped fetching (position, last read) or the worker stopped
+        finishing batches (processed) is what an operator, or a test's report, needs to tell."""
+        stalled = self.stalled[tp]
+        if stalled < STALL_LOG_SECONDS:
+            self._logged.pop(tp, None)
+            return
+        last = self._logged.get(tp)
+        if last is not None and stalled - last < 60.0:
+            return
+        self._logged[tp] = stalled
+        log.warning("partition %s[%d] stalled for %.0f s with %s records waiting: end %s, fetch position %s, "
+                    "last read %s, processed up to %s, committed %s", tp[0], tp[1], stalled, lag, o.end, o.position,
+                    o.last_read, o.processed, o.committed)
 
 
 class PrivacyBacklog:

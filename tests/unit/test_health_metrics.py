@@ -56,6 +56,33 @@ def test_progress_gauges_lag_stalled_time_and_revocation() -> None:
     assert m.value(M.PARTITIONS_ASSIGNED, topic="events.raw") == 0
 
 
+def test_a_stalled_partition_is_logged_with_what_the_worker_knows_of_it_then_each_minute(caplog) -> None:
+    m, clock = Metrics(process=False), Clock()
+    p = PartitionProgress(m, clock)
+    stuck = Offsets(end=100, processed=40, committed=40, position=55, last_read=54)
+    p.update({("events.raw", 3): stuck})
+    with caplog.at_level("WARNING", logger="streams.ops.health"):
+        clock.now += 29
+        p.update({("events.raw", 3): stuck})
+        assert not caplog.records  # not yet
+        clock.now += 1
+        p.update({("events.raw", 3): stuck})
+        assert [r.getMessage() for r in caplog.records] == [
+            "partition events.raw[3] stalled for 30 s with 60 records waiting: end 100, fetch position 55, "
+            "last read 54, processed up to 40, committed 40"]
+        clock.now += 30
+        p.update({("events.raw", 3): stuck})
+        assert len(caplog.records) == 1  # once a minute
+        clock.now += 30
+        p.update({("events.raw", 3): stuck})
+        assert len(caplog.records) == 2
+        clock.now += 1
+        p.update({("events.raw", 3): Offsets(end=100, processed=60)})  # moving again: nothing more
+        clock.now += 40
+        p.update({("events.raw", 3): Offsets(end=100, processed=80)})
+        assert len(caplog.records) == 2
+
+
 def test_privacy_backlog_counts_and_ages_a_partition_that_does_not_move() -> None:
     m, clock = Metrics(process=False), Clock()
     b = PrivacyBacklog(m, clock)

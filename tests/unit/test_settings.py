@@ -49,6 +49,7 @@ CUSTOM = {
     "STREAMS_BATCH_SIZE": ("50", 50),
     "STREAMS_BATCH_WITHIN": ("0.5", 0.5),
     "STREAMS_WEB_PORT": ("0", 0),
+    "STREAMS_WORKER_PROCESSES": ("3", 3),
     "STREAMS_WEB_ENABLED": ("false", False),
     "STREAMS_WEB_HOST": ("0.0.0.0", "0.0.0.0"),
     "STREAMS_WEB_TLS_CERT": ("/etc/streams/web.crt", "/etc/streams/web.crt"),
