@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from typing import Any
 
 import faust
@@ -88,9 +89,98 @@ async def finish_consumer_stop(consumer: Any) -> None:
     log.info("consumer stopped after a fetch task cancelled in its back-off (aiokafka Fetcher.close)")
 
 
+HOLE_SEEK_BACK_S = 5.0  # at most one seek back per partition this often
+
+
 class _ReadCommittedConsumer(faust_aiokafka.Consumer):
+    """Faust's consumer, reading read_committed, that never commits past a record it did not finish.
+
+    Faust (0.15) drops records its stream reads during a rebalance with the previous generation's
+    id, or while flow control is paused; it expects the seek to the committed offset after the
+    rebalance to read them again. When they come after that seek they are never read again, and
+    its commit takes the first run of finished offsets wherever it starts (its check for a hole at
+    the head is off by one, and skipped when the partition has no committed offset yet). Seen on
+    the real stack: a worker that took over a partition nobody had committed yet committed past
+    ~500 records it never processed (and the raw pruner then deleted them).
+
+    So: a partition without a committed offset starts at its log start, explicitly (it becomes the
+    offset expected next); a commit only ever covers a run that starts at the offset expected next;
+    and a hole there (later records finished, earlier ones not: the ingest agent finishes batches in
+    order, so they were dropped) seeks the partition back to it. The records after the hole are
+    processed again (at least once; the store is idempotent by event id)."""
+
+    @property
+    def guarded_topics(self) -> frozenset[str]:
+        return getattr(self.app, "guarded_topics", frozenset())  # create_app: the raw topic
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        fresh = [tp for tp in self.assignment()
+                 if tp.topic in self.guarded_topics and self._committed_offset.get(tp) is None]
+        if not fresh:
+            return
+        starts = await self.earliest_offsets(*fresh)
+        known = {tp: int(off) for tp, off in starts.items() if off is not None and off >= 0}
+        if known:
+            await self.seek_wait(known)
+            self._committed_offset.update(known)
+            log.info("partitions without a committed offset start at their log start: %s",
+                     ", ".join(f"{tp.topic}[{tp.partition}]@{off}" for tp, off in sorted(known.items())))
+
+    def _new_offset(self, tp: Any) -> int | None:
+        expected = self._committed_offset.get(tp) if tp.topic in self.guarded_topics else None
+        acked = self._acked.get(tp)
+        if expected is not None and acked:
+            gaps = self._gap.get(tp)
+            first = min([min(acked)] + ([min(i.begin for i in gaps)] if gaps else []))
+            # Faust's own bookkeeping is off by one here (it takes the committed offset, the next to
+            # read, for the last one read, and a transaction marker right after it is never in its
+            # gaps): a hole of one record at the head cannot be told from a marker, so only longer
+            # ones count. Records dropped at a rebalance come in runs.
+            if first > expected + 1:
+                seen = getattr(self, "_holes_read_again", {})
+                self._holes_read_again = seen
+                if seen.get(tp) == (expected, first):
+                    # Read again from ``expected`` and the first record is at ``first`` again: the
+                    # offsets between hold nothing to deliver (an aborted transaction, markers).
+                    self._gap[tp].addi(expected, first)
+                    seen.pop(tp, None)
+                else:
+                    if self._hole(tp, expected, first):
+                        seen[tp] = (expected, first)
+                    return None
+        return super()._new_offset(tp)
+
+    def _hole(self, tp: Any, expected: int, first: int) -> bool:
+        """Offsets ``expected`` .. ``first - 1`` of ``tp`` were not finished while later ones were:
+        read the partition again from ``expected`` (True), unless it was just done (False)."""
+        now = time.monotonic()
+        last = getattr(self, "_hole_seeks", {})
+        self._hole_seeks = last
+        if now - last.get(tp, 0.0) < HOLE_SEEK_BACK_S:
+            return False
+        last[tp] = now
+        log.warning("%s[%d]: offsets %d..%d were not processed while later ones were (records dropped by "
+                    "the consumer at a rebalance, or no records there): reading the partition again from %d",
+                    tp.topic, tp.partition, expected, first - 1, expected)
+        self._acked[tp] = []
+        self._acked_index[tp] = set()
+        self._gap.pop(tp, None)
+
+        async def seek_back() -> None:
+            try:
+                earliest = (await self.earliest_offsets(tp)).get(tp)
+                if earliest is not None and earliest > expected:  # deleted meanwhile: start there
+                    self._committed_offset[tp] = earliest
+                await self.seek_wait({tp: max(expected, earliest or 0)})
+            except Exception as exc:  # revoked meanwhile, or stopping: the next assignment seeks anyway
+                log.warning("%s[%d]: seeking back failed (%s)", tp.topic, tp.partition, type(exc).__name__)
+
+        asyncio.ensure_future(seek_back())
+        return True
 
 
 class _ReadCommittedTransport(faust_aiokafka.Transport):
@@ -225,6 +315,7 @@ def create_app(settings: Settings) -> faust.App:
     progress, backlog = PartitionProgress(metrics), PrivacyBacklog(metrics)
 
     app = _faust_app(settings)
+    app.guarded_topics = frozenset({settings.raw_topic})  # type: ignore[attr-defined]
     raw_topic = app.topic(
         settings.raw_topic, key_type=bytes, value_type=bytes,
         key_serializer="raw", value_serializer="raw", partitions=settings.partitions,
@@ -248,7 +339,11 @@ def create_app(settings: Settings) -> faust.App:
     if settings.raw_prune_interval > 0:
         @app.timer(interval=settings.raw_prune_interval)
         async def prune_raw_events() -> None:
-            await service.prune_raw_events()
+            # events.raw only up to what the group committed: a record Faust dropped is below it
+            # (_ReadCommittedConsumer) and must stay to be read again.
+            committed = getattr(app.consumer, "_committed_offset", {})
+            await service.prune_raw_events({(tp.topic, tp.partition): committed.get(tp)
+                                            for tp in _assignment(app, settings.raw_topic)}, settings.raw_topic)
 
     @app.timer(interval=2.0)
     async def refresh_tenants() -> None:

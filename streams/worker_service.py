@@ -93,14 +93,20 @@ class WorkerService(Service):
             async with rt.lock:
                 await rt.pipeline.apply_requests()
 
-    async def prune_raw_events(self) -> None:
+    async def prune_raw_events(self, committed: dict[tuple[str, int], int | None] | None = None,
+                               raw_topic: str | None = None) -> None:
         """Raw PII stays only until processed (``streams.ingest.raw_pruning``). Best effort: a
-        failure is retried at the next tick; the topic's retention is the backstop."""
+        failure is retried at the next tick; the topic's retention is the backstop.
+
+        ``committed``: for ``raw_topic`` (Faust's), each assigned partition's committed offset: it
+        is pruned up to the lower of that and what this worker processed, and a partition not
+        assigned (any more) is left to its owner."""
         rt = self.runtime
         if rt is None:
             return
+        wanted = prunable(self.processed, committed, raw_topic)
         try:
-            moved = await asyncio.get_running_loop().run_in_executor(None, rt.raw_pruner.prune, dict(self.processed))
+            moved = await asyncio.get_running_loop().run_in_executor(None, rt.raw_pruner.prune, wanted)
         except Exception as exc:
             log.warning("pruning processed raw events failed: %s", type(exc).__name__)
             return
@@ -110,3 +116,17 @@ class WorkerService(Service):
     async def refresh_tenants(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.tenants.refresh)
 
+
+def prunable(processed: dict[tuple[str, int], int], committed: dict[tuple[str, int], int | None] | None,
+             raw_topic: str | None) -> dict[tuple[str, int], int]:
+    """What may be pruned: every processed offset of other topics; of ``raw_topic`` only assigned
+    partitions, up to their committed offset."""
+    out: dict[tuple[str, int], int] = {}
+    for tp, nxt in processed.items():
+        if raw_topic is not None and committed is not None and tp[0] == raw_topic:
+            cap = committed.get(tp)
+            if cap is None:
+                continue
+            nxt = min(nxt, cap)
+        out[tp] = nxt
+    return out

@@ -60,3 +60,16 @@ def test_wait_runtime_returns_once_started():
         svc._runtime_ready.set()
         return await asyncio.wait_for(waiter, 1)
     assert asyncio.run(run()) == "rt"
+
+
+def test_raw_topic_is_pruned_only_up_to_what_the_group_committed_and_only_where_assigned() -> None:
+    from streams.worker_service import prunable
+
+    processed = {("events.raw", 0): 900, ("events.raw", 1): 50, ("events.raw", 2): 70, ("events.raw.acme", 0): 30}
+    committed = {("events.raw", 0): 191, ("events.raw", 1): 80, ("events.raw", 3): 10}
+    # p0: Faust committed 191 although this worker processed up to 900 (records it dropped are below):
+    # only 191. p1: committed ahead of this worker's own progress: its own. p2: not assigned any
+    # more: its new owner prunes. A tenant's raw topic (not Faust's): what was processed.
+    assert prunable(processed, committed, "events.raw") == {
+        ("events.raw", 0): 191, ("events.raw", 1): 50, ("events.raw.acme", 0): 30}
+    assert prunable(processed, None, None) == processed
