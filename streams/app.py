@@ -16,12 +16,14 @@ from typing import Any
 import faust
 from aiohttp.web import Response
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 from faust.web.base import BlueprintManager
 
 from streams.api.faust_views import register_api
 from streams.connections import Purpose, faust_broker, redis_client
 from streams.ingest.batch import RawRecord
 from streams.ingest.processor import EventProcessor
+from streams.ingest.offset_gaps import GapReader, PartitionCursor
 from streams.ingest.tenant_raw import TenantRawIngest, next_offsets
 from streams.ops.health import Offsets, PartitionProgress, PrivacyBacklog, readiness, set_build_info
 from streams.ops.metrics import CONTENT_TYPE, Metrics
@@ -104,10 +106,9 @@ class _ReadCommittedConsumer(faust_aiokafka.Consumer):
     ~500 records it never processed (and the raw pruner then deleted them).
 
     So: a partition without a committed offset starts at its log start, explicitly (it becomes the
-    offset expected next); a commit only ever covers a run that starts at the offset expected next;
-    and a hole there (later records finished, earlier ones not: the ingest agent finishes batches in
-    order, so they were dropped) seeks the partition back to it. The records after the hole are
-    processed again (at least once; the store is idempotent by event id)."""
+    offset expected next), and a commit only ever covers a run that starts there. The ingest agent
+    finds the dropped records (``streams.ingest.offset_gaps``) and reads them again in order
+    (``read_again``), or finds the offsets empty (``accept_gap``)."""
 
     @property
     def guarded_topics(self) -> frozenset[str]:
@@ -138,49 +139,34 @@ class _ReadCommittedConsumer(faust_aiokafka.Consumer):
             first = min([min(acked)] + ([min(i.begin for i in gaps)] if gaps else []))
             # Faust's own bookkeeping is off by one here (it takes the committed offset, the next to
             # read, for the last one read, and a transaction marker right after it is never in its
-            # gaps): a hole of one record at the head cannot be told from a marker, so only longer
-            # ones count. Records dropped at a rebalance come in runs.
+            # gaps): one offset at the head is taken for a marker. A longer hole is not committed
+            # past: the ingest agent reads it again (streams.ingest.offset_gaps) or finds it empty
+            # and says so (accept_gap).
             if first > expected + 1:
-                seen = getattr(self, "_holes_read_again", {})
-                self._holes_read_again = seen
-                if seen.get(tp) == (expected, first):
-                    # Read again from ``expected`` and the first record is at ``first`` again: the
-                    # offsets between hold nothing to deliver (an aborted transaction, markers).
-                    self._gap[tp].addi(expected, first)
-                    seen.pop(tp, None)
-                else:
-                    if self._hole(tp, expected, first):
-                        seen[tp] = (expected, first)
-                    return None
+                log.debug("%s[%d]: not committing past offsets %d..%d", tp.topic, tp.partition, expected, first - 1)
+                return None
         return super()._new_offset(tp)
 
-    def _hole(self, tp: Any, expected: int, first: int) -> bool:
-        """Offsets ``expected`` .. ``first - 1`` of ``tp`` were not finished while later ones were:
-        read the partition again from ``expected`` (True), unless it was just done (False)."""
+    def accept_gap(self, topic: str, partition: int, lo: int, hi: int) -> None:
+        """Offsets ``lo`` .. ``hi - 1`` hold no records to deliver (checked): commits may pass them."""
+        self._gap[TP(topic, partition)].addi(lo, hi)
+
+    async def read_again(self, topic: str, partition: int, offset: int) -> None:
+        """Seek the partition back to ``offset`` (at most every HOLE_SEEK_BACK_S per partition)."""
+        tp = TP(topic, partition)
         now = time.monotonic()
         last = getattr(self, "_hole_seeks", {})
         self._hole_seeks = last
         if now - last.get(tp, 0.0) < HOLE_SEEK_BACK_S:
-            return False
+            return
         last[tp] = now
-        log.warning("%s[%d]: offsets %d..%d were not processed while later ones were (records dropped by "
-                    "the consumer at a rebalance, or no records there): reading the partition again from %d",
-                    tp.topic, tp.partition, expected, first - 1, expected)
-        self._acked[tp] = []
-        self._acked_index[tp] = set()
-        self._gap.pop(tp, None)
-
-        async def seek_back() -> None:
-            try:
-                earliest = (await self.earliest_offsets(tp)).get(tp)
-                if earliest is not None and earliest > expected:  # deleted meanwhile: start there
-                    self._committed_offset[tp] = earliest
-                await self.seek_wait({tp: max(expected, earliest or 0)})
-            except Exception as exc:  # revoked meanwhile, or stopping: the next assignment seeks anyway
-                log.warning("%s[%d]: seeking back failed (%s)", tp.topic, tp.partition, type(exc).__name__)
-
-        asyncio.ensure_future(seek_back())
-        return True
+        try:
+            earliest = (await self.earliest_offsets(tp)).get(tp)
+            if earliest is not None and earliest > offset:  # deleted meanwhile (retention): start there
+                self._committed_offset[tp] = earliest
+            await self.seek_wait({tp: max(offset, earliest or 0)})
+        except Exception as exc:  # revoked meanwhile, or stopping: the next assignment seeks anyway
+            log.warning("%s[%d]: seeking back failed (%s)", topic, partition, type(exc).__name__)
 
 
 class _ReadCommittedTransport(faust_aiokafka.Transport):
@@ -370,18 +356,37 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(raw_topic, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
         p = (await service.wait_runtime()).pipeline
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
-            records = [_raw_record(e) for e in events]
-            task = asyncio.ensure_future(p.handle(records))
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                # Stopping: finish the batch first, because take_events acks it
-                # as soon as this loop body exits, finished or not.
-                await task
-                raise
-            # done: every record is in its sinks (handle never returns before)
-            service.mark_processed(next_offsets(records))
+        loop = asyncio.get_running_loop()
+        gap_reader = GapReader(settings.kafka())
+        # Records in offset order, none skipped (streams.ingest.offset_gaps): where each partition of
+        # this assignment starts is what the consumer committed (or its log start).
+        cursor = PartitionCursor(lambda tp: getattr(app.consumer, "_committed_offset", {}).get(tp), gap_reader)
+        try:
+            async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+                cursor.new_assignment(app.consumer_generation_id)
+                records, holes, empty = await loop.run_in_executor(None, cursor.split_and_gaps,
+                                                                   [_raw_record(e) for e in events])
+                for g in empty:
+                    app.consumer.accept_gap(g.topic, g.partition, g.expected, g.first)
+                for h in holes:
+                    log.warning("%s[%d]: offsets %d..%d hold records the consumer did not hand over (dropped at a "
+                                "rebalance): the partition is read again from %d", h.topic, h.partition, h.expected,
+                                h.first - 1, h.expected)
+                    await app.consumer.read_again(h.topic, h.partition, h.expected)
+                if not records:
+                    continue
+                task = asyncio.ensure_future(p.handle(records))
+                try:
+                    await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    # Stopping: finish the batch first, because take_events acks it
+                    # as soon as this loop body exits, finished or not.
+                    await task
+                    raise
+                # done: every record is in its sinks (handle never returns before)
+                service.mark_processed(next_offsets(records))
+        finally:
+            gap_reader.close()  # no group membership, nothing to commit: quick
 
     @app.task
     async def ingest_tenant_raw() -> None:

@@ -47,29 +47,28 @@ def test_one_offset_at_the_head_is_taken_for_a_transaction_marker() -> None:
     assert c._new_offset(RAW) == 111
 
 
-def test_records_dropped_before_the_finished_ones_are_never_committed_past_and_are_read_again() -> None:
+def test_records_dropped_before_the_finished_ones_are_never_committed_past() -> None:
+    c, seeks = _consumer(100, list(range(150, 161)))  # 100..149 read, dropped, never finished
+    assert c._new_offset(RAW) is None
+    # Read again (the ingest agent asks for it): 100..160 finished, the run from 100 is committed.
+    c._acked[RAW] = list(range(100, 161))
+    c._acked_index[RAW] = set(c._acked[RAW])
+    assert c._new_offset(RAW) == 161
+
+
+def test_a_gap_found_empty_is_committed_past() -> None:
+    c, _ = _consumer(0, [2, 3, 4])  # offsets 0..1: an aborted transaction, never delivered
+    assert c._new_offset(RAW) is None
+    c.accept_gap(RAW.topic, RAW.partition, 0, 2)  # the agent read 0..1 and found nothing
+    assert c._new_offset(RAW) == 5
+
+
+def test_reading_again_seeks_once_per_interval() -> None:
     async def run() -> None:
-        c, seeks = _consumer(100, list(range(150, 161)))  # 100..149 read, dropped, never finished
-        assert c._new_offset(RAW) is None
-        await asyncio.sleep(0)
-        assert seeks == [{RAW: 100}]  # the partition is read again from 100
-        assert c._committed_offset[RAW] == 100 and not c._acked[RAW]
-        # Read again: this time 100..160 are finished, and the run from 100 is committed.
-        c._acked[RAW] = list(range(100, 161))
-        c._acked_index[RAW] = set(c._acked[RAW])
-        assert c._new_offset(RAW) == 161
-
-    asyncio.run(run())
-
-
-def test_a_hole_that_is_there_again_after_reading_again_holds_no_records() -> None:
-    async def run() -> None:
-        c, seeks = _consumer(0, [2, 3, 4])  # offsets 0..1: an aborted transaction, never delivered
-        assert c._new_offset(RAW) is None
-        await asyncio.sleep(0)
-        assert seeks == [{RAW: 0}]
-        c._acked[RAW], c._acked_index[RAW] = [2, 3, 4], {2, 3, 4}  # the same again after the seek
-        assert c._new_offset(RAW) == 5
+        c, seeks = _consumer(100, [])
+        await c.read_again(RAW.topic, RAW.partition, 100)
+        await c.read_again(RAW.topic, RAW.partition, 100)  # within HOLE_SEEK_BACK_S: not again
+        assert seeks == [{RAW: 100}]
 
     asyncio.run(run())
 
